@@ -1,0 +1,150 @@
+"""
+The three seams of imaged, as zope interfaces.
+
+``IImageService`` is what the web layer needs (the seed's ``Service``): anyone can mount imaged's
+HTTP API over their own implementation.  ``IMetadataStore`` and ``IBlobStore`` are what the
+standard service is built on; they are chosen by configuration (SQLite or PostgreSQL; local files,
+Swift or S3).  Every method that may wait returns a ``Deferred``; none of them may block the
+reactor thread.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IImageService(Interface):
+    """
+    Glance's image operations with their rules (status state machine, policy, quotas).
+
+    Every method takes the caller's ``RequestContext`` first and returns a ``Deferred``.  Errors
+    are ``imaged.errors`` exceptions delivered as failures of that ``Deferred``.
+    """
+
+    hash_algo = Attribute("Name of the multihash algorithm (``os_hash_algo``), e.g. 'sha512'.")
+
+    def create(context, request):
+        """
+        Create a queued image from an ``imaged.model.CreateImageRequest``.
+
+        @return: ``Deferred`` firing with the new ``Image``.
+        """
+
+    def list(context, query):
+        """
+        List images visible to the caller matching an ``imaged.model.ImageQuery``.
+
+        @return: ``Deferred`` firing with a ``Page``.
+        """
+
+    def get(context, image_id):
+        """@return: ``Deferred`` firing with the ``Image``; ``ImageNotFound`` if invisible."""
+
+    def update(context, image_id, changes):
+        """
+        Apply a sequence of ``Change`` steps atomically: all of them or none.
+
+        @return: ``Deferred`` firing with the updated ``Image``.
+        """
+
+    def delete(context, image_id):
+        """Delete the image and its data. @return: ``Deferred`` firing with ``None``."""
+
+    def upload(context, image_id, producer, size=None):
+        """
+        Store the image's data from an ``IBodyProducer`` and make the image active.
+
+        @param size: the size the client declared, if any; checked against the cap up front
+            and against the bytes received at the end.
+        @return: ``Deferred`` firing with the active ``Image``.
+        """
+
+    def download(context, image_id, byte_range=None):
+        """
+        Open the image's data, optionally one ``ByteRange`` of it.
+
+        @return: ``Deferred`` firing with a ``Download``; its ``producer`` is ``None`` when the
+            image has no data.
+        """
+
+    def add_tag(context, image_id, tag):
+        """Add a tag (idempotent). @return: ``Deferred`` firing with ``None``."""
+
+    def remove_tag(context, image_id, tag):
+        """Remove a tag; ``NotFound`` if absent. @return: ``Deferred`` firing with ``None``."""
+
+    def deactivate(context, image_id):
+        """Make an active image's data unavailable to non-admins."""
+
+    def reactivate(context, image_id):
+        """Make a deactivated image active again."""
+
+
+class IMetadataStore(Interface):
+    """
+    Durable image records.  Implementations keep every call atomic with respect to others,
+    across processes and nodes where they are shared.
+    """
+
+    def insert(image):
+        """
+        Store a new ``Image``.
+
+        @return: ``Deferred`` firing with the stored ``Image``; ``Duplicate`` if its id was
+            ever used (deleted images keep their ids).
+        """
+
+    def get(image_id):
+        """@return: ``Deferred`` firing with the ``Image`` or ``None`` (missing or deleted)."""
+
+    def list(scope, query):
+        """
+        One page of images within a ``Scope`` matching an ``ImageQuery``, in its sort order,
+        starting after ``query.marker``.
+
+        @return: ``Deferred`` firing with a ``Page``; ``BadRequest`` for an unknown marker.
+        """
+
+    def modify(image_id, mutate):
+        """
+        Atomically read the image, call ``mutate(image) -> image`` and write the result.
+
+        ``mutate`` runs in the store's own thread and must be a pure function of the image; if
+        it raises, nothing is written and the exception is the ``Deferred``'s failure.
+
+        @return: ``Deferred`` firing with the written ``Image``; ``ImageNotFound`` if missing
+            or deleted.
+        """
+
+    def close():
+        """Release connections and threads. @return: ``Deferred`` firing when done."""
+
+
+class IBlobStore(Interface):
+    """
+    Image bytes.  A blob is written once, read many times, and deleted; it is never visible
+    half-written.
+    """
+
+    def write(image_id, producer, hash_algo, size_cap=None):
+        """
+        Consume an ``IBodyProducer`` into a new blob, computing md5 and ``hash_algo`` on the way.
+
+        Back-pressure: the store pauses the producer when it falls behind.  On any failure
+        (including ``TooLarge`` when more than ``size_cap`` bytes arrive) nothing is left
+        stored.
+
+        @return: ``Deferred`` firing with a ``StoredBlob``.
+        """
+
+    def read(location, offset=0, length=None):
+        """
+        Open a blob for reading, whole or ``length`` bytes from ``offset``.
+
+        @return: ``Deferred`` firing with an ``IBodyProducer`` (whose ``length`` is the number
+            of bytes it will produce) that honours ``pauseProducing``/``resumeProducing``;
+            ``NotFound`` if the blob is gone.
+        """
+
+    def delete(location):
+        """Remove a blob; a missing blob is not an error. @return: ``Deferred``."""

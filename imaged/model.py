@@ -1,0 +1,337 @@
+"""
+Value types of the image service: enums, the image record and the requests that change it.
+
+These are the Pythonic form of the seed's Go types (``Status``, ``Visibility``, ``DiskFormat``,
+``ContainerFormat``, ``VersionStatus``, ``Version``, ``Link``, ``CreateImageRequest``,
+``DefaultResponse``).  They are plain immutable values: no HTTP, no SQL, no files, so that the
+web layer, the service and every store can share them without depending on each other.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Mapping, Optional, Sequence
+
+import attrs
+
+
+class Status(str, enum.Enum):
+    """Where an image is in its life (Glance's ``valid_state_targets``)."""
+
+    QUEUED = "queued"
+    SAVING = "saving"
+    ACTIVE = "active"
+    KILLED = "killed"
+    DELETED = "deleted"
+    PENDING_DELETE = "pending_delete"
+    UPLOADING = "uploading"
+    IMPORTING = "importing"
+    DEACTIVATED = "deactivated"
+
+
+class Visibility(str, enum.Enum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+    SHARED = "shared"
+    COMMUNITY = "community"
+
+
+class DiskFormat(str, enum.Enum):
+    """Glance's default ``disk_formats`` (the seed's raw, qcow2 and iso among them)."""
+
+    AMI = "ami"
+    ARI = "ari"
+    AKI = "aki"
+    VHD = "vhd"
+    VHDX = "vhdx"
+    VMDK = "vmdk"
+    RAW = "raw"
+    QCOW2 = "qcow2"
+    VDI = "vdi"
+    ISO = "iso"
+    PLOOP = "ploop"
+
+
+class ContainerFormat(str, enum.Enum):
+    """Glance's default ``container_formats`` (the seed's bare among them)."""
+
+    AMI = "ami"
+    ARI = "ari"
+    AKI = "aki"
+    BARE = "bare"
+    OVF = "ovf"
+    OVA = "ova"
+    DOCKER = "docker"
+    COMPRESSED = "compressed"
+
+
+class VersionStatus(str, enum.Enum):
+    CURRENT = "CURRENT"
+    SUPPORTED = "SUPPORTED"
+    DEPRECATED = "DEPRECATED"
+
+
+class SortDir(str, enum.Enum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+@attrs.frozen
+class Link:
+    href: str
+    rel: Optional[str] = None
+    type: Optional[str] = None
+
+
+@attrs.frozen
+class Version:
+    id: str
+    status: VersionStatus
+    links: Sequence[Link] = ()
+
+
+def utcnow() -> datetime:
+    """Now, as a naive UTC datetime: what every store keeps and compares."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@attrs.frozen
+class StoredBlob:
+    """
+    What a blob store reports after it has durably stored an image's bytes.
+
+    ``location`` is the store's own opaque address (a ``file://`` URL for the file store); the
+    service keeps it in the image record and hands it back for reads and deletes.
+    """
+
+    size: int
+    checksum: str
+    hash_algo: str
+    hash_value: str
+    location: str
+
+
+@attrs.frozen
+class Image:
+    """
+    One image record, as the metadata store keeps it.
+
+    ``properties`` are Glance's *extra properties* (string to string).  ``location`` is where
+    the blob store put the bytes; it is internal and never shown unless an operator asks for it.
+    """
+
+    id: str
+    status: Status
+    visibility: Visibility
+    created_at: datetime
+    updated_at: datetime
+    name: Optional[str] = None
+    owner: Optional[str] = None
+    protected: bool = False
+    os_hidden: bool = False
+    disk_format: Optional[DiskFormat] = None
+    container_format: Optional[ContainerFormat] = None
+    min_disk: int = 0
+    min_ram: int = 0
+    size: Optional[int] = None
+    virtual_size: Optional[int] = None
+    checksum: Optional[str] = None
+    os_hash_algo: Optional[str] = None
+    os_hash_value: Optional[str] = None
+    tags: frozenset[str] = frozenset()
+    properties: Mapping[str, str] = attrs.field(factory=dict)
+    location: Optional[str] = None
+
+    @property
+    def has_data(self) -> bool:
+        return self.location is not None and self.status in (Status.ACTIVE, Status.DEACTIVATED)
+
+
+@attrs.frozen
+class CreateImageRequest:
+    """
+    What a caller may set when creating an image (the seed's ``CreateImageRequest``).
+
+    Fields left ``None`` take Glance's defaults (``shared``, unprotected, not hidden, 0 GB/MB,
+    the caller's project as owner, a fresh UUID).  ``properties`` are the extra properties,
+    whether they came flat at the top level or in the seed's ``properties`` object.
+    """
+
+    id: Optional[str] = None
+    name: Optional[str] = None
+    visibility: Optional[Visibility] = None
+    protected: Optional[bool] = None
+    os_hidden: Optional[bool] = None
+    owner: Optional[str] = None
+    disk_format: Optional[DiskFormat] = None
+    container_format: Optional[ContainerFormat] = None
+    min_disk: Optional[int] = None
+    min_ram: Optional[int] = None
+    tags: Sequence[str] = ()
+    properties: Mapping[str, str] = attrs.field(factory=dict)
+
+
+class PatchOp(str, enum.Enum):
+    ADD = "add"
+    REPLACE = "replace"
+    REMOVE = "remove"
+
+
+@attrs.frozen
+class Change:
+    """
+    One step of an image update (a json-patch operation after the wire layer decoded it).
+
+    ``strict_add`` is the draft-4 (v2.0 media type) meaning of ``add``: fail if the property
+    already exists.  ``value`` is already validated against the image schema.
+    """
+
+    op: PatchOp
+    name: str
+    value: object = None
+    strict_add: bool = False
+
+
+# Filters on list requests --------------------------------------------------------------------
+
+
+class Compare(str, enum.Enum):
+    """Operators Glance accepts on ``created_at``/``updated_at`` and ``in``/``eq`` elsewhere."""
+
+    EQ = "eq"
+    NEQ = "neq"
+    GT = "gt"
+    GTE = "gte"
+    LT = "lt"
+    LTE = "lte"
+    IN = "in"
+
+
+@attrs.frozen
+class Condition:
+    """``field <op> value``; for ``IN`` the value is a tuple."""
+
+    field: str
+    op: Compare
+    value: object
+
+
+@attrs.frozen
+class SortKey:
+    key: str
+    direction: SortDir
+
+
+#: Columns a list may be sorted by (Glance's ``_get_sorting_params`` list).
+SORT_KEYS = (
+    "name",
+    "status",
+    "container_format",
+    "disk_format",
+    "size",
+    "id",
+    "created_at",
+    "updated_at",
+)
+
+
+class VisibilityFilter(str, enum.Enum):
+    """The ``visibility`` list filter: one visibility, or ``all``."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+    SHARED = "shared"
+    COMMUNITY = "community"
+    ALL = "all"
+
+
+@attrs.frozen
+class ImageQuery:
+    """
+    A list request, decoded: what to match, in what order, and which page.
+
+    ``conditions`` apply to image columns; ``properties`` are exact matches on extra
+    properties; ``tags`` must all be present.  ``sort`` always ends with ``created_at`` and
+    ``id`` so that a page boundary (``marker``) is unambiguous.
+    """
+
+    limit: int
+    sort: Sequence[SortKey] = (
+        SortKey("created_at", SortDir.DESC),
+        SortKey("id", SortDir.DESC),
+    )
+    marker: Optional[str] = None
+    conditions: Sequence[Condition] = ()
+    properties: Mapping[str, str] = attrs.field(factory=dict)
+    tags: Sequence[str] = ()
+    visibility: Optional[VisibilityFilter] = None
+    os_hidden: bool = False
+
+
+@attrs.frozen
+class Scope:
+    """
+    Which images a list may return, decided by policy before the store is asked.
+
+    ``everything`` (admins) lifts ownership rules; otherwise the caller sees public images and
+    those owned by ``project`` (plus, when asked for, community images).  How this combines
+    with the ``visibility`` filter is Glance's table, applied by the metadata store.
+    """
+
+    everything: bool
+    project: Optional[str]
+
+
+@attrs.frozen
+class Page:
+    """One page of a list: the images and whether the store filled it to ``limit``."""
+
+    images: Sequence[Image]
+    full: bool
+
+
+@attrs.frozen
+class ByteRange:
+    """
+    A single requested byte range, as in HTTP ``bytes=first-last`` or suffix ``bytes=-suffix``.
+
+    The service resolves it against the image size (``resolve``), so that the web layer never
+    decides what is satisfiable.  A range that could not be parsed is ``ByteRange(suffix=0)``:
+    satisfiable by no image.
+    """
+
+    first: Optional[int] = None
+    last: Optional[int] = None
+    suffix: Optional[int] = None
+
+    def resolve(self, size: int) -> Optional[tuple[int, int]]:
+        """Return ``(offset, length)`` within ``size`` bytes, or ``None`` if unsatisfiable."""
+        if self.suffix is not None:
+            if self.suffix <= 0 or size == 0:
+                return None
+            length = min(self.suffix, size)
+            return size - length, length
+        assert self.first is not None
+        if self.first >= size:
+            return None
+        last = size - 1 if self.last is None else min(self.last, size - 1)
+        if last < self.first:
+            return None
+        return self.first, last - self.first + 1
+
+
+@attrs.frozen
+class Download:
+    """
+    What the service hands back for a download: the image and, if it has data, a producer.
+
+    ``producer`` is an ``IBodyProducer`` of exactly ``length`` bytes starting at ``offset``;
+    ``ranged`` says whether a byte range was asked for (so the web layer answers 206).
+    """
+
+    image: Image
+    producer: Optional[object]
+    offset: int = 0
+    length: int = 0
+    ranged: bool = False

@@ -1,0 +1,65 @@
+"""
+Who may see and change which image: Glance's default rules, in one place.
+
+The service asks these questions; it never compares owners or roles itself.  Glance's
+convention is kept everywhere: an image the caller may not see is *not found* (404), an image
+the caller may see but not change is *forbidden* (403).
+"""
+
+from __future__ import annotations
+
+from .context import RequestContext
+from .errors import Forbidden, ImageNotFound
+from .model import Image, Scope, Visibility
+
+
+def can_see(context: RequestContext, image: Image) -> bool:
+    """Glance's ``is_image_visible``: admins, ownerless, public/community, or owned images."""
+    if context.is_admin or image.owner is None:
+        return True
+    if image.visibility in (Visibility.PUBLIC, Visibility.COMMUNITY):
+        return True
+    return context.project_id is not None and image.owner == context.project_id
+
+
+def can_modify(context: RequestContext, image: Image) -> bool:
+    """Admins, or the owning project.  Ownerless images are an admin's only."""
+    if context.is_admin:
+        return True
+    return (
+        context.project_id is not None
+        and image.owner is not None
+        and image.owner == context.project_id
+    )
+
+
+def check_visible(context: RequestContext, image: Image) -> Image:
+    if not can_see(context, image):
+        raise ImageNotFound(image.id)
+    return image
+
+
+def check_modify(context: RequestContext, image: Image, action: str) -> Image:
+    """Raise 404 if the caller cannot see the image, 403 if it may see but not ``action``."""
+    check_visible(context, image)
+    if not can_modify(context, image):
+        raise Forbidden(f"You are not permitted to {action} image {image.id}.")
+    return image
+
+
+def check_visibility_change(context: RequestContext, visibility: Visibility) -> None:
+    """Only admins may make an image public (Glance's ``publicize_image``)."""
+    if visibility is Visibility.PUBLIC and not context.is_admin:
+        raise Forbidden("You are not permitted to publicize images.")
+
+
+def check_owner(context: RequestContext, owner: object) -> None:
+    """Non-admins may only create or keep images owned by their own project."""
+    if context.is_admin:
+        return
+    if owner != context.project_id:
+        raise Forbidden(f"You are not permitted to create images owned by '{owner}'.")
+
+
+def list_scope(context: RequestContext) -> Scope:
+    return Scope(everything=context.is_admin, project=context.project_id)

@@ -1,0 +1,355 @@
+"""
+The image attribute definitions, as JSON schemas.
+
+One set of definitions serves three purposes, so they can never disagree: validating create and
+update requests, deciding which attributes are read-only or reserved, and the documents served at
+``/v2/schemas/*`` (which python-glanceclient uses to validate every image it receives).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+from jsonschema import Draft4Validator
+
+from .errors import BadRequest
+from .model import ContainerFormat, DiskFormat, Status, Visibility
+
+UUID_PATTERN = (
+    "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$"
+)
+
+#: Attributes nobody may set: the service computes them.
+READ_ONLY = frozenset(
+    {
+        "created_at",
+        "updated_at",
+        "status",
+        "checksum",
+        "size",
+        "virtual_size",
+        "os_hash_algo",
+        "os_hash_value",
+        "direct_url",
+        "self",
+        "file",
+        "schema",
+        "stores",
+    }
+)
+
+#: Attribute names nobody may use, even as extra properties.
+RESERVED = frozenset({"location", "locations", "deleted", "deleted_at"})
+RESERVED_PREFIX = "os_glance"
+
+#: Base attributes a caller may set (Glance's ``_base_properties`` less the read-only ones).
+SETTABLE = frozenset(
+    {
+        "id",
+        "name",
+        "visibility",
+        "protected",
+        "os_hidden",
+        "tags",
+        "owner",
+        "min_disk",
+        "min_ram",
+        "disk_format",
+        "container_format",
+    }
+)
+
+#: Largest value the integer columns hold (min_disk, min_ram).
+MAX_INT = 2**31 - 1
+
+_BASE_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "string", "pattern": UUID_PATTERN, "description": "An identifier for the image"},
+    "name": {
+        "type": ["null", "string"],
+        "maxLength": 255,
+        "description": "Descriptive name for the image",
+    },
+    "status": {
+        "type": "string",
+        "readOnly": True,
+        "enum": [s.value for s in Status],
+        "description": "Status of the image",
+    },
+    "visibility": {
+        "type": "string",
+        "enum": [v.value for v in Visibility],
+        "description": "Scope of image accessibility",
+    },
+    "protected": {
+        "type": "boolean",
+        "description": "If true, image will not be deletable.",
+    },
+    "os_hidden": {
+        "type": "boolean",
+        "description": "If true, image will not appear in default image list response.",
+    },
+    "checksum": {
+        "type": ["null", "string"],
+        "readOnly": True,
+        "maxLength": 32,
+        "description": "md5 hash of image contents.",
+    },
+    "os_hash_algo": {
+        "type": ["null", "string"],
+        "readOnly": True,
+        "maxLength": 64,
+        "description": "Algorithm to calculate the os_hash_value",
+    },
+    "os_hash_value": {
+        "type": ["null", "string"],
+        "readOnly": True,
+        "maxLength": 128,
+        "description": "Hexdigest of the image contents using the algorithm specified by the "
+        "os_hash_algo",
+    },
+    "owner": {
+        "type": ["null", "string"],
+        "maxLength": 255,
+        "description": "Owner of the image",
+    },
+    "size": {
+        "type": ["null", "integer"],
+        "readOnly": True,
+        "description": "Size of image file in bytes",
+    },
+    "virtual_size": {
+        "type": ["null", "integer"],
+        "readOnly": True,
+        "description": "Virtual size of image in bytes",
+    },
+    "container_format": {
+        "type": ["null", "string"],
+        "enum": [None] + [c.value for c in ContainerFormat],
+        "description": "Format of the container",
+    },
+    "disk_format": {
+        "type": ["null", "string"],
+        "enum": [None] + [d.value for d in DiskFormat],
+        "description": "Format of the disk",
+    },
+    "created_at": {
+        "type": "string",
+        "readOnly": True,
+        "description": "Date and time of image registration",
+    },
+    "updated_at": {
+        "type": "string",
+        "readOnly": True,
+        "description": "Date and time of the last image modification",
+    },
+    "tags": {
+        "type": "array",
+        "items": {"type": "string", "maxLength": 255},
+        "description": "List of strings related to the image",
+    },
+    "direct_url": {
+        "type": "string",
+        "readOnly": True,
+        "description": "URL to access the image file kept in external store",
+    },
+    "min_ram": {
+        "type": "integer",
+        "description": "Amount of ram (in MB) required to boot image.",
+    },
+    "min_disk": {
+        "type": "integer",
+        "description": "Amount of disk space (in GB) required to boot image.",
+    },
+    "self": {"type": "string", "readOnly": True, "description": "An image self url"},
+    "file": {"type": "string", "readOnly": True, "description": "An image file url"},
+    "stores": {
+        "type": "string",
+        "readOnly": True,
+        "description": "Store in which image data resides.",
+    },
+    "schema": {"type": "string", "readOnly": True, "description": "An image schema url"},
+    "locations": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "url": {"type": "string", "maxLength": 255},
+                "metadata": {"type": "object"},
+            },
+            "required": ["url", "metadata"],
+        },
+        "description": "A set of URLs to access the image file kept in external store",
+    },
+    # The seed's DefaultResponse carries the extra properties as one object, too.
+    "properties": {
+        "type": "object",
+        "readOnly": True,
+        "additionalProperties": {"type": "string"},
+        "is_base": False,
+        "description": "The image's extra properties, also shown as top-level keys",
+    },
+}
+
+#: Glance's default ``schema-image.json`` custom properties; ``is_base: false`` makes
+#: glanceclient patch them with ``add`` rather than ``replace``.
+_CUSTOM_PROPERTIES: dict[str, Any] = {
+    "kernel_id": {
+        "type": ["null", "string"],
+        "pattern": UUID_PATTERN,
+        "description": "ID of image stored in Glance that should be used as the kernel when "
+        "booting an AMI-style image.",
+        "is_base": False,
+    },
+    "ramdisk_id": {
+        "type": ["null", "string"],
+        "pattern": UUID_PATTERN,
+        "description": "ID of image stored in Glance that should be used as the ramdisk when "
+        "booting an AMI-style image.",
+        "is_base": False,
+    },
+    "instance_uuid": {
+        "type": "string",
+        "description": "Metadata which can be used to record which instance this image is "
+        "associated with. (Informational only, does not create an instance snapshot.)",
+        "is_base": False,
+    },
+    "architecture": {
+        "type": "string",
+        "description": "Operating system architecture as specified in "
+        "https://docs.openstack.org/python-glanceclient/latest/cli/property-keys.html",
+        "is_base": False,
+    },
+    "os_distro": {
+        "type": "string",
+        "description": "Common name of operating system distribution as specified in "
+        "https://docs.openstack.org/python-glanceclient/latest/cli/property-keys.html",
+        "is_base": False,
+    },
+    "os_version": {
+        "type": "string",
+        "description": "Operating system version as specified by the distributor.",
+        "is_base": False,
+    },
+    "description": {
+        "type": "string",
+        "description": "A human-readable string describing this image.",
+        "is_base": False,
+    },
+    "cinder_encryption_key_id": {
+        "type": "string",
+        "description": "Identifier in the OpenStack Key Management Service for the encryption "
+        "key for the Block Storage Service to use when mounting a volume created from this "
+        "image",
+        "is_base": False,
+    },
+    "cinder_encryption_key_deletion_policy": {
+        "type": "string",
+        "enum": ["on_image_deletion", "do_not_delete"],
+        "description": "States the condition under which the Image Service will delete the "
+        "object associated with the 'cinder_encryption_key_id' image property.",
+        "is_base": False,
+    },
+}
+
+IMAGE_SCHEMA: Mapping[str, Any] = {
+    "name": "image",
+    "properties": {**_BASE_PROPERTIES, **_CUSTOM_PROPERTIES},
+    "additionalProperties": {"type": "string"},
+    "links": [
+        {"rel": "self", "href": "{self}"},
+        {"rel": "enclosure", "href": "{file}"},
+        {"rel": "describedby", "href": "{schema}"},
+    ],
+}
+
+IMAGES_SCHEMA: Mapping[str, Any] = {
+    "name": "images",
+    "properties": {
+        "images": {"type": "array", "items": IMAGE_SCHEMA},
+        "schema": {"type": "string"},
+        "first": {"type": "string"},
+        "next": {"type": "string"},
+    },
+    "links": [
+        {"rel": "first", "href": "{first}"},
+        {"rel": "next", "href": "{next}"},
+        {"rel": "describedby", "href": "{schema}"},
+    ],
+}
+
+MEMBER_SCHEMA: Mapping[str, Any] = {
+    "name": "member",
+    "properties": {
+        "member_id": {"type": "string", "description": "An identifier for the image member"},
+        "image_id": {
+            "type": "string",
+            "pattern": UUID_PATTERN,
+            "description": "An identifier for the image",
+        },
+        "created_at": {"type": "string", "description": "Date and time of image member creation"},
+        "updated_at": {
+            "type": "string",
+            "description": "Date and time of last modification of image member",
+        },
+        "status": {
+            "type": "string",
+            "enum": ["pending", "accepted", "rejected"],
+            "description": "The status of this image member",
+        },
+        "schema": {"type": "string", "readOnly": True},
+    },
+}
+
+MEMBERS_SCHEMA: Mapping[str, Any] = {
+    "name": "members",
+    "properties": {
+        "members": {"type": "array", "items": MEMBER_SCHEMA},
+        "schema": {"type": "string"},
+    },
+    "links": [{"rel": "describedby", "href": "{schema}"}],
+}
+
+SCHEMAS: Mapping[str, Mapping[str, Any]] = {
+    "image": IMAGE_SCHEMA,
+    "images": IMAGES_SCHEMA,
+    "member": MEMBER_SCHEMA,
+    "members": MEMBERS_SCHEMA,
+}
+
+_IMAGE_VALIDATOR = Draft4Validator(IMAGE_SCHEMA)
+
+
+def schema_document(name: str) -> dict[str, Any]:
+    """A fresh copy of a schema, safe to serialise or modify."""
+    return copy.deepcopy(dict(SCHEMAS[name]))
+
+
+def is_reserved(name: str) -> bool:
+    return name in RESERVED or name.startswith(RESERVED_PREFIX)
+
+
+def validate_image_attributes(attributes: Mapping[str, Any]) -> None:
+    """
+    Check attribute values against the image schema, as Glance does for create and patch.
+
+    Raises ``BadRequest`` naming the first violation.
+    """
+    for key in attributes:
+        if len(key) > 255:
+            raise BadRequest(
+                "Provided object does not match schema 'image': "
+                f"property name '{key[:32]}...' is longer than 255 characters"
+            )
+    error = next(iter(sorted(_IMAGE_VALIDATOR.iter_errors(dict(attributes)), key=str)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.path)
+        detail = f"{error.message}" + (f" (at '{where}')" if where else "")
+        raise BadRequest(f"Provided object does not match schema 'image': {detail}")
+    for key in ("min_ram", "min_disk"):
+        value = attributes.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise BadRequest(f"Invalid value '{value}' for {key}: must be >= 0.")
+            if value > MAX_INT:
+                raise BadRequest(f"Invalid value '{value}' for {key}: must be <= {MAX_INT}.")

@@ -1,0 +1,430 @@
+"""
+The image service: Glance's rules over a metadata store and a blob store.
+
+``ImageService`` implements ``IImageService``.  It decides *what* may happen (policy, the
+status state machine, quotas, defaults) and leaves *how* to the stores.  It knows nothing of
+HTTP: callers hand it a ``RequestContext`` and values from ``imaged.model``.
+Every read-check-write is one ``IMetadataStore.modify`` call, so two requests racing on the same
+image (two uploads, a delete during an upload) are decided by the database, not by luck.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Optional, Sequence
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from . import policy
+from .context import RequestContext
+from .errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    ImageNotFound,
+    NotFound,
+    RangeNotSatisfiable,
+    TooLarge,
+)
+from .hashing import check_algorithm
+from .interfaces import IBlobStore, IImageService, IMetadataStore
+from .lifecycle import transition
+from .model import (
+    ByteRange,
+    Change,
+    ContainerFormat,
+    CreateImageRequest,
+    DiskFormat,
+    Download,
+    Image,
+    ImageQuery,
+    Page,
+    PatchOp,
+    Status,
+    Visibility,
+    utcnow,
+)
+from .schemas import MAX_INT, SETTABLE
+
+
+@attrs.frozen
+class Limits:
+    """Glance's caps and quotas, with Glance's defaults."""
+
+    image_size_cap: int = 1024**4  # 1 TiB
+    image_property_quota: int = 128
+    image_tag_quota: int = 128
+    list_limit_default: int = 25
+    list_limit_max: int = 1000
+
+
+#: Formats whose virtual size is the data size without inspecting anything.
+_SIZE_IS_VIRTUAL_SIZE = frozenset({DiskFormat.RAW})
+
+
+def _coerce_base(name: str, value: Any) -> Any:
+    """A base attribute's wire value (already schema-valid) as the model's type."""
+    if name == "visibility":
+        return Visibility(value)
+    if name == "disk_format":
+        return None if value is None else DiskFormat(value)
+    if name == "container_format":
+        return None if value is None else ContainerFormat(value)
+    if name == "tags":
+        return frozenset(value)
+    if name in ("min_disk", "min_ram"):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT:
+            raise BadRequest(f"Invalid value '{value}' for {name}.")
+    return value
+
+
+@implementer(IImageService)
+class ImageService:
+    """``IImageService`` over an ``IMetadataStore`` and an ``IBlobStore``."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        metadata: IMetadataStore,
+        blobs: IBlobStore,
+        hash_algo: str = "sha512",
+        limits: Limits = Limits(),
+    ) -> None:
+        self.metadata = metadata
+        self.blobs = blobs
+        self.hash_algo = check_algorithm(hash_algo)
+        self.limits = limits
+
+    # -- quotas ---------------------------------------------------------------------------
+
+    def _check_quotas(self, image: Image) -> Image:
+        if len(image.properties) > self.limits.image_property_quota:
+            raise TooLarge(
+                "Attempted: {}, Maximum: {}: too many image properties.".format(
+                    len(image.properties), self.limits.image_property_quota
+                )
+            )
+        if len(image.tags) > self.limits.image_tag_quota:
+            raise TooLarge(
+                "Attempted: {}, Maximum: {}: too many image tags.".format(
+                    len(image.tags), self.limits.image_tag_quota
+                )
+            )
+        for tag in image.tags:
+            if len(tag) > 255:
+                raise BadRequest(f"Tag '{tag[:32]}...' is longer than 255 characters.")
+        return image
+
+    async def _load_visible(self, context: RequestContext, image_id: str) -> Image:
+        image = await self.metadata.get(image_id)
+        if image is None:
+            raise ImageNotFound(image_id)
+        return policy.check_visible(context, image)
+
+    # -- IImageService --------------------------------------------------------------------
+
+    def create(self, context: RequestContext, request: CreateImageRequest) -> Deferred[Image]:
+        return Deferred.fromCoroutine(self._create(context, request))
+
+    async def _create(self, context: RequestContext, request: CreateImageRequest) -> Image:
+        if request.owner is not None:
+            policy.check_owner(context, request.owner)
+        visibility = request.visibility or Visibility.SHARED
+        policy.check_visibility_change(context, visibility)
+        now = utcnow()
+        image = Image(
+            id=request.id or str(uuid.uuid4()),
+            status=Status.QUEUED,
+            visibility=visibility,
+            created_at=now,
+            updated_at=now,
+            name=request.name,
+            owner=request.owner if request.owner is not None else context.project_id,
+            protected=bool(request.protected),
+            os_hidden=bool(request.os_hidden),
+            disk_format=request.disk_format,
+            container_format=request.container_format,
+            min_disk=_coerce_base("min_disk", request.min_disk or 0),
+            min_ram=_coerce_base("min_ram", request.min_ram or 0),
+            tags=frozenset(request.tags),
+            properties=dict(request.properties),
+        )
+        self._check_quotas(image)
+        stored = await self.metadata.insert(image)
+        self.log.info(
+            "created image {image_id} for {owner}", image_id=stored.id, owner=stored.owner
+        )
+        return stored
+
+    def list(self, context: RequestContext, query: ImageQuery) -> Deferred[Page]:
+        return self.metadata.list(policy.list_scope(context), query)
+
+    def get(self, context: RequestContext, image_id: str) -> Deferred[Image]:
+        return Deferred.fromCoroutine(self._load_visible(context, image_id))
+
+    def update(
+        self, context: RequestContext, image_id: str, changes: Sequence[Change]
+    ) -> Deferred[Image]:
+        def mutate(image: Image) -> Image:
+            policy.check_modify(context, image, "modify")
+            updated = image
+            for change in changes:
+                updated = self._apply(context, updated, change)
+            if updated == image:
+                return image
+            return self._check_quotas(attrs.evolve(updated, updated_at=utcnow()))
+
+        return self.metadata.modify(image_id, mutate)
+
+    def _apply(self, context: RequestContext, image: Image, change: Change) -> Image:
+        """One json-patch step, with Glance's semantics for base and extra properties."""
+        name = change.name
+        if name in SETTABLE:
+            if change.op is PatchOp.REMOVE:
+                raise Forbidden(f"Property {name} may not be removed.")
+            value = _coerce_base(name, change.value)
+            if name == "visibility":
+                policy.check_visibility_change(context, value)
+            elif name == "owner":
+                if not context.is_admin and value != image.owner:
+                    raise Forbidden("Owner can't be updated by non-admin.")
+            elif name in ("disk_format", "container_format"):
+                if value != getattr(image, name) and image.status not in (
+                    Status.QUEUED,
+                    Status.IMPORTING,
+                ):
+                    raise Forbidden(f"Attribute {name} can be only replaced for a queued image.")
+            return attrs.evolve(image, **{name: value})
+        properties = dict(image.properties)
+        if change.op is PatchOp.REMOVE:
+            if name not in properties:
+                raise Conflict(f"Property {name} does not exist.")
+            del properties[name]
+        elif change.op is PatchOp.REPLACE:
+            if name not in properties:
+                raise Conflict(f"Property {name} does not exist.")
+            properties[name] = str(change.value)
+        else:
+            if change.strict_add and name in properties:
+                raise Conflict(f"Property {name} already present.")
+            properties[name] = str(change.value)
+        return attrs.evolve(image, properties=properties)
+
+    def delete(self, context: RequestContext, image_id: str) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._delete(context, image_id))
+
+    async def _delete(self, context: RequestContext, image_id: str) -> None:
+        before: list[Image] = []
+
+        def mutate(image: Image) -> Image:
+            policy.check_modify(context, image, "delete")
+            if image.protected:
+                raise Forbidden(f"Image {image.id} is protected and cannot be deleted.")
+            before.append(image)
+            return transition(image, Status.DELETED, BadRequest)
+
+        await self.metadata.modify(image_id, mutate)
+        location = before[0].location
+        self.log.info("deleted image {image_id}", image_id=image_id)
+        if location is not None:
+            await self._delete_blob(image_id, location)
+
+    async def _delete_blob(self, image_id: str, location: str) -> None:
+        try:
+            await self.blobs.delete(location)
+        except Exception:
+            # The record is already gone; leftover bytes are an operator's cleanup, not the
+            # caller's error.
+            self.log.failure(
+                "could not delete data of image {image_id} at {location}",
+                image_id=image_id,
+                location=location,
+            )
+
+    def upload(
+        self,
+        context: RequestContext,
+        image_id: str,
+        producer: IBodyProducer,
+        size: Optional[int] = None,
+    ) -> Deferred[Image]:
+        return Deferred.fromCoroutine(self._upload(context, image_id, producer, size))
+
+    async def _upload(
+        self,
+        context: RequestContext,
+        image_id: str,
+        producer: IBodyProducer,
+        size: Optional[int],
+    ) -> Image:
+        cap = self.limits.image_size_cap
+        if size is not None and size > cap:
+            raise TooLarge(f"Image size {size} exceeds the size cap of {cap} bytes.")
+
+        def start(image: Image) -> Image:
+            policy.check_modify(context, image, "upload data to")
+            if image.status is not Status.QUEUED:
+                raise Conflict(
+                    f"Image status transition from {image.status.value} to saving is not "
+                    "allowed: image data can only be uploaded to a queued image."
+                )
+            return transition(image, Status.SAVING, Conflict)
+
+        await self.metadata.modify(image_id, start)
+        self.log.info("receiving data for image {image_id}", image_id=image_id)
+        try:
+            blob = await self.blobs.write(image_id, producer, self.hash_algo, cap)
+        except BaseException:
+            failure = Failure()
+            await self._restore(image_id)
+            self.log.warn(
+                "upload of image {image_id} failed: {why}",
+                image_id=image_id,
+                why=failure.getErrorMessage(),
+            )
+            failure.raiseException()
+        if size is not None and blob.size != size:
+            await self._delete_blob(image_id, blob.location)
+            await self._restore(image_id)
+            raise BadRequest(
+                f"Image data was {blob.size} bytes but {size} bytes were declared."
+            )
+
+        def finish(image: Image) -> Image:
+            if image.status is not Status.SAVING:
+                raise Gone(f"Image {image_id} changed status during upload.")
+            return transition(
+                image,
+                Status.ACTIVE,
+                Conflict,
+                size=blob.size,
+                virtual_size=blob.size if image.disk_format in _SIZE_IS_VIRTUAL_SIZE else None,
+                checksum=blob.checksum,
+                os_hash_algo=blob.hash_algo,
+                os_hash_value=blob.hash_value,
+                location=blob.location,
+            )
+
+        try:
+            image = await self.metadata.modify(image_id, finish)
+        except (Gone, ImageNotFound):
+            await self._delete_blob(image_id, blob.location)
+            raise Gone(f"Image {image_id} was deleted during upload.")
+        self.log.info(
+            "image {image_id} is active: {size} bytes, {algo} {digest}",
+            image_id=image_id,
+            size=blob.size,
+            algo=blob.hash_algo,
+            digest=blob.hash_value,
+        )
+        return image
+
+    async def _restore(self, image_id: str) -> None:
+        """Put an image whose upload failed back to ``queued`` (Glance v2's ``_restore``)."""
+
+        def back(image: Image) -> Image:
+            if image.status is Status.SAVING:
+                return transition(image, Status.QUEUED, Conflict)
+            return image
+
+        try:
+            await self.metadata.modify(image_id, back)
+        except ImageNotFound:
+            pass
+
+    def download(
+        self,
+        context: RequestContext,
+        image_id: str,
+        byte_range: Optional[ByteRange] = None,
+    ) -> Deferred[Download]:
+        return Deferred.fromCoroutine(self._download(context, image_id, byte_range))
+
+    async def _download(
+        self, context: RequestContext, image_id: str, byte_range: Optional[ByteRange]
+    ) -> Download:
+        image = await self._load_visible(context, image_id)
+        if image.status is Status.DEACTIVATED and not context.is_admin:
+            raise Forbidden(
+                "The requested image has been deactivated. Image data download is forbidden."
+            )
+        if not image.has_data or image.size is None or image.location is None:
+            return Download(image=image, producer=None)
+        offset, length = 0, image.size
+        if byte_range is not None:
+            resolved = byte_range.resolve(image.size)
+            if resolved is None:
+                raise RangeNotSatisfiable(
+                    f"Requested range not satisfiable for an image of {image.size} bytes.",
+                    image.size,
+                )
+            offset, length = resolved
+        try:
+            producer = await self.blobs.read(image.location, offset, length)
+        except NotFound:
+            self.log.error(
+                "data of active image {image_id} is missing at {location}",
+                image_id=image_id,
+                location=image.location,
+            )
+            return Download(image=image, producer=None)
+        return Download(
+            image=image,
+            producer=producer,
+            offset=offset,
+            length=length,
+            ranged=byte_range is not None,
+        )
+
+    def add_tag(self, context: RequestContext, image_id: str, tag: str) -> Deferred[None]:
+        def mutate(image: Image) -> Image:
+            policy.check_modify(context, image, "update tags for")
+            if tag in image.tags:
+                return image
+            return self._check_quotas(
+                attrs.evolve(image, tags=image.tags | {tag}, updated_at=utcnow())
+            )
+
+        return self.metadata.modify(image_id, mutate).addCallback(lambda _: None)
+
+    def remove_tag(self, context: RequestContext, image_id: str, tag: str) -> Deferred[None]:
+        def mutate(image: Image) -> Image:
+            policy.check_modify(context, image, "update tags for")
+            if tag not in image.tags:
+                raise NotFound(f"Tag {tag} not found.")
+            return attrs.evolve(image, tags=image.tags - {tag}, updated_at=utcnow())
+
+        return self.metadata.modify(image_id, mutate).addCallback(lambda _: None)
+
+    def _switch(
+        self,
+        context: RequestContext,
+        image_id: str,
+        action: str,
+        source: Status,
+        target: Status,
+    ) -> Deferred[None]:
+        def mutate(image: Image) -> Image:
+            policy.check_modify(context, image, action)
+            if image.status is target:
+                return image
+            if image.status is not source:
+                raise Forbidden(
+                    f"Not allowed to {action} image in status '{image.status.value}'"
+                )
+            return transition(image, target, Forbidden)
+
+        return self.metadata.modify(image_id, mutate).addCallback(lambda _: None)
+
+    def deactivate(self, context: RequestContext, image_id: str) -> Deferred[None]:
+        return self._switch(context, image_id, "deactivate", Status.ACTIVE, Status.DEACTIVATED)
+
+    def reactivate(self, context: RequestContext, image_id: str) -> Deferred[None]:
+        return self._switch(context, image_id, "reactivate", Status.DEACTIVATED, Status.ACTIVE)

@@ -1,0 +1,1 @@
+"""Stores behind imaged's interfaces: image records (``sql``) and image bytes (``files``)."""

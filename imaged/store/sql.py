@@ -1,0 +1,550 @@
+"""
+Image records in a SQL database through SQLAlchemy Core: SQLite now, PostgreSQL with the same code.
+
+Every operation is one transaction run by a ``Runner`` (a private thread; inline for in-memory
+tests).  SQLite gets one connection, WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writes, so
+that concurrent creates never fail with "database is locked".  Pages are fetched by keyset
+(``WHERE (sort keys) after (marker's keys)``), never by offset.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
+
+import attrs
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    Column,
+    and_,
+    create_engine,
+    delete,
+    event,
+    exists,
+    false,
+    insert,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.elements import ColumnElement
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..errors import BadRequest, Duplicate, ImageNotFound
+from ..interfaces import IMetadataStore
+from ..model import (
+    Compare,
+    Condition,
+    ContainerFormat,
+    DiskFormat,
+    Image,
+    ImageQuery,
+    Page,
+    Scope,
+    SortDir,
+    SortKey,
+    Status,
+    Visibility,
+    VisibilityFilter,
+    utcnow,
+)
+from ..threads import InlineRunner, ThreadRunner
+from .tables import image_properties, image_tags, images, metadata
+
+T = TypeVar("T")
+
+_IMAGE_COLUMNS = (
+    "id",
+    "name",
+    "status",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "owner",
+    "disk_format",
+    "container_format",
+    "min_disk",
+    "min_ram",
+    "size",
+    "virtual_size",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "location",
+    "created_at",
+    "updated_at",
+)
+
+#: Columns a list may filter on (``Condition.field``).
+FILTER_COLUMNS = frozenset(_IMAGE_COLUMNS) - {"location"}
+
+_NULLABLE_SORT_KEYS = frozenset({"name", "container_format", "disk_format", "size"})
+
+_ENUM_COLUMNS: Mapping[str, Any] = {
+    "status": Status,
+    "visibility": Visibility,
+    "disk_format": DiskFormat,
+    "container_format": ContainerFormat,
+}
+
+_MIGRATIONS = "imaged.store:migrations"
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", _MIGRATIONS)
+    config.attributes["connection"] = connection
+    return config
+
+
+def schema_revision(engine: Engine) -> tuple[Optional[str], str]:
+    """The database's migration revision and the newest one this code knows."""
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+        head = ScriptDirectory.from_config(_alembic_config(connection)).get_current_head()
+    assert head is not None
+    return current, head
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Apply every Alembic migration the database lacks."""
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "head")
+
+
+def make_engine(url: str) -> Engine:
+    """
+    An engine for ``url``, tuned for imaged's use of it.
+
+    SQLite: a single shared connection (one writer thread uses it), WAL so readers in other
+    processes are not blocked, a 30 s busy timeout, foreign keys on, and transactions that we
+    begin ourselves so that writes can ``BEGIN IMMEDIATE``.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+        memory = url in ("sqlite://", "sqlite:///:memory:")
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            if not memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            if connection.get_execution_options().get("imaged_write"):
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                connection.exec_driver_sql("BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _row_values(image: Image) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in _IMAGE_COLUMNS:
+        value = getattr(image, name)
+        if name in _ENUM_COLUMNS and value is not None:
+            value = value.value
+        values[name] = value
+    values["deleted"] = image.status is Status.DELETED
+    return values
+
+
+def _image_from_row(
+    row: Row[Any], tags: Iterable[str], properties: Mapping[str, str]
+) -> Image:
+    mapping = row._mapping
+    fields: dict[str, Any] = {name: mapping[name] for name in _IMAGE_COLUMNS}
+    for name, enum_type in _ENUM_COLUMNS.items():
+        if fields[name] is not None:
+            fields[name] = enum_type(fields[name])
+    return Image(tags=frozenset(tags), properties=dict(properties), **fields)
+
+
+def _column(name: str) -> Column[Any]:
+    return images.c[name]
+
+
+def _whole_second(value: datetime) -> datetime:
+    return value.replace(microsecond=0)
+
+
+def _condition_clause(condition: Condition) -> ColumnElement[bool]:
+    """
+    One filter as SQL.  Timestamps compare at whole seconds, as they are shown: ``eq:T``
+    matches anything shown as ``T``, ``gt:T`` anything shown later than ``T``.
+    """
+    if condition.field not in FILTER_COLUMNS:
+        raise BadRequest(f"Unable to filter on {condition.field!r}")
+    column = _column(condition.field)
+    value = condition.value
+    op = condition.op
+    if op is Compare.IN:
+        assert isinstance(value, tuple)
+        return column.in_([_sql_value(condition.field, v) for v in value])
+    if isinstance(value, datetime):
+        start = _whole_second(value)
+        end = start + timedelta(seconds=1)
+        return {
+            Compare.EQ: and_(column >= start, column < end),
+            Compare.NEQ: or_(column < start, column >= end),
+            Compare.GT: column >= end,
+            Compare.GTE: column >= start,
+            Compare.LT: column < start,
+            Compare.LTE: column < end,
+        }[op]
+    value = _sql_value(condition.field, value)
+    if value is None:
+        return column.is_(None) if op is Compare.EQ else column.is_not(None)
+    return {
+        Compare.EQ: column == value,
+        Compare.NEQ: column != value,
+        Compare.GT: column > value,
+        Compare.GTE: column >= value,
+        Compare.LT: column < value,
+        Compare.LTE: column <= value,
+    }[op]
+
+
+def _sql_value(field: str, value: object) -> object:
+    if field in _ENUM_COLUMNS and hasattr(value, "value"):
+        return value.value  # type: ignore[attr-defined]
+    return value
+
+
+def _visibility_clause(scope: Scope, wanted: Optional[VisibilityFilter]) -> ColumnElement[bool]:
+    """
+    Glance's list visibility rules.
+
+    Without a ``visibility`` filter a caller sees public images and its own; admins see
+    everything except other projects' community images.  ``community`` lists every community
+    image; ``private``/``shared`` are restricted to the caller's own unless admin; ``all`` is
+    everything the caller may see.
+    """
+    vis = images.c.visibility
+    owned: ColumnElement[bool] = (
+        images.c.owner == scope.project if scope.project is not None else false()
+    )
+    if wanted is None:
+        if scope.everything:
+            return or_(vis != Visibility.COMMUNITY.value, owned)
+        return or_(vis == Visibility.PUBLIC.value, owned)
+    if wanted is VisibilityFilter.ALL:
+        if scope.everything:
+            return true()
+        return or_(vis.in_([Visibility.PUBLIC.value, Visibility.COMMUNITY.value]), owned)
+    if wanted in (VisibilityFilter.PUBLIC, VisibilityFilter.COMMUNITY):
+        return vis == wanted.value
+    if scope.everything:
+        return vis == wanted.value
+    return and_(vis == wanted.value, owned)
+
+
+def _order_by(sort: Sequence[SortKey]) -> list[Any]:
+    """Sort clauses with NULL as the smallest value on every database."""
+    clauses = []
+    for key in sort:
+        column = _column(key.key)
+        if key.direction is SortDir.ASC:
+            clause = column.asc()
+            if key.key in _NULLABLE_SORT_KEYS:
+                clause = clause.nulls_first()
+        else:
+            clause = column.desc()
+            if key.key in _NULLABLE_SORT_KEYS:
+                clause = clause.nulls_last()
+        clauses.append(clause)
+    return clauses
+
+
+def _after_marker(sort: Sequence[SortKey], marker: Mapping[str, Any]) -> ColumnElement[bool]:
+    """
+    Rows strictly after the marker row in ``sort`` order (NULL sorts lowest).
+
+    A uniform direction over non-NULL values is a row-value comparison, which SQLite and
+    PostgreSQL answer with one index range; otherwise the general OR-of-prefixes form.
+    """
+    values = [marker[k.key] for k in sort]
+    directions = {k.direction for k in sort}
+    if len(directions) == 1 and all(v is not None for v in values):
+        nullable = any(k.key in _NULLABLE_SORT_KEYS for k in sort)
+        direction = directions.pop()
+        if direction is SortDir.ASC or not nullable:
+            left = tuple_(*(_column(k.key) for k in sort))
+            right = tuple_(*values)
+            return left > right if direction is SortDir.ASC else left < right
+    alternatives = []
+    for i, key in enumerate(sort):
+        prefix = [
+            _column(k.key).is_(None) if v is None else _column(k.key) == v
+            for k, v in zip(sort[:i], values[:i])
+        ]
+        column, value = _column(key.key), values[i]
+        if key.direction is SortDir.ASC:
+            step = column.is_not(None) if value is None else column > value
+        elif value is None:
+            step = false()
+        elif key.key in _NULLABLE_SORT_KEYS:
+            step = or_(column < value, column.is_(None))
+        else:
+            step = column < value
+        alternatives.append(and_(*prefix, step))
+    return or_(*alternatives)
+
+
+@implementer(IMetadataStore)
+class SQLMetadataStore:
+    """
+    ``IMetadataStore`` over a SQLAlchemy engine.
+
+    Use ``open(url)`` for a real database (its own thread) and ``in_memory()`` for tests and
+    embedding (SQLite in memory, run inline: no threads, deterministic).
+    """
+
+    log = Logger()
+
+    def __init__(self, engine: Engine, runner: ThreadRunner | InlineRunner) -> None:
+        self._engine = engine
+        self._runner = runner
+
+    @classmethod
+    def open(cls, url: str, reactor: Any, migrate: bool = True) -> "SQLMetadataStore":
+        """
+        Connect to ``url``; bring its schema up to date if ``migrate``, else refuse an
+        out-of-date schema with a message saying how to upgrade it.
+        """
+        engine = make_engine(url)
+        if migrate:
+            upgrade_schema(engine)
+        else:
+            current, head = schema_revision(engine)
+            if current != head:
+                engine.dispose()
+                raise RuntimeError(
+                    f"database schema is at revision {current}, this imaged needs {head}: "
+                    "run the schema upgrade first"
+                )
+        # SQLite takes one writer at a time: one thread keeps it free of lock contention.
+        size = 1 if engine.dialect.name == "sqlite" else 4
+        return cls(engine, ThreadRunner(reactor, size, "imaged-db"))
+
+    @classmethod
+    def in_memory(cls) -> "SQLMetadataStore":
+        engine = make_engine("sqlite://")
+        upgrade_schema(engine)
+        return cls(engine, InlineRunner())
+
+    # -- transactions --------------------------------------------------------------------
+
+    def _read(self, fn: Callable[[Connection], T]) -> "Deferred[T]":
+        def txn() -> T:
+            with self._engine.connect() as connection:
+                with connection.begin():
+                    return fn(connection)
+
+        return self._runner.run(txn)
+
+    def _write(self, fn: Callable[[Connection], T]) -> "Deferred[T]":
+        def txn() -> T:
+            with self._engine.connect() as connection:
+                connection = connection.execution_options(imaged_write=True)
+                with connection.begin():
+                    return fn(connection)
+
+        return self._runner.run(txn)
+
+    # -- IMetadataStore --------------------------------------------------------------------
+
+    def insert(self, image: Image) -> "Deferred[Image]":
+        def txn(connection: Connection) -> Image:
+            try:
+                connection.execute(insert(images).values(**_row_values(image)))
+            except IntegrityError:
+                raise Duplicate(f"An image with identifier {image.id} already exists") from None
+            self._write_tags(connection, image.id, image.tags, ())
+            self._write_properties(connection, image.id, image.properties, {})
+            return image
+
+        return self._write(txn)
+
+    def get(self, image_id: str) -> "Deferred[Optional[Image]]":
+        return self._read(lambda connection: self._load(connection, image_id))
+
+    def list(self, scope: Scope, query: ImageQuery) -> "Deferred[Page]":
+        return self._read(lambda connection: self._list(connection, scope, query))
+
+    def modify(self, image_id: str, mutate: Callable[[Image], Image]) -> "Deferred[Image]":
+        def txn(connection: Connection) -> Image:
+            old = self._load(connection, image_id)
+            if old is None:
+                raise ImageNotFound(image_id)
+            new = mutate(old)
+            old_values, new_values = _row_values(old), _row_values(new)
+            changed = {k: v for k, v in new_values.items() if old_values[k] != v}
+            if new.status is Status.DELETED and old.status is not Status.DELETED:
+                changed["deleted_at"] = new.updated_at
+            if changed:
+                connection.execute(update(images).where(images.c.id == image_id).values(**changed))
+            self._write_tags(connection, image_id, new.tags, old.tags)
+            self._write_properties(connection, image_id, new.properties, old.properties)
+            return new
+
+        return self._write(txn)
+
+    def close(self) -> "Deferred[None]":
+        self._runner.stop()
+        self._engine.dispose()
+        from twisted.internet.defer import succeed
+
+        return succeed(None)
+
+    # -- in the database thread ---------------------------------------------------------
+
+    @staticmethod
+    def _write_tags(
+        connection: Connection, image_id: str, new: Iterable[str], old: Iterable[str]
+    ) -> None:
+        new_set, old_set = set(new), set(old)
+        if old_set - new_set:
+            connection.execute(
+                delete(image_tags).where(
+                    image_tags.c.image_id == image_id,
+                    image_tags.c.value.in_(sorted(old_set - new_set)),
+                )
+            )
+        if new_set - old_set:
+            connection.execute(
+                insert(image_tags),
+                [{"image_id": image_id, "value": v} for v in sorted(new_set - old_set)],
+            )
+
+    @staticmethod
+    def _write_properties(
+        connection: Connection,
+        image_id: str,
+        new: Mapping[str, str],
+        old: Mapping[str, str],
+    ) -> None:
+        gone = [k for k in old if k not in new]
+        changed = [k for k in new if k in old and old[k] != new[k]]
+        added = [k for k in new if k not in old]
+        if gone or changed:
+            connection.execute(
+                delete(image_properties).where(
+                    image_properties.c.image_id == image_id,
+                    image_properties.c.name.in_(gone + changed),
+                )
+            )
+        if changed or added:
+            connection.execute(
+                insert(image_properties),
+                [{"image_id": image_id, "name": k, "value": new[k]} for k in changed + added],
+            )
+
+    def _load(self, connection: Connection, image_id: str) -> Optional[Image]:
+        row = connection.execute(
+            select(images).where(images.c.id == image_id, images.c.deleted == false())
+        ).first()
+        if row is None:
+            return None
+        return self._hydrate(connection, [row])[0]
+
+    @staticmethod
+    def _hydrate(connection: Connection, rows: Sequence[Row[Any]]) -> list[Image]:
+        """Attach tags and properties to image rows: two queries for a whole page."""
+        if not rows:
+            return []
+        ids = [row.id for row in rows]
+        tags: dict[str, list[str]] = {i: [] for i in ids}
+        properties: dict[str, dict[str, str]] = {i: {} for i in ids}
+        for image_id, value in connection.execute(
+            select(image_tags.c.image_id, image_tags.c.value).where(
+                image_tags.c.image_id.in_(ids)
+            )
+        ):
+            tags[image_id].append(value)
+        for image_id, name, value in connection.execute(
+            select(
+                image_properties.c.image_id, image_properties.c.name, image_properties.c.value
+            ).where(image_properties.c.image_id.in_(ids))
+        ):
+            properties[image_id][name] = value
+        return [_image_from_row(row, tags[row.id], properties[row.id]) for row in rows]
+
+    def _list(self, connection: Connection, scope: Scope, query: ImageQuery) -> Page:
+        where: list[ColumnElement[bool]] = [
+            images.c.deleted == false(),
+            images.c.status != Status.KILLED.value,
+            images.c.os_hidden == (true() if query.os_hidden else false()),
+            _visibility_clause(scope, query.visibility),
+        ]
+        where.extend(_condition_clause(c) for c in query.conditions)
+        for tag in query.tags:
+            where.append(
+                exists().where(image_tags.c.image_id == images.c.id, image_tags.c.value == tag)
+            )
+        for name, value in query.properties.items():
+            where.append(
+                exists().where(
+                    image_properties.c.image_id == images.c.id,
+                    image_properties.c.name == name,
+                    image_properties.c.value == value,
+                )
+            )
+        if query.marker is not None:
+            marker_row = connection.execute(
+                select(*(images.c[k.key] for k in query.sort)).where(
+                    images.c.id == query.marker,
+                    images.c.deleted == false(),
+                    _visibility_clause(scope, VisibilityFilter.ALL),
+                )
+            ).first()
+            if marker_row is None:
+                raise BadRequest(f"Invalid marker. Image {query.marker} could not be found.")
+            where.append(_after_marker(query.sort, marker_row._mapping))
+        if query.limit <= 0:
+            return Page(images=[], full=False)
+        rows = connection.execute(
+            select(images).where(*where).order_by(*_order_by(query.sort)).limit(query.limit)
+        ).all()
+        return Page(images=self._hydrate(connection, rows), full=len(rows) == query.limit)
+
+
+def describe(engine_url: str) -> str:
+    """A URL fit for logs: no password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(engine_url).render_as_string(hide_password=True)
+
+
+__all__ = [
+    "SQLMetadataStore",
+    "make_engine",
+    "upgrade_schema",
+    "schema_revision",
+    "metadata",
+    "FILTER_COLUMNS",
+    "describe",
+    "attrs",
+]

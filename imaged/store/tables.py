@@ -1,0 +1,86 @@
+"""
+The metadata schema, as SQLAlchemy Core tables: one definition for SQLite and PostgreSQL.
+
+Alembic migrations in ``imaged/store/migrations`` create exactly this; a test compares them.
+Deleted images keep their rows (``deleted``) so that an id is never reused, as in Glance.
+The indexes lead with ``deleted`` and end with the ``created_at, id`` tie-breakers so that a list
+page in the usual sort orders is an index range scan of ``limit`` rows, whatever the table size.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+images = Table(
+    "images",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=True),
+    Column("status", String(30), nullable=False),
+    Column("visibility", String(20), nullable=False),
+    Column("protected", Boolean, nullable=False, default=False),
+    Column("os_hidden", Boolean, nullable=False, default=False),
+    Column("owner", String(255), nullable=True),
+    Column("disk_format", String(20), nullable=True),
+    Column("container_format", String(20), nullable=True),
+    Column("min_disk", Integer, nullable=False, default=0),
+    Column("min_ram", Integer, nullable=False, default=0),
+    Column("size", BigInteger, nullable=True),
+    Column("virtual_size", BigInteger, nullable=True),
+    Column("checksum", String(32), nullable=True),
+    Column("os_hash_algo", String(64), nullable=True),
+    Column("os_hash_value", String(128), nullable=True),
+    Column("location", Text, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("deleted_at", DateTime, nullable=True),
+    Index("ix_images_deleted_created_at", "deleted", "created_at", "id"),
+    Index("ix_images_deleted_updated_at", "deleted", "updated_at", "id"),
+    Index("ix_images_deleted_name", "deleted", "name", "created_at", "id"),
+    Index("ix_images_owner", "owner"),
+    Index("ix_images_checksum", "checksum"),
+    Index("ix_images_os_hash_value", "os_hash_value"),
+    Index("ix_images_status", "status"),
+)
+
+image_tags = Table(
+    "image_tags",
+    metadata,
+    Column(
+        "image_id",
+        String(36),
+        ForeignKey("images.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("value", String(255), primary_key=True),
+    Index("ix_image_tags_value", "value"),
+)
+
+image_properties = Table(
+    "image_properties",
+    metadata,
+    Column(
+        "image_id",
+        String(36),
+        ForeignKey("images.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+    Index("ix_image_properties_name", "name"),
+)

@@ -1,0 +1,250 @@
+"""
+Moving image bytes between Twisted producers and blob stores, with back-pressure both ways.
+
+``consume`` drives an ``IBodyProducer`` into an asynchronous sink (a blob store's
+``write_chunk``), coalescing small writes into large chunks, pausing the producer while more
+than ``high_water`` bytes wait for the sink, and enforcing a size cap as bytes arrive.
+
+``ChunkProducer`` is the reverse: an ``IBodyProducer``/``IPushProducer`` that pulls chunks from
+an asynchronous source (a blob store's ``read_chunk``) and writes them to a consumer, stopping
+while the consumer has it paused.  Neither ever holds more than a few chunks in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.python.failure import Failure
+from twisted.web.iweb import IBodyProducer, UNKNOWN_LENGTH
+from zope.interface import implementer
+
+from .errors import TooLarge
+
+CHUNK = 1024 * 1024
+HIGH_WATER = 8 * CHUNK
+
+
+@implementer(IConsumer)
+class _SinkConsumer:
+    """The consumer ``consume`` hands to the producer."""
+
+    def __init__(
+        self,
+        producer: IBodyProducer,
+        write_chunk: Callable[[bytes], Deferred[None]],
+        size_cap: Optional[int],
+        chunk: int,
+        high_water: int,
+    ) -> None:
+        self._producer = producer
+        self._write_chunk = write_chunk
+        self._cap = size_cap
+        self._chunk = chunk
+        self._high_water = high_water
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._in_flight = 0
+        self._tail: Deferred[None] = succeed(None)
+        self._paused = False
+        self.failure: Optional[Failure] = None
+        self.received = 0
+
+    # IConsumer: the producer given to startProducing is the one we steer; these are unused.
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        if self.failure is not None or not data:
+            return
+        self.received += len(data)
+        if self._cap is not None and self.received > self._cap:
+            self.fail(Failure(TooLarge(f"Image exceeds the size cap of {self._cap} bytes.")))
+            return
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= self._chunk:
+            self._dispatch()
+
+    def fail(self, failure: Failure) -> None:
+        if self.failure is None:
+            self.failure = failure
+            self._buffer, self._buffered = [], 0
+            try:
+                self._producer.stopProducing()
+            except Exception:
+                pass
+
+    def _dispatch(self) -> None:
+        if not self._buffered:
+            return
+        data = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        self._in_flight += len(data)
+        self._tail.addCallback(lambda _: self._write_chunk(data))
+        self._tail.addCallbacks(lambda _: self._written(len(data)), self._write_failed)
+        if self._in_flight >= self._high_water and not self._paused:
+            self._paused = True
+            self._producer.pauseProducing()
+
+    def _written(self, size: int) -> None:
+        self._in_flight -= size
+        if self._paused and self._in_flight < self._high_water // 2 and self.failure is None:
+            self._paused = False
+            self._producer.resumeProducing()
+
+    def _write_failed(self, failure: Failure) -> None:
+        self.fail(failure)
+
+    def drain(self) -> Deferred[None]:
+        """Flush what is buffered; fire when the sink has everything."""
+        self._dispatch()
+        return self._tail
+
+
+def consume(
+    producer: IBodyProducer,
+    write_chunk: Callable[[bytes], Deferred[None]],
+    size_cap: Optional[int] = None,
+    chunk: int = CHUNK,
+    high_water: int = HIGH_WATER,
+) -> Deferred[int]:
+    """
+    Feed everything ``producer`` makes to ``write_chunk``, one chunk at a time, in order.
+
+    @return: ``Deferred`` firing with the number of bytes written, or failing with the first
+        error of the producer or the sink (``TooLarge`` past ``size_cap``).  When it fails the
+        producer has been stopped and no further chunk is written.
+    """
+    if (
+        size_cap is not None
+        and producer.length is not UNKNOWN_LENGTH
+        and producer.length > size_cap
+    ):
+        return _failed(TooLarge(f"Image exceeds the size cap of {size_cap} bytes."))
+    consumer = _SinkConsumer(producer, write_chunk, size_cap, chunk, high_water)
+    produced = producer.startProducing(consumer)
+    result: Deferred[int] = Deferred(lambda _: consumer.fail(Failure(CancelledError())))
+
+    def finished(_: object) -> Deferred[None]:
+        return consumer.drain()
+
+    def done(_: object) -> None:
+        if consumer.failure is not None:
+            result.errback(consumer.failure)
+        else:
+            result.callback(consumer.received)
+
+    def broke(failure: Failure) -> None:
+        consumer.fail(failure)
+        # Let chunks already handed to the sink land before reporting, so the caller can
+        # clean up knowing nothing more will be written.
+        consumer._tail.addBoth(lambda _: result.errback(consumer.failure))
+
+    produced.addCallback(finished).addCallbacks(done, broke)
+    return result
+
+
+def _failed(error: Exception) -> Deferred[int]:
+    d: Deferred[int] = Deferred()
+    d.errback(Failure(error))
+    return d
+
+
+@implementer(IBodyProducer, IPushProducer)
+class ChunkProducer:
+    """
+    Produce ``length`` bytes from ``read_chunk(offset, size) -> Deferred[bytes]``.
+
+    At most one read is outstanding; while paused, no read starts.  ``on_close`` runs exactly
+    once, when production ends for any reason (to close a file descriptor, say).
+    """
+
+    def __init__(
+        self,
+        read_chunk: Callable[[int, int], Deferred[bytes]],
+        offset: int,
+        length: int,
+        on_close: Callable[[], None] = lambda: None,
+        chunk: int = CHUNK,
+    ) -> None:
+        self.length = length
+        self._read = read_chunk
+        self._position = offset
+        self._remaining = length
+        self._on_close = on_close
+        self._chunk = chunk
+        self._consumer: Optional[IConsumer] = None
+        self._done: Optional[Deferred[None]] = None
+        self._paused = False
+        self._reading = False
+        self._stopped = False
+        self._closed = False
+        self._sync = False
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._consumer = consumer
+        self._done = Deferred()
+        self._next()
+        return self._done
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._next()
+
+    def stopProducing(self) -> None:
+        """Stop for good; the ``Deferred`` from ``startProducing`` never fires (IBodyProducer)."""
+        self._stopped = True
+        self._close()
+
+    def _close(self) -> None:
+        # Never close under an outstanding read: the source may still be using what we close.
+        if not self._closed and not self._reading:
+            self._closed = True
+            self._on_close()
+
+    def _next(self) -> None:
+        # A loop, not recursion: a source whose reads complete synchronously (memory) would
+        # otherwise recurse once per chunk.
+        while not (self._stopped or self._paused or self._reading or self._done is None):
+            if self._remaining == 0:
+                self._close()
+                done, self._done = self._done, None
+                done.callback(None)
+                return
+            self._reading = True
+            self._sync = True
+            size = min(self._chunk, self._remaining)
+            self._read(self._position, size).addCallbacks(self._got, self._failed)
+            if self._reading:  # still waiting: _got will call _next when the read lands
+                self._sync = False
+                return
+
+    def _got(self, data: bytes) -> None:
+        self._reading = False
+        if self._stopped:
+            self._close()
+            return
+        if len(data) == 0:
+            self._failed(Failure(IOError("image data ended before its recorded size")))
+            return
+        self._position += len(data)
+        self._remaining -= len(data)
+        assert self._consumer is not None
+        self._consumer.write(data)
+        if not self._sync:
+            self._next()
+
+    def _failed(self, failure: Failure) -> None:
+        self._reading = False
+        self._close()
+        if not self._stopped and self._done is not None:
+            done, self._done = self._done, None
+            done.errback(failure)

@@ -1,0 +1,156 @@
+"""
+Running imaged under twistd: options and the service tree.
+
+``twistd imaged`` (the plugin), ``twistd -y imaged.tac`` and programs that embed imaged all go
+through ``makeService``, so they run the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import Any, Optional, Sequence
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from .hashing import check_algorithm
+from .errors import BadRequest
+from .service import ImageService, Limits
+from .store.files import FileBlobStore
+from .store.sql import SQLMetadataStore, describe
+from .web.app import APIConfig, routes
+from .web.site import make_site
+
+log = Logger()
+
+DEFAULT_LISTEN = "tcp:9292"
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"{value} is not a positive integer")
+    return number
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd imaged`` (and of ``IMAGED_ARGS`` for imaged.tac)."""
+
+    synopsis = "[options]"
+    longdesc = "imaged: an OpenStack Image service (Glance Image API v2)."
+
+    optParameters = [
+        ["listen", "l", DEFAULT_LISTEN, "Twisted endpoint string to listen on."],
+        ["data-dir", "d", "imaged-data", "Directory for the database and image files."],
+        [
+            "database",
+            None,
+            None,
+            "SQLAlchemy database URL (default: SQLite in the data directory).",
+        ],
+        ["public-url", None, None, "Base URL clients use to reach this API (for links)."],
+        ["hash-algo", None, "sha512", "Multihash algorithm (os_hash_algo)."],
+        [
+            "image-size-cap",
+            None,
+            Limits().image_size_cap,
+            "Largest image accepted, in bytes.",
+            _positive_int,
+        ],
+    ]
+    optFlags = [["show-locations", None, "Show image locations (show_multiple_locations)."]]
+
+    def postOptions(self) -> None:
+        try:
+            check_algorithm(self["hash-algo"])
+        except BadRequest as e:
+            raise usage.UsageError(f"--hash-algo: {e.message}")
+        self["data-dir"] = os.path.abspath(self["data-dir"])
+        if self["database"] is None:
+            self["database"] = "sqlite:///" + os.path.join(self["data-dir"], "imaged.sqlite")
+
+
+class _Stores(Service):
+    """Owns the stores, so that stopping imaged closes their threads and connections."""
+
+    def __init__(self, metadata: SQLMetadataStore, blobs: FileBlobStore) -> None:
+        self.metadata = metadata
+        self.blobs = blobs
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        self.blobs.close()
+        return self.metadata.close()
+
+
+class _Listener(StreamServerEndpointService):
+    """Logs the address actually bound (tests listen on port 0 and read it from the log)."""
+
+    def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
+        super().__init__(endpoint, factory)
+        self.description = description
+        self.port: Optional[Any] = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        assert self._waitingForPort is not None
+
+        def bound(port: Any) -> Any:
+            self.port = port
+            address = port.getHost()
+            log.info(
+                "imaged listening on {description} ({address})",
+                description=self.description,
+                address=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}",
+            )
+            return port
+
+        self._waitingForPort.addCallback(bound)
+
+
+def makeService(options: usage.Options, reactor: Any = None) -> IService:
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    data_dir = options["data-dir"]
+    os.makedirs(data_dir, exist_ok=True)
+    images_dir = os.path.join(data_dir, "images")
+    metadata = SQLMetadataStore.open(options["database"], reactor)
+    blobs = FileBlobStore(images_dir, reactor)
+    limits = Limits(image_size_cap=options["image-size-cap"])
+    image_service = ImageService(metadata, blobs, options["hash-algo"], limits)
+    config = APIConfig(
+        image_service=image_service,
+        public_base_url=options["public-url"],
+        limits=limits,
+        show_locations=bool(options["show-locations"]),
+    )
+    site = make_site(routes(config).resource())
+
+    top = MultiService()
+    _Stores(metadata, blobs).setServiceParent(top)
+    listener = _Listener(serverFromString(reactor, options["listen"]), site, options["listen"])
+    listener.setServiceParent(top)
+    log.info(
+        "imaged storing metadata in {database} and images in {images}",
+        database=describe(options["database"]),
+        images=images_dir,
+    )
+    return top
+
+
+def options_from_environment(environ: Optional[dict[str, str]] = None) -> Options:
+    """Options for imaged.tac, from the ``IMAGED_ARGS`` environment variable."""
+    args: Sequence[str] = shlex.split((environ or os.environ).get("IMAGED_ARGS", ""))
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+__all__ = ["Options", "makeService", "options_from_environment", "DeferredList"]

@@ -1,0 +1,82 @@
+"""
+In-memory parts for tests, for imaged's and for programs that embed imaged.
+
+``memory_image_service()`` is a complete ``IImageService`` (the real rules, SQLite in memory,
+bytes in a dict) that runs without threads: every ``Deferred`` it returns has already fired
+unless a producer makes it wait, so tests need no reactor.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from .errors import NotFound
+from .hashing import Digests
+from .interfaces import IBlobStore
+from .model import StoredBlob
+from .service import ImageService, Limits
+from .store.sql import SQLMetadataStore
+from .streams import ChunkProducer, consume
+
+
+@implementer(IBlobStore)
+class MemoryBlobStore:
+    """``IBlobStore`` in a dict; ``blobs`` maps locations to bytes for inspection."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self._serial = 0
+
+    def write(
+        self,
+        image_id: str,
+        producer: IBodyProducer,
+        hash_algo: str,
+        size_cap: Optional[int] = None,
+    ) -> "Deferred[StoredBlob]":
+        digests = Digests(hash_algo)
+        chunks: list[bytes] = []
+        self._serial += 1
+        location = f"memory://{image_id}/{self._serial}"
+
+        def write_chunk(data: bytes) -> "Deferred[None]":
+            digests.update(data)
+            chunks.append(data)
+            return succeed(None)
+
+        def publish(_: object) -> StoredBlob:
+            self.blobs[location] = b"".join(chunks)
+            return StoredBlob(
+                size=digests.size,
+                checksum=digests.checksum,
+                hash_algo=hash_algo,
+                hash_value=digests.hash_value,
+                location=location,
+            )
+
+        return consume(producer, write_chunk, size_cap).addCallback(publish)
+
+    def read(
+        self, location: str, offset: int = 0, length: Optional[int] = None
+    ) -> "Deferred[IBodyProducer]":
+        if location not in self.blobs:
+            return fail(NotFound(f"Image data at {location} is missing"))
+        data = self.blobs[location]
+        count = max(0, len(data) - offset) if length is None else length
+        return succeed(
+            ChunkProducer(lambda position, size: succeed(data[position : position + size]),
+                          offset, count, chunk=64 * 1024)
+        )
+
+    def delete(self, location: str) -> "Deferred[None]":
+        self.blobs.pop(location, None)
+        return succeed(None)
+
+
+def memory_image_service(hash_algo: str = "sha512", limits: Limits = Limits()) -> ImageService:
+    """The real ``ImageService`` over in-memory stores."""
+    return ImageService(SQLMetadataStore.in_memory(), MemoryBlobStore(), hash_algo, limits)

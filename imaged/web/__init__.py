@@ -1,0 +1,1 @@
+"""The HTTP layer: Klein routes (``app``), the wire format (``wire``), errors (``errors``)."""

@@ -1,0 +1,379 @@
+"""
+The Glance v2 HTTP API as a Klein application over an ``IImageService``.
+
+``ImagesAPI`` holds the routes; each handler decodes the request with ``wire``, calls the
+service, and encodes the result.  Handlers raise errors and never set error status codes: every
+failure goes through ``errors.render_failure``.  ``APIResource`` wraps the Klein resource with
+what applies to every response: the request id and Glance's version negotiation.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from io import BytesIO
+from typing import Any, Optional, Sequence
+
+import attrs
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.client import FileBodyProducer
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from zope.interface import implementer
+
+from ..context import RequestContext
+from ..errors import BadRequest, NotFound, UnsupportedMediaType
+from ..interfaces import IImageService
+from ..model import Download, Link, Version, VersionStatus
+from ..schemas import SCHEMAS, schema_document
+from ..service import Limits
+from . import wire
+from .errors import render_failure
+
+API_PORT = 9292
+
+#: What a plain server (no cache API, no multi-store) advertises, oldest first.
+VERSIONS: Sequence[tuple[str, VersionStatus]] = tuple(
+    (f"v2.{minor}", VersionStatus.SUPPORTED) for minor in (0, 1, 2, 3, 4, 5, 6, 7, 9, 15)
+) + (("v2.17", VersionStatus.CURRENT),)
+
+#: Version prefixes that mean "/v2" (Glance's version negotiation).
+_VERSION_PREFIX = re.compile(rb"^v2(\.(0|1|2|3|4|5|6|7|9|15|17))?$")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@attrs.frozen
+class APIConfig:
+    """
+    What the HTTP API needs (the seed's ``APIConfig``).
+
+    ``public_base_url`` is the URL clients reach this API at (behind a proxy, say); without it
+    links are built from the request's ``Host``.  ``show_locations`` shows where each image's
+    bytes are stored, as Glance's ``show_multiple_locations``.
+    """
+
+    image_service: IImageService
+    port: int = API_PORT
+    public_base_url: Optional[str] = None
+    limits: Limits = Limits()
+    show_locations: bool = False
+
+
+def _header(request: IRequest, name: bytes) -> Optional[str]:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def context_for(request: IRequest) -> RequestContext:
+    """
+    The caller's identity from the headers keystonemiddleware sets.
+
+    With none of them present the request gets Glance's no-auth context (an admin without a
+    project); the tenancy work adds authentication strategies in front of this.
+    """
+    request_id = _header(request, b"x-openstack-request-id")
+    project = _header(request, b"x-project-id") or _header(request, b"x-tenant-id") or _header(
+        request, b"x-tenant"
+    )
+    user = _header(request, b"x-user-id") or _header(request, b"x-user")
+    roles = _header(request, b"x-roles") or _header(request, b"x-role")
+    if project is None and user is None and roles is None:
+        return RequestContext.unauthenticated(request_id)
+    return RequestContext.from_roles(
+        project, user, frozenset((roles or "").split(",")), request_id
+    )
+
+
+def _has_body(request: IRequest) -> bool:
+    """Glance's ``has_body``: a positive Content-Length or any Transfer-Encoding."""
+    if request.getHeader(b"transfer-encoding") is not None:
+        return True
+    length = request.getHeader(b"content-length")
+    try:
+        return length is not None and int(length) > 0
+    except ValueError:
+        return True
+
+
+def _reject_body(request: IRequest) -> None:
+    if _has_body(request):
+        raise BadRequest("A body is not expected with this request.")
+
+
+def _read_body(request: IRequest) -> bytes:
+    request.content.seek(0)
+    return request.content.read()
+
+
+def _json(request: IRequest, document: Any, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    return wire.encode_json(document)
+
+
+def _no_content(request: IRequest) -> bytes:
+    """204 with no Content-Type: glanceclient parses any JSON-labelled body."""
+    request.setResponseCode(204)
+    request.responseHeaders.removeHeader(b"content-type")
+    return b""
+
+
+class ImagesAPI:
+    """Routes of the Image API v2 (and version discovery) over one ``IImageService``."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, config: APIConfig) -> None:
+        self.config = config
+        self.service = config.image_service
+
+    def resource(self) -> IResource:
+        return APIResource(self.app.resource())
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _base_url(self, request: IRequest) -> str:
+        if self.config.public_base_url:
+            return self.config.public_base_url.rstrip("/")
+        scheme = "https" if request.isSecure() else "http"
+        host = _header(request, b"host")
+        if not host:
+            address = request.getHost()
+            host = f"{getattr(address, 'host', 'localhost')}:{getattr(address, 'port', 0)}"
+        return f"{scheme}://{host}"
+
+    def _versions(self, request: IRequest) -> list[dict[str, Any]]:
+        href = self._base_url(request) + "/v2/"
+        versions = [
+            Version(id=v, status=s, links=(Link(href=href, rel="self"),))
+            for v, s in reversed(VERSIONS)
+        ]
+        return [
+            {
+                "id": v.id,
+                "status": v.status.value,
+                "links": [{"rel": link.rel, "href": link.href} for link in v.links],
+            }
+            for v in versions
+        ]
+
+    def _image(self, image: Any) -> dict[str, Any]:
+        return wire.image_document(image, self.config.show_locations)
+
+    @app.handle_errors(Exception)
+    def _failed(self, request: IRequest, failure: Any) -> bytes:
+        return render_failure(request, failure)
+
+    # -- versions -----------------------------------------------------------------------
+
+    @app.route("/", methods=["GET"])
+    def versions_multiple_choices(self, request: IRequest) -> bytes:
+        return _json(request, {"versions": self._versions(request)}, 300)
+
+    @app.route("/versions", methods=["GET"], strict_slashes=False)
+    @app.route("/versions/<path:_rest>", methods=["GET"])
+    def versions(self, request: IRequest, _rest: str = "") -> bytes:
+        return _json(request, {"versions": self._versions(request)})
+
+    @app.route("/v2", methods=["GET"], strict_slashes=False)
+    def current_version(self, request: IRequest) -> bytes:
+        return _json(request, {"version": self._versions(request)[0]})
+
+    # -- images -------------------------------------------------------------------------
+
+    @app.route("/v2/images", methods=["POST"], strict_slashes=False)
+    async def create_image(self, request: IRequest) -> bytes:
+        create = wire.decode_create(wire.decode_json(_read_body(request)))
+        image = await self.service.create(context_for(request), create)
+        request.setHeader(
+            b"location", f"{self._base_url(request)}/v2/images/{image.id}".encode("ascii")
+        )
+        return _json(request, self._image(image), 201)
+
+    @app.route("/v2/images", methods=["GET"], strict_slashes=False)
+    async def list_images(self, request: IRequest) -> bytes:
+        _reject_body(request)
+        params = wire.decode_params(request.args)
+        limits = self.config.limits
+        query = wire.decode_query(params, limits.list_limit_default, limits.list_limit_max)
+        page = await self.service.list(context_for(request), query)
+        last = page.images[-1].id if page.images else None
+        document: dict[str, Any] = {"images": [self._image(i) for i in page.images]}
+        document.update(wire.page_links(params, last, page.full))
+        document["schema"] = "/v2/schemas/images"
+        return _json(request, document)
+
+    @app.route("/v2/images/<image_id>", methods=["GET"], strict_slashes=False)
+    async def show_image(self, request: IRequest, image_id: str) -> bytes:
+        _reject_body(request)
+        image = await self.service.get(context_for(request), image_id)
+        return _json(request, self._image(image))
+
+    @app.route("/v2/images/<image_id>", methods=["PATCH"], strict_slashes=False)
+    async def update_image(self, request: IRequest, image_id: str) -> bytes:
+        content_type = _header(request, b"content-type")
+        changes = wire.decode_patch(content_type, wire.decode_json(_read_body(request)))
+        image = await self.service.update(context_for(request), image_id, changes)
+        return _json(request, self._image(image))
+
+    @app.route("/v2/images/<image_id>", methods=["DELETE"], strict_slashes=False)
+    async def delete_image(self, request: IRequest, image_id: str) -> bytes:
+        _reject_body(request)
+        await self.service.delete(context_for(request), image_id)
+        return _no_content(request)
+
+    @app.route("/v2/images/<image_id>/actions/deactivate", methods=["POST"])
+    async def deactivate_image(self, request: IRequest, image_id: str) -> bytes:
+        _reject_body(request)
+        await self.service.deactivate(context_for(request), image_id)
+        return _no_content(request)
+
+    @app.route("/v2/images/<image_id>/actions/reactivate", methods=["POST"])
+    async def reactivate_image(self, request: IRequest, image_id: str) -> bytes:
+        _reject_body(request)
+        await self.service.reactivate(context_for(request), image_id)
+        return _no_content(request)
+
+    # -- tags ---------------------------------------------------------------------------
+
+    @app.route("/v2/images/<image_id>/tags/<tag>", methods=["PUT"])
+    async def add_tag(self, request: IRequest, image_id: str, tag: str) -> bytes:
+        _reject_body(request)
+        await self.service.add_tag(context_for(request), image_id, wire.decode_tag(tag))
+        return _no_content(request)
+
+    @app.route("/v2/images/<image_id>/tags/<tag>", methods=["DELETE"])
+    async def remove_tag(self, request: IRequest, image_id: str, tag: str) -> bytes:
+        _reject_body(request)
+        await self.service.remove_tag(context_for(request), image_id, tag)
+        return _no_content(request)
+
+    # -- data ---------------------------------------------------------------------------
+
+    @app.route("/v2/images/<image_id>/file", methods=["PUT"])
+    async def upload_data(self, request: IRequest, image_id: str) -> bytes:
+        content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
+        if content_type != "application/octet-stream":
+            raise UnsupportedMediaType(
+                f"Unsupported Content-Type '{content_type}': image data must be sent as "
+                "application/octet-stream."
+            )
+        size = wire.declared_size(
+            _header(request, b"x-openstack-image-size"), _header(request, b"content-length")
+        )
+        # Take the body away from the request: Twisted closes request.content when the
+        # connection goes, and the producer may still be reading it then.
+        content, request.content = request.content, BytesIO()
+        content.seek(0)
+        try:
+            await self.service.upload(
+                context_for(request), image_id, FileBodyProducer(content), size
+            )
+        finally:
+            content.close()
+        return _no_content(request)
+
+    @app.route("/v2/images/<image_id>/file", methods=["GET"])
+    async def download_data(self, request: IRequest, image_id: str) -> bytes:
+        _reject_body(request)
+        byte_range = wire.decode_range(
+            _header(request, b"range") or _content_range_as_range(request)
+        )
+        download = await self.service.download(context_for(request), image_id, byte_range)
+        if download.producer is None:
+            return _no_content(request)
+        await _stream(request, download)
+        return b""
+
+    # -- schemas ------------------------------------------------------------------------
+
+    @app.route("/v2/schemas/<name>", methods=["GET"])
+    def schema(self, request: IRequest, name: str) -> bytes:
+        _reject_body(request)
+        if name not in SCHEMAS:
+            raise NotFound(f"Schema {name} not found.")
+        return _json(request, schema_document(name))
+
+
+def _content_range_as_range(request: IRequest) -> Optional[str]:
+    """Glance honours a request ``Content-Range: bytes a-b/*`` as a range, for old clients."""
+    value = _header(request, b"content-range")
+    if value is None:
+        return None
+    unit, _, spec = value.strip().partition(" ")
+    return f"{unit}={spec.split('/')[0]}"
+
+
+def _stream(request: IRequest, download: Download) -> Deferred[None]:
+    """Write a download's producer to the response, honouring back-pressure."""
+    image = download.image
+    request.setHeader(b"content-type", b"application/octet-stream")
+    request.setHeader(b"content-length", str(download.length).encode("ascii"))
+    if image.checksum:
+        request.setHeader(b"content-md5", image.checksum.encode("ascii"))
+    if download.ranged:
+        last = download.offset + download.length - 1
+        request.setResponseCode(206)
+        request.setHeader(
+            b"content-range",
+            f"bytes {download.offset}-{last}/{image.size}".encode("ascii"),
+        )
+    producer: Any = download.producer
+    request.registerProducer(producer, True)
+
+    def stop(_: Any) -> None:
+        producer.stopProducing()
+
+    done: Deferred[None] = Deferred(stop)
+    producer.startProducing(request).chainDeferred(done)
+
+    def unregister(result: Any) -> Any:
+        request.unregisterProducer()
+        return result
+
+    return done.addBoth(unregister)
+
+
+@implementer(IResource)
+class APIResource(Resource):
+    """
+    The Klein resource plus what every response needs.
+
+    - ``x-openstack-request-id`` on every response (the caller's, if it sent a sane one).
+    - Glance's version negotiation: ``/v2.N/...`` is ``/v2/...``; any other first segment
+      (``/v1``, ``/v3``, ``/foo``) gets the 300 versions document.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def render(self, request: IRequest) -> Any:
+        offered = _header(request, b"x-openstack-request-id")
+        if offered and _REQUEST_ID.match(offered):
+            request_id = offered if offered.startswith("req-") else f"req-{offered}"
+        else:
+            request_id = f"req-{uuid.uuid4()}"
+        request.setHeader(b"x-openstack-request-id", request_id.encode("ascii"))
+        request.requestHeaders.setRawHeaders(b"x-openstack-request-id", [request_id.encode()])
+        postpath = request.postpath
+        if postpath and postpath[0] not in (b"", b"versions", b"v2"):
+            if _VERSION_PREFIX.match(postpath[0]):
+                request.postpath = [b"v2"] + postpath[1:]
+            else:
+                request.postpath = [b""]
+        return self._inner.render(request)
+
+
+def routes(config: APIConfig) -> ImagesAPI:
+    """
+    The API for ``config`` (the seed's ``Routes``): call ``.resource()`` to mount it in any
+    Twisted web site, over any ``IImageService``.
+    """
+    return ImagesAPI(config)
