@@ -188,9 +188,10 @@ class ChunkProducer:
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
-        self._done = Deferred()
+        done: Deferred[None] = Deferred()
+        self._done = done
         self._next()
-        return self._done
+        return done
 
     def pauseProducing(self) -> None:
         self._paused = True

@@ -9,6 +9,8 @@ that concurrent creates never fail with "database is locked".  Pages are fetched
 
 from __future__ import annotations
 
+import operator
+
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
@@ -215,16 +217,21 @@ def _condition_clause(condition: Condition) -> ColumnElement[bool]:
             Compare.LTE: column < end,
         }[op]
     value = _sql_value(condition.field, value)
-    if value is None:
-        return column.is_(None) if op is Compare.EQ else column.is_not(None)
-    return {
-        Compare.EQ: column == value,
-        Compare.NEQ: column != value,
-        Compare.GT: column > value,
-        Compare.GTE: column >= value,
-        Compare.LT: column < value,
-        Compare.LTE: column <= value,
+    if value is None or isinstance(value, bool):
+        if op is Compare.EQ:
+            return column.is_(value)
+        if op is Compare.NEQ:
+            return column.is_not(value)
+        raise BadRequest(f"Unable to compare {condition.field} with {op.value}")
+    compare = {
+        Compare.EQ: operator.eq,
+        Compare.NEQ: operator.ne,
+        Compare.GT: operator.gt,
+        Compare.GTE: operator.ge,
+        Compare.LT: operator.lt,
+        Compare.LTE: operator.le,
     }[op]
+    return compare(column, value)  # type: ignore[no-any-return]
 
 
 def _sql_value(field: str, value: object) -> object:

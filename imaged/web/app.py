@@ -16,9 +16,8 @@ from typing import Any, Optional, Sequence
 
 import attrs
 from klein import Klein
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from twisted.web.client import FileBodyProducer
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
@@ -29,6 +28,7 @@ from ..interfaces import IImageService
 from ..model import Download, Link, Version, VersionStatus
 from ..schemas import SCHEMAS, schema_document
 from ..service import Limits
+from ..streams import ChunkProducer
 from . import wire
 from .errors import render_failure
 
@@ -268,10 +268,9 @@ class ImagesAPI:
         # Take the body away from the request: Twisted closes request.content when the
         # connection goes, and the producer may still be reading it then.
         content, request.content = request.content, BytesIO()
-        content.seek(0)
         try:
             await self.service.upload(
-                context_for(request), image_id, FileBodyProducer(content), size
+                context_for(request), image_id, _spooled_body(content), size
             )
         finally:
             content.close()
@@ -297,6 +296,19 @@ class ImagesAPI:
         if name not in SCHEMAS:
             raise NotFound(f"Schema {name} not found.")
         return _json(request, schema_document(name))
+
+
+def _spooled_body(content: Any) -> ChunkProducer:
+    """
+    The request body Twisted has already received, as an ``IBodyProducer``.
+
+    Reads are sequential and synchronous (the body is in memory or in Twisted's spool file);
+    the blob store's back-pressure pauses the producer between chunks.
+    """
+    content.seek(0, 2)
+    length = content.tell()
+    content.seek(0)
+    return ChunkProducer(lambda _position, size: succeed(content.read(size)), 0, length)
 
 
 def _content_range_as_range(request: IRequest) -> Optional[str]:
