@@ -80,3 +80,11 @@ class MemoryBlobStore:
 def memory_image_service(hash_algo: str = "sha512", limits: Limits = Limits()) -> ImageService:
     """The real ``ImageService`` over in-memory stores."""
     return ImageService(SQLMetadataStore.in_memory(), MemoryBlobStore(), hash_algo, limits)
+
+
+def producer_of(data: bytes, chunk: int = 64 * 1024) -> IBodyProducer:
+    """An ``IBodyProducer`` of ``data`` that needs no reactor (for uploads in tests)."""
+    return ChunkProducer(
+        lambda position, size: succeed(data[position : position + size]), 0, len(data),
+        chunk=chunk,
+    )

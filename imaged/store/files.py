@@ -9,6 +9,7 @@ work runs in the store's own threads.
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from typing import Any, Optional
@@ -19,7 +20,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from ..errors import NotFound, StoreFailure
+from ..errors import NotFound, StoreFailure, TooLarge
 from ..hashing import Digests
 from ..interfaces import IBlobStore
 from ..model import StoredBlob
@@ -35,6 +36,16 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _store_errors(fn: Any, *args: Any) -> Any:
+    """Run ``fn``, reporting the file system's failures as the store's (disk full: 413)."""
+    try:
+        return fn(*args)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TooLarge("Image storage media is full.") from e
+        raise StoreFailure(f"Could not store image data: {e.strerror or e}") from e
 
 
 @implementer(IBlobStore)
@@ -129,15 +140,12 @@ class FileBlobStore:
                 pass
 
         def failed(failure: Any) -> Any:
-            def reraise(_: object) -> Any:
-                if failure.check(OSError):
-                    raise StoreFailure(f"Could not store image data: {failure.value}")
-                return failure
+            return self._runner.run(discard).addBoth(lambda _: failure)
 
-            return self._runner.run(discard).addBoth(reraise)
-
-        written = consume(producer, lambda data: self._runner.run(write_chunk, data), size_cap)
-        written.addCallback(lambda _: self._runner.run(publish))
+        written = consume(
+            producer, lambda data: self._runner.run(_store_errors, write_chunk, data), size_cap
+        )
+        written.addCallback(lambda _: self._runner.run(_store_errors, publish))
         written.addErrback(failed)
         return written
 

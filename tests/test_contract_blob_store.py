@@ -1,0 +1,191 @@
+"""The IBlobStore contract, run against the file store and the in-memory store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from imaged.errors import NotFound, TooLarge
+from imaged.interfaces import IBlobStore
+from imaged.store.files import FileBlobStore
+from imaged.testing import MemoryBlobStore, producer_of
+
+DATA = os.urandom(3 * 1024 * 1024 + 17)
+
+
+@pytest.fixture(params=["files", "memory"])
+def store(request: Any, tmp_path: Any) -> Any:
+    if request.param == "memory":
+        yield MemoryBlobStore()
+        return
+    files = FileBlobStore(str(tmp_path / "blobs"), reactor)
+    yield files
+    files.close()
+
+
+@implementer(IConsumer)
+class Collect:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+
+async def read(store: Any, location: str, offset: int = 0, length: Any = None) -> bytes:
+    producer = await store.read(location, offset, length)
+    collect = Collect()
+    await producer.startProducing(collect)
+    data = b"".join(collect.chunks)
+    assert len(data) == producer.length
+    return data
+
+
+def test_provides_interface(store: Any) -> None:
+    assert verifyObject(IBlobStore, store)
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_read_delete(store: Any) -> None:
+    blob = await store.write("image-1", producer_of(DATA, 100_000), "sha512")
+    assert blob.size == len(DATA)
+    assert blob.checksum == hashlib.md5(DATA).hexdigest()
+    assert blob.hash_algo == "sha512" and blob.hash_value == hashlib.sha512(DATA).hexdigest()
+    assert await read(store, blob.location) == DATA
+    assert await read(store, blob.location, 5, 10) == DATA[5:15]
+    assert await read(store, blob.location, len(DATA) - 3) == DATA[-3:]
+    await store.delete(blob.location)
+    with pytest.raises(NotFound):
+        await store.read(blob.location)
+    await store.delete(blob.location)  # deleting twice is fine
+
+
+@pytest_twisted.ensureDeferred
+async def test_other_hash_algorithm(store: Any) -> None:
+    blob = await store.write("image-2", producer_of(b"abc"), "sha256")
+    assert blob.hash_value == hashlib.sha256(b"abc").hexdigest()
+
+
+@pytest_twisted.ensureDeferred
+async def test_size_cap(store: Any) -> None:
+    with pytest.raises(TooLarge):
+        await store.write("image-3", producer_of(DATA, 4096), "sha512", size_cap=len(DATA) - 1)
+    blob = await store.write("image-3", producer_of(DATA), "sha512", size_cap=len(DATA))
+    assert blob.size == len(DATA)
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_producer_stores_nothing(store: Any, tmp_path: Any) -> None:
+    class Broken:
+        length = 10
+
+        def startProducing(self, consumer: Any) -> Deferred[None]:
+            consumer.write(b"part" * 300_000)
+            d: Deferred[None] = Deferred()
+            reactor.callLater(0, d.errback, ConnectionError("gone"))
+            return d
+
+        def pauseProducing(self) -> None:
+            pass
+
+        def resumeProducing(self) -> None:
+            pass
+
+        def stopProducing(self) -> None:
+            pass
+
+    with pytest.raises(ConnectionError):
+        await store.write("image-4", Broken(), "sha512")
+    if isinstance(store, FileBlobStore):
+        leftovers = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+        assert leftovers == []
+    else:
+        assert store.blobs == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_paused_producer_waits(store: Any) -> None:
+    blob = await store.write("image-5", producer_of(DATA), "sha512")
+    producer = await store.read(blob.location)
+    collect = Collect()
+    producer.pauseProducing()
+    done = producer.startProducing(collect)
+    await _settle()
+    assert collect.chunks == []
+    producer.resumeProducing()
+    await done
+    assert b"".join(collect.chunks) == DATA
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_stopped_producer_stops(store: Any) -> None:
+    blob = await store.write("image-6", producer_of(DATA), "sha512")
+    producer = await store.read(blob.location)
+
+    @implementer(IConsumer)
+    class StopAfterFirst(Collect):
+        def write(self, data: bytes) -> None:
+            super().write(data)
+            producer.stopProducing()
+
+    consumer = StopAfterFirst()
+    done = producer.startProducing(consumer)
+    await _settle()
+    assert len(consumer.chunks) == 1 and not done.called
+
+
+def _settle() -> Deferred[None]:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, 0.05, lambda: None)
+
+
+def test_file_store_removes_partial_leftovers(tmp_path: Any) -> None:
+    root = tmp_path / "blobs"
+    (root / ".partial").mkdir(parents=True)
+    (root / ".partial" / "crashed.upload").write_bytes(b"half")
+    store = FileBlobStore(str(root), reactor)
+    try:
+        assert list((root / ".partial").iterdir()) == []
+    finally:
+        store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_store_refuses_foreign_locations(tmp_path: Any) -> None:
+    store = FileBlobStore(str(tmp_path / "blobs"), reactor)
+    try:
+        with pytest.raises(NotFound):
+            await store.read("file:///etc/passwd")
+        with pytest.raises(NotFound):
+            await store.read("file://" + str(tmp_path / "blobs" / ".." / "x"))
+    finally:
+        store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_store_publishes_complete_files_only(tmp_path: Any) -> None:
+    store = FileBlobStore(str(tmp_path / "blobs"), reactor)
+    try:
+        blob = await store.write("image-7", producer_of(DATA), "sha512")
+        path = tmp_path / "blobs" / "image-7"
+        assert blob.location == "file://" + str(path)
+        assert path.read_bytes() == DATA
+        assert list((tmp_path / "blobs" / ".partial").iterdir()) == []
+    finally:
+        store.close()

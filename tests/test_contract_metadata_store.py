@@ -1,0 +1,196 @@
+"""
+The IMetadataStore contract, run against SQLite in memory (inline) and SQLite on disk in its
+own thread (as twistd runs it); plus the schema migrations.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import attrs
+import pytest
+import pytest_twisted
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from zope.interface.verify import verifyObject
+
+from imaged.errors import BadRequest, Conflict, ImageNotFound
+from imaged.interfaces import IMetadataStore
+from imaged.model import (
+    Image, ImageQuery, Scope, SortDir, SortKey, Status, Visibility, utcnow,
+)
+from imaged.store.sql import SQLMetadataStore, make_engine, schema_revision, upgrade_schema
+from imaged.store.tables import metadata as tables
+
+EVERYTHING = Scope(everything=True, project=None)
+
+
+@pytest.fixture(params=["memory", "sqlite-file"])
+def store(request: Any, tmp_path: Any) -> Any:
+    if request.param == "memory":
+        yield SQLMetadataStore.in_memory()
+        return
+    opened = SQLMetadataStore.open(f"sqlite:///{tmp_path}/m.sqlite", reactor)
+    yield opened
+    opened.close()
+
+
+def make(**kw: Any) -> Image:
+    now = kw.pop("at", utcnow())
+    defaults = dict(id=str(uuid.uuid4()), status=Status.QUEUED, visibility=Visibility.SHARED,
+                    created_at=now, updated_at=now)
+    defaults.update(kw)
+    return Image(**defaults)
+
+
+def test_provides_interface(store: Any) -> None:
+    assert verifyObject(IMetadataStore, store)
+
+
+@pytest_twisted.ensureDeferred
+async def test_insert_get_roundtrip(store: Any) -> None:
+    image = make(name="n", tags=frozenset({"a", "b"}), properties={"k": "v", "x": "y"},
+                 size=2**40, owner="p")
+    assert await store.insert(image) == image
+    assert await store.get(image.id) == image
+    assert await store.get(str(uuid.uuid4())) is None
+    with pytest.raises(Conflict):
+        await store.insert(make(id=image.id))
+
+
+@pytest_twisted.ensureDeferred
+async def test_modify_writes_all_or_nothing(store: Any) -> None:
+    image = await store.insert(make(tags=frozenset({"a"}), properties={"k": "v"}))
+
+    def broken(old: Image) -> Image:
+        raise Conflict("no")
+
+    with pytest.raises(Conflict):
+        await store.modify(image.id, broken)
+    assert await store.get(image.id) == image
+    new = await store.modify(image.id, lambda old: attrs.evolve(
+        old, name="m", tags=frozenset({"b"}), properties={"k": "w", "z": "1"}))
+    assert await store.get(image.id) == new
+    with pytest.raises(ImageNotFound):
+        await store.modify(str(uuid.uuid4()), lambda old: old)
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleted_rows_are_gone_but_ids_stay_taken(store: Any) -> None:
+    image = await store.insert(make())
+    await store.modify(image.id, lambda old: attrs.evolve(old, status=Status.DELETED))
+    assert await store.get(image.id) is None
+    with pytest.raises(ImageNotFound):
+        await store.modify(image.id, lambda old: old)
+    with pytest.raises(Conflict):
+        await store.insert(make(id=image.id))
+    assert (await store.list(EVERYTHING, ImageQuery(limit=10))).images == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_modifies_are_serialised(store: Any) -> None:
+    image = await store.insert(make(properties={"n": "0"}))
+
+    def bump(old: Image) -> Image:
+        return attrs.evolve(old, properties={"n": str(int(old.properties["n"]) + 1)})
+
+    await gatherResults([store.modify(image.id, bump) for _ in range(25)])
+    assert (await store.get(image.id)).properties == {"n": "25"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_keyset_pages_equal_python_sort(store: Any) -> None:
+    rng = random.Random(7)
+    base = utcnow()
+    images = []
+    for i in range(40):
+        images.append(await store.insert(make(
+            name=rng.choice([None, "a", "b", "c"]),
+            size=rng.choice([None, 1, 2, 3]),
+            status=rng.choice([Status.QUEUED, Status.ACTIVE]),
+            at=base + timedelta(microseconds=rng.choice([0, 1, 2])),
+        )))
+    for sort in (
+        [SortKey("name", SortDir.ASC)],
+        [SortKey("name", SortDir.DESC)],
+        [SortKey("size", SortDir.DESC), SortKey("name", SortDir.ASC)],
+        [SortKey("status", SortDir.ASC)],
+        [],
+    ):
+        full = sort + [k for k in (SortKey("created_at", SortDir.DESC), SortKey("id", SortDir.DESC))
+                       if k.key not in {s.key for s in sort}]
+
+        def sort_value(image: Image, key: SortKey) -> Any:
+            value = getattr(image, key.key)
+            value = value.value if hasattr(value, "value") else value
+            return (value is not None, value if value is not None else 0)
+
+        expected = list(images)
+        for key in reversed(full):
+            expected.sort(key=lambda i: sort_value(i, key), reverse=key.direction is SortDir.DESC)
+        got: list[str] = []
+        marker = None
+        while True:
+            page = await store.list(EVERYTHING, ImageQuery(limit=7, sort=tuple(full),
+                                                           marker=marker))
+            got.extend(i.id for i in page.images)
+            if not page.full:
+                break
+            marker = page.images[-1].id
+        assert got == [i.id for i in expected], sort
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_marker(store: Any) -> None:
+    with pytest.raises(BadRequest):
+        await store.list(EVERYTHING, ImageQuery(limit=5, marker=str(uuid.uuid4())))
+
+
+def test_migrations_create_exactly_the_tables(tmp_path: Any) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/mig.sqlite")
+    assert schema_revision(engine)[0] is None
+    upgrade_schema(engine)
+    current, head = schema_revision(engine)
+    assert current == head
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), tables)
+    assert diff == []
+    upgrade_schema(engine)  # idempotent
+    engine.dispose()
+
+
+def test_refuses_out_of_date_schema_when_not_migrating(tmp_path: Any) -> None:
+    with pytest.raises(RuntimeError, match="schema upgrade"):
+        SQLMetadataStore.open(f"sqlite:///{tmp_path}/old.sqlite", reactor, migrate=False)
+
+
+def test_list_page_uses_an_index(tmp_path: Any) -> None:
+    """The default list order is an index scan, not a sort of the whole table."""
+    from sqlalchemy import select
+
+    from imaged.store.sql import _order_by, _visibility_clause
+    from imaged.store.tables import images
+
+    engine = make_engine(f"sqlite:///{tmp_path}/plan.sqlite")
+    upgrade_schema(engine)
+    query = ImageQuery(limit=25)
+    statement = (
+        select(images)
+        .where(images.c.deleted == False,  # noqa: E712
+               _visibility_clause(Scope(everything=False, project="p"), None))
+        .order_by(*_order_by(query.sort))
+        .limit(25)
+    )
+    with engine.connect() as connection:
+        compiled = statement.compile(engine)
+        plan = connection.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + str(compiled), tuple(compiled.params.values())
+        ).all()
+    text = " ".join(str(row[-1]) for row in plan)
+    assert "ix_images_deleted_created_at" in text and "TEMP B-TREE" not in text, text
+    engine.dispose()

@@ -1,0 +1,155 @@
+"""
+Real-socket tests: imaged started by twistd (plugin and .tac), driven with curl.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+
+from .daemon import Daemon
+
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+
+
+def curl(*args: str) -> tuple[int, dict[str, str], bytes]:
+    """Run curl; return (status, headers of the final response, body)."""
+    result = subprocess.run(
+        ["curl", "-sS", "-D", "-", "--max-time", "60", *args],
+        capture_output=True, check=True,
+    )
+    raw = result.stdout
+    # skip interim responses (100 Continue)
+    while True:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        status = int(head.split(b" ")[1])
+        if status != 100:
+            break
+        raw = rest
+    headers = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, rest
+
+
+@pytest.fixture
+def daemon(tmp_path: Any) -> Any:
+    d = Daemon(str(tmp_path)).start()
+    yield d
+    d.stop()
+
+
+def lifecycle(url: str, tmp_path: Any) -> str:
+    data = os.urandom(5 * 1024 * 1024 + 3)
+    source = tmp_path / "image.raw"
+    source.write_bytes(data)
+
+    status, headers, body = curl("-X", "POST", f"{url}/v2/images",
+                                 "-H", "Content-Type: application/json",
+                                 "-d", json.dumps({"name": "cirros", "disk_format": "raw",
+                                                   "container_format": "bare"}))
+    assert status == 201, body
+    image = json.loads(body)
+    assert headers["location"] == f"{url}/v2/images/{image['id']}"
+    path = f"{url}/v2/images/{image['id']}"
+
+    status, headers, body = curl("-X", "PUT", f"{path}/file",
+                                 "-H", "Content-Type: application/octet-stream",
+                                 "--data-binary", f"@{source}")
+    assert status == 204 and body == b"", body
+
+    status, _, body = curl(path)
+    shown = json.loads(body)
+    assert shown["status"] == "active" and shown["size"] == len(data)
+    assert shown["checksum"] == hashlib.md5(data).hexdigest()
+    assert shown["os_hash_value"] == hashlib.sha512(data).hexdigest()
+
+    status, headers, body = curl(f"{path}/file")
+    assert status == 200 and body == data
+    assert headers["content-md5"] == hashlib.md5(data).hexdigest()
+    assert headers["content-length"] == str(len(data))
+
+    status, _, body = curl("-X", "PATCH", path,
+                           "-H", "Content-Type: application/openstack-images-v2.1-json-patch",
+                           "-d", json.dumps([{"op": "replace", "path": "/name", "value": "new"},
+                                             {"op": "add", "path": "/os_distro",
+                                              "value": "cirros"}]))
+    assert status == 200 and json.loads(body)["name"] == "new"
+    return image["id"]
+
+
+def test_plugin_lifecycle_with_curl(daemon: Daemon, tmp_path: Any) -> None:
+    image_id = lifecycle(daemon.url, tmp_path)
+    path = f"{daemon.url}/v2/images/{image_id}"
+    status, headers, body = curl("-X", "DELETE", path)
+    assert status == 204 and body == b""
+    assert curl(path)[0] == 404
+    assert os.listdir(tmp_path / "imaged-data" / "images") == [".partial"]
+
+
+def test_chunked_upload_with_curl(daemon: Daemon, tmp_path: Any) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    (tmp_path / "chunked.raw").write_bytes(data)
+    _, _, body = curl("-X", "POST", f"{daemon.url}/v2/images",
+                      "-d", '{"disk_format": "raw", "container_format": "bare"}')
+    image = json.loads(body)
+    status, _, body = curl("-X", "PUT", f"{daemon.url}/v2/images/{image['id']}/file",
+                           "-H", "Content-Type: application/octet-stream",
+                           "-H", "Transfer-Encoding: chunked",
+                           "--data-binary", f"@{tmp_path / 'chunked.raw'}")
+    assert status == 204, body
+    status, _, body = curl(f"{daemon.url}/v2/images/{image['id']}/file")
+    assert body == data
+    status, headers, body = curl("-H", "Range: bytes=100-199",
+                                 f"{daemon.url}/v2/images/{image['id']}/file")
+    assert status == 206 and body == data[100:200]
+    assert headers["content-range"] == f"bytes 100-199/{len(data)}"
+
+
+def test_metadata_and_bytes_survive_restart(tmp_path: Any) -> None:
+    first = Daemon(str(tmp_path)).start()
+    try:
+        image_id = lifecycle(first.url, tmp_path)
+        before = json.loads(curl(f"{first.url}/v2/images/{image_id}")[2])
+    finally:
+        # twistd re-raises the signal it stopped on, so a clean SIGTERM exit is -SIGTERM.
+        assert first.stop() == -15
+        assert "Server Shut Down." in first.log()
+    second = Daemon(str(tmp_path)).start()
+    try:
+        after = json.loads(curl(f"{second.url}/v2/images/{image_id}")[2])
+        assert after == before
+        data = (tmp_path / "image.raw").read_bytes()
+        assert curl(f"{second.url}/v2/images/{image_id}/file")[2] == data
+    finally:
+        second.stop()
+
+
+def test_tac_runs_the_same_service(tmp_path: Any) -> None:
+    tac = os.path.join(os.path.dirname(os.path.dirname(__file__)), "imaged.tac")
+    daemon = Daemon(str(tmp_path), tac=tac, args=["--data-dir", str(tmp_path / "tacdata")])
+    daemon.start()
+    try:
+        status, headers, body = curl(f"{daemon.url}/versions")
+        assert status == 200 and json.loads(body)["versions"][0]["id"] == "v2.17"
+        assert headers["x-openstack-request-id"].startswith("req-")
+        lifecycle(daemon.url, tmp_path)
+        assert (tmp_path / "tacdata" / "imaged.sqlite").exists()
+        assert "imaged storing metadata in sqlite:///" in daemon.log()
+    finally:
+        daemon.stop()
+
+
+def test_bad_options_fail_clearly(tmp_path: Any) -> None:
+    from .daemon import TWISTD
+
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "imaged", "--hash-algo", "nope"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode != 0 and "--hash-algo" in result.stdout + result.stderr

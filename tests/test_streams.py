@@ -1,0 +1,164 @@
+"""Back-pressure in both directions of imaged's stream plumbing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+from twisted.internet.testing import StringTransport
+
+from twisted.web.iweb import UNKNOWN_LENGTH
+
+from imaged.errors import TooLarge
+from imaged.streams import ChunkProducer, consume
+
+from .conftest import fired
+
+
+class Producer:
+    """A push producer the test drives by hand, recording what the consumer asked of it."""
+
+    def __init__(self, length: Any = UNKNOWN_LENGTH) -> None:
+        self.length = length
+        self.calls: list[str] = []
+        self.done: Deferred[None] = Deferred()
+        self.consumer: Any = None
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        self.consumer = consumer
+        return self.done
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+def test_consume_pauses_above_high_water_and_resumes_when_drained() -> None:
+    producer = Producer()
+    pending: list[Deferred[None]] = []
+    written: list[bytes] = []
+
+    def slow_sink(data: bytes) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        d.addCallback(lambda _: written.append(data))
+        pending.append(d)
+        return d
+
+    result = consume(producer, slow_sink, chunk=10, high_water=40)
+    for _ in range(5):
+        producer.consumer.write(b"x" * 10)
+    assert producer.calls == ["pause"]  # 40 bytes in flight: stop reading
+    while pending:
+        pending.pop(0).callback(None)
+    assert producer.calls == ["pause", "resume"]
+    producer.done.callback(None)
+    while pending:
+        pending.pop(0).callback(None)
+    assert fired(result) == 50 and b"".join(written) == b"x" * 50
+
+
+def test_consume_coalesces_small_writes() -> None:
+    producer = Producer()
+    sizes: list[int] = []
+    result = consume(producer, lambda d: succeed(sizes.append(len(d))), chunk=100)
+    for _ in range(25):
+        producer.consumer.write(b"abcdefghij")
+    producer.done.callback(None)
+    assert fired(result) == 250 and sizes == [100, 100, 50]
+
+
+def test_consume_cap_stops_producer_and_fails() -> None:
+    producer = Producer()
+    result = consume(producer, lambda d: succeed(None), size_cap=15, chunk=4)
+    producer.consumer.write(b"x" * 10)
+    producer.consumer.write(b"x" * 10)
+    assert "stop" in producer.calls
+    failures: list[Failure] = []
+    result.addErrback(failures.append)
+    producer.done.errback(Failure(Exception("stopped")))
+    assert failures and failures[0].check(TooLarge)
+
+
+def test_consume_refuses_declared_length_over_cap() -> None:
+    producer = Producer(length=6)
+    failures: list[Failure] = []
+    consume(producer, lambda d: succeed(None), size_cap=5).addErrback(failures.append)
+    assert failures[0].check(TooLarge) and producer.consumer is None
+
+
+def test_sink_failure_stops_producer() -> None:
+    producer = Producer()
+    result = consume(producer, lambda d: Deferred.fromCoroutine(_raise()), chunk=1)
+    producer.consumer.write(b"x")
+    assert "stop" in producer.calls
+    failures: list[Failure] = []
+    result.addErrback(failures.append)
+    producer.done.callback(None)
+    assert failures[0].check(OSError)
+
+
+async def _raise() -> None:
+    raise OSError("disk on fire")
+
+
+def test_chunk_producer_honours_transport_backpressure() -> None:
+    data = bytes(range(256)) * 100
+    closed: list[bool] = []
+    producer = ChunkProducer(lambda pos, n: succeed(data[pos:pos + n]), 0, len(data),
+                             on_close=lambda: closed.append(True), chunk=1000)
+    transport = StringTransport()
+
+    class PausingConsumer:
+        def __init__(self) -> None:
+            self.received = b""
+
+        def write(self, chunk: bytes) -> None:
+            self.received += chunk
+            transport.write(chunk)
+            if len(self.received) % 5000 == 0:
+                producer.pauseProducing()
+
+    consumer = PausingConsumer()
+    done = producer.startProducing(consumer)
+    assert len(consumer.received) == 5000 and not done.called
+    producer.resumeProducing()
+    assert len(consumer.received) == 10000
+    while not done.called:
+        producer.resumeProducing()
+    assert consumer.received == data and transport.value() == data and closed == [True]
+
+
+def test_chunk_producer_large_synchronous_source_does_not_recurse() -> None:
+    size = 50_000
+    producer = ChunkProducer(lambda pos, n: succeed(b"a" * n), 0, size, chunk=1)
+    count = [0]
+
+    class Counter:
+        def write(self, chunk: bytes) -> None:
+            count[0] += len(chunk)
+
+    fired(producer.startProducing(Counter()))
+    assert count[0] == size
+
+
+def test_chunk_producer_stop_closes_after_outstanding_read() -> None:
+    reads: list[Deferred[bytes]] = []
+    closed: list[bool] = []
+
+    def read(pos: int, n: int) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        reads.append(d)
+        return d
+
+    producer = ChunkProducer(read, 0, 100, on_close=lambda: closed.append(True), chunk=10)
+    done = producer.startProducing(type("C", (), {"write": lambda self, d: None})())
+    producer.stopProducing()
+    assert closed == []  # a read is still using the source
+    reads[0].callback(b"x" * 10)
+    assert closed == [True] and not done.called and len(reads) == 1

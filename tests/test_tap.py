@@ -1,0 +1,69 @@
+"""The twistd plugin and its options (as mimic's and magic-wormhole's tap tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactor
+from twisted.plugin import IPlugin, getPlugins
+from twisted.python.usage import UsageError
+from twisted.web.server import Site
+
+from imaged import tap
+
+
+def test_plugin_is_found_and_points_at_tap() -> None:
+    makers = [p for p in getPlugins(IServiceMaker) if p.tapname == "imaged"]
+    assert len(makers) == 1
+    maker = makers[0]
+    assert IPlugin.providedBy(maker) and IServiceMaker.providedBy(maker)
+    assert maker.options is tap.Options
+    assert maker.makeService is tap.makeService
+
+
+def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    options = tap.Options()
+    options.parseOptions([])
+    assert dict(options) == {
+        "listen": "tcp:9292",
+        "data-dir": str(tmp_path / "imaged-data"),
+        "database": f"sqlite:///{tmp_path / 'imaged-data' / 'imaged.sqlite'}",
+        "public-url": None,
+        "hash-algo": "sha512",
+        "image-size-cap": 1024**4,
+        "show-locations": 0,
+    }
+
+
+def test_option_errors() -> None:
+    with pytest.raises(UsageError):
+        tap.Options().parseOptions(["--hash-algo", "md17"])
+    with pytest.raises(UsageError):
+        tap.Options().parseOptions(["--image-size-cap", "-3"])
+
+
+def test_make_service_builds_site_on_endpoint(tmp_path: Any) -> None:
+    options = tap.Options()
+    options.parseOptions(["--listen", "tcp:9999:interface=127.0.0.1",
+                          "--data-dir", str(tmp_path), "--hash-algo", "sha256"])
+    reactor = MemoryReactor()
+    service = tap.makeService(options, reactor)
+    listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]
+    assert len(listeners) == 1 and isinstance(listeners[0].factory, Site)
+    assert listeners[0].factory.displayTracebacks is False
+    service.privilegedStartService()
+    service.startService()
+    port, factory, _, interface = reactor.tcpServers[0][:4]
+    assert (port, interface) == (9999, "127.0.0.1") and factory is listeners[0].factory
+    service.stopService()
+    assert (tmp_path / "imaged.sqlite").exists() and (tmp_path / "images").is_dir()
+
+
+def test_options_from_environment(tmp_path: Any) -> None:
+    options = tap.options_from_environment(
+        {"IMAGED_ARGS": f"--listen 'tcp:1234' --data-dir {tmp_path}"})
+    assert options["listen"] == "tcp:1234" and options["data-dir"] == str(tmp_path)
