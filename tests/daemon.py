@@ -36,11 +36,13 @@ class Daemon:
             command = [TWISTD, "-n", "--pidfile=", "imaged", *listen, *self.args]
             env = dict(os.environ, **(self.env or {}))
         log = open(self.log_path, "a")
+        offset = log.tell()
         self.process = subprocess.Popen(command, cwd=self.workdir, stdout=log,
                                         stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with open(self.log_path) as f:
+                f.seek(offset)
                 found = _LISTENING.findall(f.read())
             if found:
                 self.url = f"http://127.0.0.1:{found[-1]}"
