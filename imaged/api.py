@@ -32,6 +32,7 @@ from .web.app import API_PORT, VERSIONS, APIConfig, ImagesAPI, routes
 
 __all__ = [
     "API_PORT",
+    "VERSIONS",
     "APIConfig",
     "ByteRange",
     "Change",
@@ -53,7 +54,6 @@ __all__ = [
     "RequestContext",
     "Status",
     "StoredBlob",
-    "VERSIONS",
     "Version",
     "VersionStatus",
     "Visibility",

@@ -7,8 +7,6 @@ never looks at headers.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import attrs
 
 #: Glance's implied roles: admin implies member implies reader.
@@ -31,20 +29,20 @@ class RequestContext:
     admin with no project and no roles.
     """
 
-    project_id: Optional[str] = None
-    user_id: Optional[str] = None
+    project_id: str | None = None
+    user_id: str | None = None
     roles: frozenset[str] = attrs.field(default=frozenset(), converter=_expand)
     is_admin: bool = False
-    request_id: Optional[str] = None
+    request_id: str | None = None
 
     @classmethod
     def from_roles(
         cls,
-        project_id: Optional[str],
-        user_id: Optional[str],
+        project_id: str | None,
+        user_id: str | None,
         roles: frozenset[str],
-        request_id: Optional[str] = None,
-    ) -> "RequestContext":
+        request_id: str | None = None,
+    ) -> RequestContext:
         """A context whose admin-ness follows from the ``admin`` role, as Glance's policy."""
         lowered = frozenset(r.strip().lower() for r in roles if r.strip())
         return cls(
@@ -56,6 +54,6 @@ class RequestContext:
         )
 
     @classmethod
-    def unauthenticated(cls, request_id: Optional[str] = None) -> "RequestContext":
+    def unauthenticated(cls, request_id: str | None = None) -> RequestContext:
         """Glance's no-auth context: no project, no user, admin."""
         return cls(is_admin=True, request_id=request_id)

@@ -7,8 +7,6 @@ refused in one place, with the error kind the caller's operation calls for.
 
 from __future__ import annotations
 
-from typing import Type
-
 import attrs
 
 from .errors import BadRequest, ImageServiceError
@@ -40,7 +38,7 @@ def can_transition(current: Status, target: Status) -> bool:
 def transition(
     image: Image,
     target: Status,
-    error: Type[ImageServiceError],
+    error: type[ImageServiceError],
     **changes: object,
 ) -> Image:
     """

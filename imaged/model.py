@@ -10,13 +10,13 @@ web layer, the service and every store can share them without depending on each 
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 import attrs
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Where an image is in its life (Glance's ``valid_state_targets``)."""
 
     QUEUED = "queued"
@@ -30,14 +30,14 @@ class Status(str, enum.Enum):
     DEACTIVATED = "deactivated"
 
 
-class Visibility(str, enum.Enum):
+class Visibility(enum.StrEnum):
     PUBLIC = "public"
     PRIVATE = "private"
     SHARED = "shared"
     COMMUNITY = "community"
 
 
-class DiskFormat(str, enum.Enum):
+class DiskFormat(enum.StrEnum):
     """Glance's default ``disk_formats`` (the seed's raw, qcow2 and iso among them)."""
 
     AMI = "ami"
@@ -53,7 +53,7 @@ class DiskFormat(str, enum.Enum):
     PLOOP = "ploop"
 
 
-class ContainerFormat(str, enum.Enum):
+class ContainerFormat(enum.StrEnum):
     """Glance's default ``container_formats`` (the seed's bare among them)."""
 
     AMI = "ami"
@@ -66,13 +66,13 @@ class ContainerFormat(str, enum.Enum):
     COMPRESSED = "compressed"
 
 
-class VersionStatus(str, enum.Enum):
+class VersionStatus(enum.StrEnum):
     CURRENT = "CURRENT"
     SUPPORTED = "SUPPORTED"
     DEPRECATED = "DEPRECATED"
 
 
-class SortDir(str, enum.Enum):
+class SortDir(enum.StrEnum):
     ASC = "asc"
     DESC = "desc"
 
@@ -80,8 +80,8 @@ class SortDir(str, enum.Enum):
 @attrs.frozen
 class Link:
     href: str
-    rel: Optional[str] = None
-    type: Optional[str] = None
+    rel: str | None = None
+    type: str | None = None
 
 
 @attrs.frozen
@@ -93,7 +93,7 @@ class Version:
 
 def utcnow() -> datetime:
     """Now, as a naive UTC datetime: what every store keeps and compares."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @attrs.frozen
@@ -126,22 +126,22 @@ class Image:
     visibility: Visibility
     created_at: datetime
     updated_at: datetime
-    name: Optional[str] = None
-    owner: Optional[str] = None
+    name: str | None = None
+    owner: str | None = None
     protected: bool = False
     os_hidden: bool = False
-    disk_format: Optional[DiskFormat] = None
-    container_format: Optional[ContainerFormat] = None
+    disk_format: DiskFormat | None = None
+    container_format: ContainerFormat | None = None
     min_disk: int = 0
     min_ram: int = 0
-    size: Optional[int] = None
-    virtual_size: Optional[int] = None
-    checksum: Optional[str] = None
-    os_hash_algo: Optional[str] = None
-    os_hash_value: Optional[str] = None
+    size: int | None = None
+    virtual_size: int | None = None
+    checksum: str | None = None
+    os_hash_algo: str | None = None
+    os_hash_value: str | None = None
     tags: frozenset[str] = frozenset()
     properties: Mapping[str, str] = attrs.field(factory=dict)
-    location: Optional[str] = None
+    location: str | None = None
 
     @property
     def has_data(self) -> bool:
@@ -158,21 +158,21 @@ class CreateImageRequest:
     whether they came flat at the top level or in the seed's ``properties`` object.
     """
 
-    id: Optional[str] = None
-    name: Optional[str] = None
-    visibility: Optional[Visibility] = None
-    protected: Optional[bool] = None
-    os_hidden: Optional[bool] = None
-    owner: Optional[str] = None
-    disk_format: Optional[DiskFormat] = None
-    container_format: Optional[ContainerFormat] = None
-    min_disk: Optional[int] = None
-    min_ram: Optional[int] = None
+    id: str | None = None
+    name: str | None = None
+    visibility: Visibility | None = None
+    protected: bool | None = None
+    os_hidden: bool | None = None
+    owner: str | None = None
+    disk_format: DiskFormat | None = None
+    container_format: ContainerFormat | None = None
+    min_disk: int | None = None
+    min_ram: int | None = None
     tags: Sequence[str] = ()
     properties: Mapping[str, str] = attrs.field(factory=dict)
 
 
-class PatchOp(str, enum.Enum):
+class PatchOp(enum.StrEnum):
     ADD = "add"
     REPLACE = "replace"
     REMOVE = "remove"
@@ -196,7 +196,7 @@ class Change:
 # Filters on list requests --------------------------------------------------------------------
 
 
-class Compare(str, enum.Enum):
+class Compare(enum.StrEnum):
     """Operators Glance accepts on ``created_at``/``updated_at`` and ``in``/``eq`` elsewhere."""
 
     EQ = "eq"
@@ -236,7 +236,7 @@ SORT_KEYS = (
 )
 
 
-class VisibilityFilter(str, enum.Enum):
+class VisibilityFilter(enum.StrEnum):
     """The ``visibility`` list filter: one visibility, or ``all``."""
 
     PUBLIC = "public"
@@ -261,11 +261,11 @@ class ImageQuery:
         SortKey("created_at", SortDir.DESC),
         SortKey("id", SortDir.DESC),
     )
-    marker: Optional[str] = None
+    marker: str | None = None
     conditions: Sequence[Condition] = ()
     properties: Mapping[str, str] = attrs.field(factory=dict)
     tags: Sequence[str] = ()
-    visibility: Optional[VisibilityFilter] = None
+    visibility: VisibilityFilter | None = None
     os_hidden: bool = False
 
 
@@ -280,7 +280,7 @@ class Scope:
     """
 
     everything: bool
-    project: Optional[str]
+    project: str | None
 
 
 @attrs.frozen
@@ -301,11 +301,11 @@ class ByteRange:
     satisfiable by no image.
     """
 
-    first: Optional[int] = None
-    last: Optional[int] = None
-    suffix: Optional[int] = None
+    first: int | None = None
+    last: int | None = None
+    suffix: int | None = None
 
-    def resolve(self, size: int) -> Optional[tuple[int, int]]:
+    def resolve(self, size: int) -> tuple[int, int] | None:
         """Return ``(offset, length)`` within ``size`` bytes, or ``None`` if unsatisfiable."""
         if self.suffix is not None:
             if self.suffix <= 0 or size == 0:
@@ -331,7 +331,7 @@ class Download:
     """
 
     image: Image
-    producer: Optional[object]
+    producer: object | None
     offset: int = 0
     length: int = 0
     ranged: bool = False

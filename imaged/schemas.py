@@ -9,7 +9,8 @@ update requests, deciding which attributes are read-only or reserved, and the do
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from jsonschema import Draft4Validator
 

@@ -11,7 +11,8 @@ image (two uploads, a delete during an upload) are decided by the database, not 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -78,9 +79,10 @@ def _coerce_base(name: str, value: Any) -> Any:
         return None if value is None else ContainerFormat(value)
     if name == "tags":
         return frozenset(value)
-    if name in ("min_disk", "min_ram"):
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT:
-            raise BadRequest(f"Invalid value '{value}' for {name}.")
+    if name in ("min_disk", "min_ram") and (
+        not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT
+    ):
+        raise BadRequest(f"Invalid value '{value}' for {name}.")
     return value
 
 
@@ -107,15 +109,13 @@ class ImageService:
     def _check_quotas(self, image: Image) -> Image:
         if len(image.properties) > self.limits.image_property_quota:
             raise TooLarge(
-                "Attempted: {}, Maximum: {}: too many image properties.".format(
-                    len(image.properties), self.limits.image_property_quota
-                )
+                f"Attempted: {len(image.properties)}, "
+                f"Maximum: {self.limits.image_property_quota}: too many image properties."
             )
         if len(image.tags) > self.limits.image_tag_quota:
             raise TooLarge(
-                "Attempted: {}, Maximum: {}: too many image tags.".format(
-                    len(image.tags), self.limits.image_tag_quota
-                )
+                f"Attempted: {len(image.tags)}, "
+                f"Maximum: {self.limits.image_tag_quota}: too many image tags."
             )
         for tag in image.tags:
             if len(tag) > 255:
@@ -192,15 +192,14 @@ class ImageService:
             value = _coerce_base(name, change.value)
             if name == "visibility":
                 policy.check_visibility_change(context, value)
-            elif name == "owner":
-                if not context.is_admin and value != image.owner:
-                    raise Forbidden("Owner can't be updated by non-admin.")
-            elif name in ("disk_format", "container_format"):
-                if value != getattr(image, name) and image.status not in (
-                    Status.QUEUED,
-                    Status.IMPORTING,
-                ):
-                    raise Forbidden(f"Attribute {name} can be only replaced for a queued image.")
+            elif name == "owner" and not context.is_admin and value != image.owner:
+                raise Forbidden("Owner can't be updated by non-admin.")
+            elif (
+                name in ("disk_format", "container_format")
+                and value != getattr(image, name)
+                and image.status not in (Status.QUEUED, Status.IMPORTING)
+            ):
+                raise Forbidden(f"Attribute {name} can be only replaced for a queued image.")
             return attrs.evolve(image, **{name: value})
         properties = dict(image.properties)
         if change.op is PatchOp.REMOVE:
@@ -253,7 +252,7 @@ class ImageService:
         context: RequestContext,
         image_id: str,
         producer: IBodyProducer,
-        size: Optional[int] = None,
+        size: int | None = None,
     ) -> Deferred[Image]:
         return Deferred.fromCoroutine(self._upload(context, image_id, producer, size))
 
@@ -262,7 +261,7 @@ class ImageService:
         context: RequestContext,
         image_id: str,
         producer: IBodyProducer,
-        size: Optional[int],
+        size: int | None,
     ) -> Image:
         cap = self.limits.image_size_cap
         if size is not None and size > cap:
@@ -316,7 +315,7 @@ class ImageService:
             image = await self.metadata.modify(image_id, finish)
         except (Gone, ImageNotFound):
             await self._delete_blob(image_id, blob.location)
-            raise Gone(f"Image {image_id} was deleted during upload.")
+            raise Gone(f"Image {image_id} was deleted during upload.") from None
         self.log.info(
             "image {image_id} is active: {size} bytes, {algo} {digest}",
             image_id=image_id,
@@ -343,12 +342,12 @@ class ImageService:
         self,
         context: RequestContext,
         image_id: str,
-        byte_range: Optional[ByteRange] = None,
+        byte_range: ByteRange | None = None,
     ) -> Deferred[Download]:
         return Deferred.fromCoroutine(self._download(context, image_id, byte_range))
 
     async def _download(
-        self, context: RequestContext, image_id: str, byte_range: Optional[ByteRange]
+        self, context: RequestContext, image_id: str, byte_range: ByteRange | None
     ) -> Download:
         image = await self._load_visible(context, image_id)
         if image.status is Status.DEACTIVATED and not context.is_admin:

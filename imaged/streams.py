@@ -12,12 +12,12 @@ while the consumer has it paused.  Neither ever holds more than a few chunks in 
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.python.failure import Failure
-from twisted.web.iweb import IBodyProducer, UNKNOWN_LENGTH
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from .errors import TooLarge
@@ -34,7 +34,7 @@ class _SinkConsumer:
         self,
         producer: IBodyProducer,
         write_chunk: Callable[[bytes], Deferred[None]],
-        size_cap: Optional[int],
+        size_cap: int | None,
         chunk: int,
         high_water: int,
     ) -> None:
@@ -48,7 +48,7 @@ class _SinkConsumer:
         self._in_flight = 0
         self._tail: Deferred[None] = succeed(None)
         self._paused = False
-        self.failure: Optional[Failure] = None
+        self.failure: Failure | None = None
         self.received = 0
 
     # IConsumer: the producer given to startProducing is the one we steer; these are unused.
@@ -109,7 +109,7 @@ class _SinkConsumer:
 def consume(
     producer: IBodyProducer,
     write_chunk: Callable[[bytes], Deferred[None]],
-    size_cap: Optional[int] = None,
+    size_cap: int | None = None,
     chunk: int = CHUNK,
     high_water: int = HIGH_WATER,
 ) -> Deferred[int]:
@@ -178,8 +178,8 @@ class ChunkProducer:
         self._remaining = length
         self._on_close = on_close
         self._chunk = chunk
-        self._consumer: Optional[IConsumer] = None
-        self._done: Optional[Deferred[None]] = None
+        self._consumer: IConsumer | None = None
+        self._done: Deferred[None] | None = None
         self._paused = False
         self._reading = False
         self._stopped = False
@@ -234,7 +234,7 @@ class ChunkProducer:
             self._close()
             return
         if len(data) == 0:
-            self._failed(Failure(IOError("image data ended before its recorded size")))
+            self._failed(Failure(OSError("image data ended before its recorded size")))
             return
         self._position += len(data)
         self._remaining -= len(data)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
@@ -18,8 +19,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
-from .hashing import check_algorithm
 from .errors import BadRequest
+from .hashing import check_algorithm
 from .service import ImageService, Limits
 from .store.files import FileBlobStore
 from .store.sql import SQLMetadataStore, describe
@@ -69,7 +70,7 @@ class Options(usage.Options):
         try:
             check_algorithm(self["hash-algo"])
         except BadRequest as e:
-            raise usage.UsageError(f"--hash-algo: {e.message}")
+            raise usage.UsageError(f"--hash-algo: {e.message}") from None
         self["data-dir"] = os.path.abspath(self["data-dir"])
         if self["database"] is None:
             self["database"] = "sqlite:///" + os.path.join(self["data-dir"], "imaged.sqlite")
@@ -94,7 +95,7 @@ class _Listener(StreamServerEndpointService):
     def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
         super().__init__(endpoint, factory)
         self.description = description
-        self.port: Optional[Any] = None
+        self.port: Any | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -145,7 +146,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
     return top
 
 
-def options_from_environment(environ: Optional[dict[str, str]] = None) -> Options:
+def options_from_environment(environ: dict[str, str] | None = None) -> Options:
     """Options for imaged.tac, from the ``IMAGED_ARGS`` environment variable."""
     args: Sequence[str] = shlex.split((environ or os.environ).get("IMAGED_ARGS", ""))
     options = Options()
@@ -153,4 +154,4 @@ def options_from_environment(environ: Optional[dict[str, str]] = None) -> Option
     return options
 
 
-__all__ = ["Options", "makeService", "options_from_environment", "DeferredList"]
+__all__ = ["DeferredList", "Options", "makeService", "options_from_environment"]

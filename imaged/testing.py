@@ -8,8 +8,6 @@ unless a producer makes it wait, so tests need no reactor.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -36,14 +34,14 @@ class MemoryBlobStore:
         image_id: str,
         producer: IBodyProducer,
         hash_algo: str,
-        size_cap: Optional[int] = None,
-    ) -> "Deferred[StoredBlob]":
+        size_cap: int | None = None,
+    ) -> Deferred[StoredBlob]:
         digests = Digests(hash_algo)
         chunks: list[bytes] = []
         self._serial += 1
         location = f"memory://{image_id}/{self._serial}"
 
-        def write_chunk(data: bytes) -> "Deferred[None]":
+        def write_chunk(data: bytes) -> Deferred[None]:
             digests.update(data)
             chunks.append(data)
             return succeed(None)
@@ -61,8 +59,8 @@ class MemoryBlobStore:
         return consume(producer, write_chunk, size_cap).addCallback(publish)
 
     def read(
-        self, location: str, offset: int = 0, length: Optional[int] = None
-    ) -> "Deferred[IBodyProducer]":
+        self, location: str, offset: int = 0, length: int | None = None
+    ) -> Deferred[IBodyProducer]:
         if location not in self.blobs:
             return fail(NotFound(f"Image data at {location} is missing"))
         data = self.blobs[location]
@@ -72,7 +70,7 @@ class MemoryBlobStore:
                           offset, count, chunk=64 * 1024)
         )
 
-    def delete(self, location: str) -> "Deferred[None]":
+    def delete(self, location: str) -> Deferred[None]:
         self.blobs.pop(location, None)
         return succeed(None)
 

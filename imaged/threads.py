@@ -9,7 +9,10 @@ for in-memory stores and deterministic tests, never for real I/O.
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorThreads
@@ -26,9 +29,13 @@ class ThreadRunner:
     def __init__(self, reactor: IReactorThreads, size: int, name: str) -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=size, maxthreads=size, name=name)
+        # Daemon threads: an owner that forgets stop() must not keep the process alive.  Work
+        # cut short at exit is safe (SQLite transactions are atomic; partial blobs are removed
+        # at the next start).
+        self._pool.threadFactory = functools.partial(threading.Thread, daemon=True)
         self._pool.start()
 
-    def run(self, fn: Callable[..., T], *args: Any) -> "Deferred[T]":
+    def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)  # type: ignore[arg-type]
 
     def stop(self) -> None:
@@ -38,7 +45,7 @@ class ThreadRunner:
 class InlineRunner:
     """Runs calls immediately in the calling thread (already-fired ``Deferred``s)."""
 
-    def run(self, fn: Callable[..., T], *args: Any) -> "Deferred[T]":
+    def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         try:
             return succeed(fn(*args))
         except BaseException:

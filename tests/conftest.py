@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
-from typing import Any, Optional
+from typing import Any
 
 import attrs
 import pytest
@@ -32,7 +32,7 @@ class Reply:
     body: bytes
     length: Any = None  # Twisted's client moves Content-Length out of the headers
 
-    def header(self, name: str) -> Optional[str]:
+    def header(self, name: str) -> str | None:
         values = self.headers.getRawHeaders(name)
         return values[-1] if values else None
 
@@ -51,8 +51,8 @@ class Client:
         method: str,
         path: str,
         json: Any = None,
-        data: Optional[bytes] = None,
-        headers: Optional[dict[str, str]] = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
         hdrs = dict(headers or {})
         if json is not None:

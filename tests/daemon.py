@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 _LISTENING = re.compile(r"imaged listening on .* \(127\.0\.0\.1:(\d+)\)")
@@ -17,17 +17,17 @@ _LISTENING = re.compile(r"imaged listening on .* \(127\.0\.0\.1:(\d+)\)")
 class Daemon:
     """A ``twistd -n`` process; ``url`` is where it listens once ``start`` returns."""
 
-    def __init__(self, workdir: str, args: Sequence[str] = (), tac: Optional[str] = None,
-                 env: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, workdir: str, args: Sequence[str] = (), tac: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.args = list(args)
         self.tac = tac
         self.env = env
-        self.process: Optional[subprocess.Popen[str]] = None
+        self.process: subprocess.Popen[str] | None = None
         self.url = ""
         self.log_path = os.path.join(workdir, "twistd.log")
 
-    def start(self, timeout: float = 30) -> "Daemon":
+    def start(self, timeout: float = 30) -> Daemon:
         listen = ["--listen", "tcp:0:interface=127.0.0.1"]
         if self.tac:
             command = [TWISTD, "-n", "--pidfile=", "-y", self.tac]

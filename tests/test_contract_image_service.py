@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -22,9 +22,9 @@ from zope.interface.verify import verifyObject
 from imaged.api import (
     ByteRange,
     Change,
+    ContainerFormat,
     CreateImageRequest,
     DiskFormat,
-    ContainerFormat,
     IImageService,
     ImageQuery,
     ImageService,

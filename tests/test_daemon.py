@@ -88,7 +88,7 @@ def lifecycle(url: str, tmp_path: Any) -> str:
 def test_plugin_lifecycle_with_curl(daemon: Daemon, tmp_path: Any) -> None:
     image_id = lifecycle(daemon.url, tmp_path)
     path = f"{daemon.url}/v2/images/{image_id}"
-    status, headers, body = curl("-X", "DELETE", path)
+    status, _headers, body = curl("-X", "DELETE", path)
     assert status == 204 and body == b""
     assert curl(path)[0] == 404
     assert os.listdir(tmp_path / "imaged-data" / "images") == [".partial"]

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.python.failure import Failure
 from twisted.internet.testing import StringTransport
-
+from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from imaged.errors import TooLarge

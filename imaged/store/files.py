@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import uuid
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from twisted.internet.defer import Deferred
@@ -90,8 +90,8 @@ class FileBlobStore:
         image_id: str,
         producer: IBodyProducer,
         hash_algo: str,
-        size_cap: Optional[int] = None,
-    ) -> "Deferred[StoredBlob]":
+        size_cap: int | None = None,
+    ) -> Deferred[StoredBlob]:
         if os.sep in image_id or image_id.startswith("."):
             raise ValueError(f"unsafe image id {image_id!r}")
         digests = Digests(hash_algo)
@@ -150,8 +150,8 @@ class FileBlobStore:
         return written
 
     def read(
-        self, location: str, offset: int = 0, length: Optional[int] = None
-    ) -> "Deferred[IBodyProducer]":
+        self, location: str, offset: int = 0, length: int | None = None
+    ) -> Deferred[IBodyProducer]:
         def open_file() -> IBodyProducer:
             path = self._path(location)
             try:
@@ -161,14 +161,14 @@ class FileBlobStore:
             size = os.fstat(fd).st_size
             count = max(0, size - offset) if length is None else length
 
-            def read_chunk(position: int, amount: int) -> "Deferred[bytes]":
+            def read_chunk(position: int, amount: int) -> Deferred[bytes]:
                 return self._runner.run(os.pread, fd, amount, position)
 
             return ChunkProducer(read_chunk, offset, count, on_close=lambda: os.close(fd))
 
         return self._runner.run(open_file)
 
-    def delete(self, location: str) -> "Deferred[None]":
+    def delete(self, location: str) -> Deferred[None]:
         def remove() -> None:
             try:
                 os.unlink(self._path(location))

@@ -10,9 +10,9 @@ that concurrent creates never fail with "database is locked".  Pages are fetched
 from __future__ import annotations
 
 import operator
-
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 from alembic import command
@@ -58,7 +58,6 @@ from ..model import (
     Status,
     Visibility,
     VisibilityFilter,
-    utcnow,
 )
 from ..threads import InlineRunner, ThreadRunner
 from .tables import image_properties, image_tags, images, metadata
@@ -109,7 +108,7 @@ def _alembic_config(connection: Connection) -> Config:
     return config
 
 
-def schema_revision(engine: Engine) -> tuple[Optional[str], str]:
+def schema_revision(engine: Engine) -> tuple[str | None, str]:
     """The database's migration revision and the newest one this code knows."""
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
@@ -240,7 +239,7 @@ def _sql_value(field: str, value: object) -> object:
     return value
 
 
-def _visibility_clause(scope: Scope, wanted: Optional[VisibilityFilter]) -> ColumnElement[bool]:
+def _visibility_clause(scope: Scope, wanted: VisibilityFilter | None) -> ColumnElement[bool]:
     """
     Glance's list visibility rules.
 
@@ -305,7 +304,7 @@ def _after_marker(sort: Sequence[SortKey], marker: Mapping[str, Any]) -> ColumnE
     for i, key in enumerate(sort):
         prefix = [
             _column(k.key).is_(None) if v is None else _column(k.key) == v
-            for k, v in zip(sort[:i], values[:i])
+            for k, v in zip(sort[:i], values[:i], strict=False)
         ]
         column, value = _column(key.key), values[i]
         if key.direction is SortDir.ASC:
@@ -336,7 +335,7 @@ class SQLMetadataStore:
         self._runner = runner
 
     @classmethod
-    def open(cls, url: str, reactor: Any, migrate: bool = True) -> "SQLMetadataStore":
+    def open(cls, url: str, reactor: Any, migrate: bool = True) -> SQLMetadataStore:
         """
         Connect to ``url``; bring its schema up to date if ``migrate``, else refuse an
         out-of-date schema with a message saying how to upgrade it.
@@ -357,22 +356,21 @@ class SQLMetadataStore:
         return cls(engine, ThreadRunner(reactor, size, "imaged-db"))
 
     @classmethod
-    def in_memory(cls) -> "SQLMetadataStore":
+    def in_memory(cls) -> SQLMetadataStore:
         engine = make_engine("sqlite://")
         upgrade_schema(engine)
         return cls(engine, InlineRunner())
 
     # -- transactions --------------------------------------------------------------------
 
-    def _read(self, fn: Callable[[Connection], T]) -> "Deferred[T]":
+    def _read(self, fn: Callable[[Connection], T]) -> Deferred[T]:
         def txn() -> T:
-            with self._engine.connect() as connection:
-                with connection.begin():
-                    return fn(connection)
+            with self._engine.connect() as connection, connection.begin():
+                return fn(connection)
 
         return self._runner.run(txn)
 
-    def _write(self, fn: Callable[[Connection], T]) -> "Deferred[T]":
+    def _write(self, fn: Callable[[Connection], T]) -> Deferred[T]:
         def txn() -> T:
             with self._engine.connect() as connection:
                 connection = connection.execution_options(imaged_write=True)
@@ -383,7 +381,7 @@ class SQLMetadataStore:
 
     # -- IMetadataStore --------------------------------------------------------------------
 
-    def insert(self, image: Image) -> "Deferred[Image]":
+    def insert(self, image: Image) -> Deferred[Image]:
         def txn(connection: Connection) -> Image:
             try:
                 connection.execute(insert(images).values(**_row_values(image)))
@@ -395,13 +393,13 @@ class SQLMetadataStore:
 
         return self._write(txn)
 
-    def get(self, image_id: str) -> "Deferred[Optional[Image]]":
+    def get(self, image_id: str) -> Deferred[Image | None]:
         return self._read(lambda connection: self._load(connection, image_id))
 
-    def list(self, scope: Scope, query: ImageQuery) -> "Deferred[Page]":
+    def list(self, scope: Scope, query: ImageQuery) -> Deferred[Page]:
         return self._read(lambda connection: self._list(connection, scope, query))
 
-    def modify(self, image_id: str, mutate: Callable[[Image], Image]) -> "Deferred[Image]":
+    def modify(self, image_id: str, mutate: Callable[[Image], Image]) -> Deferred[Image]:
         def txn(connection: Connection) -> Image:
             old = self._load(connection, image_id)
             if old is None:
@@ -419,7 +417,7 @@ class SQLMetadataStore:
 
         return self._write(txn)
 
-    def close(self) -> "Deferred[None]":
+    def close(self) -> Deferred[None]:
         self._runner.stop()
         self._engine.dispose()
         from twisted.internet.defer import succeed
@@ -469,7 +467,7 @@ class SQLMetadataStore:
                 [{"image_id": image_id, "name": k, "value": new[k]} for k in changed + added],
             )
 
-    def _load(self, connection: Connection, image_id: str) -> Optional[Image]:
+    def _load(self, connection: Connection, image_id: str) -> Image | None:
         row = connection.execute(
             select(images).where(images.c.id == image_id, images.c.deleted == false())
         ).first()
@@ -546,12 +544,12 @@ def describe(engine_url: str) -> str:
 
 
 __all__ = [
-    "SQLMetadataStore",
-    "make_engine",
-    "upgrade_schema",
-    "schema_revision",
-    "metadata",
     "FILTER_COLUMNS",
-    "describe",
+    "SQLMetadataStore",
     "attrs",
+    "describe",
+    "make_engine",
+    "metadata",
+    "schema_revision",
+    "upgrade_schema",
 ]

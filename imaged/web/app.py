@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from io import BytesIO
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import attrs
 from klein import Klein
@@ -57,12 +58,12 @@ class APIConfig:
 
     image_service: IImageService
     port: int = API_PORT
-    public_base_url: Optional[str] = None
+    public_base_url: str | None = None
     limits: Limits = Limits()
     show_locations: bool = False
 
 
-def _header(request: IRequest, name: bytes) -> Optional[str]:
+def _header(request: IRequest, name: bytes) -> str | None:
     value = request.getHeader(name)
     return value.decode("latin-1") if value is not None else None
 
@@ -311,7 +312,7 @@ def _spooled_body(content: Any) -> ChunkProducer:
     return ChunkProducer(lambda _position, size: succeed(content.read(size)), 0, length)
 
 
-def _content_range_as_range(request: IRequest) -> Optional[str]:
+def _content_range_as_range(request: IRequest) -> str | None:
     """Glance honours a request ``Content-Range: bytes a-b/*`` as a range, for old clients."""
     value = _header(request, b"content-range")
     if value is None:

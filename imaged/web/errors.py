@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Mapping, Optional
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,7 +43,7 @@ class HTTPError(errors.ImageServiceError):
     """An error that only exists at the HTTP level (431, 415 with ``Accept-Patch``, ...)."""
 
     def __init__(
-        self, code: int, message: str, headers: Optional[Mapping[str, str]] = None
+        self, code: int, message: str, headers: Mapping[str, str] | None = None
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -87,7 +87,7 @@ def _quality(offer: str, ranges: list[tuple[str, float]]) -> float:
     return best[1]
 
 
-def error_format(accept: Optional[str]) -> str:
+def error_format(accept: str | None) -> str:
     """Which of ``html``, ``json``, ``plain`` WebOb would pick for this ``Accept`` header."""
     if not accept:
         return "html"
@@ -101,7 +101,7 @@ def error_format(accept: Optional[str]) -> str:
     return "json" if json_q > html_q else "html"
 
 
-def error_body(code: int, message: str, accept: Optional[str]) -> tuple[bytes, bytes]:
+def error_body(code: int, message: str, accept: str | None) -> tuple[bytes, bytes]:
     """The body and content type WebOb would produce for ``code`` with ``message``."""
     title = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "Error"
     status = f"{code} {title}"
@@ -112,15 +112,16 @@ def error_body(code: int, message: str, accept: Optional[str]) -> tuple[bytes, b
         )
         return body.encode("utf-8"), b"application/json"
     if fmt == "plain":
-        return f"{status}\n\n{message}\n\n".encode("utf-8"), b"text/plain; charset=UTF-8"
+        return f"{status}\n\n{message}\n\n".encode(), b"text/plain; charset=UTF-8"
+    escaped = html.escape(message, quote=False)
     page = (
-        "<html>\n <head>\n  <title>{status}</title>\n </head>\n <body>\n"
-        "  <h1>{status}</h1>\n  {message}<br /><br />\n\n\n\n </body>\n</html>"
-    ).format(status=status, message=html.escape(message, quote=False))
+        f"<html>\n <head>\n  <title>{status}</title>\n </head>\n <body>\n"
+        f"  <h1>{status}</h1>\n  {escaped}<br /><br />\n\n\n\n </body>\n</html>"
+    )
     return page.encode("utf-8"), b"text/html; charset=UTF-8"
 
 
-def _accept(request: IRequest) -> Optional[str]:
+def _accept(request: IRequest) -> str | None:
     value = request.getHeader(b"accept")
     return value.decode("latin-1") if value is not None else None
 
@@ -129,7 +130,7 @@ def write_error(
     request: IRequest,
     code: int,
     message: str,
-    headers: Optional[Mapping[str, str]] = None,
+    headers: Mapping[str, str] | None = None,
 ) -> bytes:
     request.setResponseCode(code)
     for name, value in (headers or {}).items():

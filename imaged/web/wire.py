@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from ..errors import BadRequest, Forbidden
@@ -216,7 +217,7 @@ def _decode_op_v20(raw: Mapping[str, Any]) -> tuple[PatchOp, Any]:
     return found[0], raw[found[0].value]
 
 
-def decode_patch(content_type: Optional[str], document: Any) -> list[Change]:
+def decode_patch(content_type: str | None, document: Any) -> list[Change]:
     """
     A json-patch document (either Glance media type) as ``Change`` steps.
 
@@ -299,7 +300,7 @@ def _parse_time(text: str) -> datetime:
     except ValueError:
         raise BadRequest(f"Invalid timestamp '{text}': expected ISO 8601.") from None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed
 
 
@@ -343,7 +344,8 @@ def _sorting(params: Mapping[str, Sequence[str]]) -> list[SortKey]:
             raise BadRequest("Number of sort dirs does not match the number of sort keys")
         keys = keys or ["created_at"]
         directions = dirs * len(keys) if len(dirs) == 1 else dirs or ["desc"] * len(keys)
-        chosen = [SortKey(_sort_key(k), _sort_dir(d)) for k, d in zip(keys, directions)]
+        pairs = zip(keys, directions, strict=True)
+        chosen = [SortKey(_sort_key(k), _sort_dir(d)) for k, d in pairs]
     else:
         chosen = [SortKey("created_at", SortDir.DESC)]
     present = {k.key for k in chosen}
@@ -380,7 +382,7 @@ def decode_query(
     conditions: list[Condition] = []
     properties: dict[str, str] = {}
     tags: list[str] = []
-    visibility: Optional[VisibilityFilter] = None
+    visibility: VisibilityFilter | None = None
     os_hidden = False
     for key, values in params.items():
         if key in _PAGING:
@@ -436,7 +438,7 @@ def decode_query(
 
 
 def page_links(
-    params: Mapping[str, Sequence[str]], last_id: Optional[str], full: bool
+    params: Mapping[str, Sequence[str]], last_id: str | None, full: bool
 ) -> dict[str, str]:
     """
     ``first`` and (when the page was full) ``next``, both starting with ``/v2/images``:
@@ -463,7 +465,7 @@ def decode_params(args: Mapping[bytes, Iterable[bytes]]) -> dict[str, list[str]]
 # -- data requests ----------------------------------------------------------------------------
 
 
-def decode_range(header: Optional[str]) -> Optional[ByteRange]:
+def decode_range(header: str | None) -> ByteRange | None:
     """
     A ``Range: bytes=...`` header as a single ``ByteRange``.  Several ranges are a 400 (as
     Glance); anything unparseable is a range nobody can satisfy (416 once the size is known).
@@ -489,8 +491,8 @@ def decode_range(header: Optional[str]) -> Optional[ByteRange]:
 
 
 def declared_size(
-    image_size_header: Optional[str], content_length: Optional[str]
-) -> Optional[int]:
+    image_size_header: str | None, content_length: str | None
+) -> int | None:
     """The upload size the client announced: ``x-openstack-image-size``, else Content-Length."""
     for name, value in (
         ("x-openstack-image-size", image_size_header),
