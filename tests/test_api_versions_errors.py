@@ -59,7 +59,8 @@ def test_public_base_url() -> None:
 
 
 def test_request_id_on_every_response(client: Client) -> None:
-    for reply in (client.get("/"), client.get("/v2/images"), client.get(f"/v2/images/{uuid.uuid4()}"),
+    missing = f"/v2/images/{uuid.uuid4()}"
+    for reply in (client.get("/"), client.get("/v2/images"), client.get(missing),
                   client.request("PUT", "/v2/images")):
         assert reply.header("x-openstack-request-id").startswith("req-")
     assert client.get("/v2/images").header("x-openstack-request-id") != client.get(
