@@ -22,16 +22,19 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import (
     Column,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
     exists,
     false,
     insert,
+    null,
     or_,
     select,
     true,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.engine import Connection, Engine, Row
@@ -98,6 +101,11 @@ _ENUM_COLUMNS: Mapping[str, Any] = {
     "container_format": ContainerFormat,
 }
 
+#: Enum members by stored value (a dict lookup; calling the Enum is far slower per row).
+_ENUM_MEMBERS: Mapping[str, Mapping[str, Any]] = {
+    name: {member.value: member for member in kind} for name, kind in _ENUM_COLUMNS.items()
+}
+
 _MIGRATIONS = "imaged.store:migrations"
 
 
@@ -152,16 +160,20 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Connection) -> None:
+            # Straight to the driver: a full SQLAlchemy execution per BEGIN costs more than
+            # the queries of a typical read.
+            driver = connection.connection.driver_connection
+            assert driver is not None
             if connection.get_execution_options().get("imaged_write"):
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                driver.execute("BEGIN IMMEDIATE")
             else:
-                connection.exec_driver_sql("BEGIN")
+                driver.execute("BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
 
 
-def _row_values(image: Image) -> dict[str, Any]:
+def image_row(image: Image) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in _IMAGE_COLUMNS:
         value = getattr(image, name)
@@ -175,11 +187,11 @@ def _row_values(image: Image) -> dict[str, Any]:
 def _image_from_row(
     row: Row[Any], tags: Iterable[str], properties: Mapping[str, str]
 ) -> Image:
-    mapping = row._mapping
-    fields: dict[str, Any] = {name: mapping[name] for name in _IMAGE_COLUMNS}
-    for name, enum_type in _ENUM_COLUMNS.items():
-        if fields[name] is not None:
-            fields[name] = enum_type(fields[name])
+    fields: dict[str, Any] = dict(zip(_IMAGE_COLUMNS, row, strict=True))
+    for name, members in _ENUM_MEMBERS.items():
+        value = fields[name]
+        if value is not None:
+            fields[name] = members[value]
     return Image(tags=frozenset(tags), properties=dict(properties), **fields)
 
 
@@ -319,6 +331,22 @@ def _after_marker(sort: Sequence[SortKey], marker: Mapping[str, Any]) -> ColumnE
     return or_(*alternatives)
 
 
+# Statements of the hot paths, built once: SQLAlchemy then only looks up their compiled form.
+#: Image rows are always selected in ``_IMAGE_COLUMNS`` order (``_image_from_row`` relies on it).
+_IMAGE_SELECT = select(*(images.c[name] for name in _IMAGE_COLUMNS))
+_BY_ID = _IMAGE_SELECT.where(
+    images.c.id == bindparam("image_id"), images.c.deleted == false()
+)
+_TAGS_AND_PROPERTIES = union_all(
+    select(image_tags.c.image_id, image_tags.c.value.label("name"), null().label("value")).where(
+        image_tags.c.image_id.in_(bindparam("ids", expanding=True))
+    ),
+    select(image_properties.c.image_id, image_properties.c.name, image_properties.c.value).where(
+        image_properties.c.image_id.in_(bindparam("ids", expanding=True))
+    ),
+)
+
+
 @implementer(IMetadataStore)
 class SQLMetadataStore:
     """
@@ -384,7 +412,7 @@ class SQLMetadataStore:
     def insert(self, image: Image) -> Deferred[Image]:
         def txn(connection: Connection) -> Image:
             try:
-                connection.execute(insert(images).values(**_row_values(image)))
+                connection.execute(insert(images).values(**image_row(image)))
             except IntegrityError:
                 raise Duplicate(f"An image with identifier {image.id} already exists") from None
             self._write_tags(connection, image.id, image.tags, ())
@@ -405,7 +433,7 @@ class SQLMetadataStore:
             if old is None:
                 raise ImageNotFound(image_id)
             new = mutate(old)
-            old_values, new_values = _row_values(old), _row_values(new)
+            old_values, new_values = image_row(old), image_row(new)
             changed = {k: v for k, v in new_values.items() if old_values[k] != v}
             if new.status is Status.DELETED and old.status is not Status.DELETED:
                 changed["deleted_at"] = new.updated_at
@@ -468,33 +496,26 @@ class SQLMetadataStore:
             )
 
     def _load(self, connection: Connection, image_id: str) -> Image | None:
-        row = connection.execute(
-            select(images).where(images.c.id == image_id, images.c.deleted == false())
-        ).first()
+        row = connection.execute(_BY_ID, {"image_id": image_id}).first()
         if row is None:
             return None
         return self._hydrate(connection, [row])[0]
 
     @staticmethod
     def _hydrate(connection: Connection, rows: Sequence[Row[Any]]) -> list[Image]:
-        """Attach tags and properties to image rows: two queries for a whole page."""
+        """Attach tags and properties to image rows: one query for a whole page."""
         if not rows:
             return []
         ids = [row.id for row in rows]
         tags: dict[str, list[str]] = {i: [] for i in ids}
         properties: dict[str, dict[str, str]] = {i: {} for i in ids}
-        for image_id, value in connection.execute(
-            select(image_tags.c.image_id, image_tags.c.value).where(
-                image_tags.c.image_id.in_(ids)
-            )
-        ):
-            tags[image_id].append(value)
         for image_id, name, value in connection.execute(
-            select(
-                image_properties.c.image_id, image_properties.c.name, image_properties.c.value
-            ).where(image_properties.c.image_id.in_(ids))
-        ):
-            properties[image_id][name] = value
+            _TAGS_AND_PROPERTIES, {"ids": ids}
+        ).all():
+            if value is None:
+                tags[image_id].append(name)
+            else:
+                properties[image_id][name] = value
         return [_image_from_row(row, tags[row.id], properties[row.id]) for row in rows]
 
     def _list(self, connection: Connection, scope: Scope, query: ImageQuery) -> Page:
@@ -531,7 +552,7 @@ class SQLMetadataStore:
         if query.limit <= 0:
             return Page(images=[], full=False)
         rows = connection.execute(
-            select(images).where(*where).order_by(*_order_by(query.sort)).limit(query.limit)
+            _IMAGE_SELECT.where(*where).order_by(*_order_by(query.sort)).limit(query.limit)
         ).all()
         return Page(images=self._hydrate(connection, rows), full=len(rows) == query.limit)
 
