@@ -46,11 +46,18 @@ def test_option_errors() -> None:
         tap.Options().parseOptions(["--image-size-cap", "-3"])
 
 
+class ThreadedMemoryReactor(MemoryReactor):
+    """MemoryReactor plus callFromThread, which the stores' threads report back through."""
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
 def test_make_service_builds_site_on_endpoint(tmp_path: Any) -> None:
     options = tap.Options()
     options.parseOptions(["--listen", "tcp:9999:interface=127.0.0.1",
                           "--data-dir", str(tmp_path), "--hash-algo", "sha256"])
-    reactor = MemoryReactor()
+    reactor = ThreadedMemoryReactor()
     service = tap.makeService(options, reactor)
     listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]
     assert len(listeners) == 1 and isinstance(listeners[0].factory, Site)

@@ -188,6 +188,12 @@ def _image_from_row(
     row: Row[Any], tags: Iterable[str], properties: Mapping[str, str]
 ) -> Image:
     fields: dict[str, Any] = dict(zip(_IMAGE_COLUMNS, row, strict=True))
+    for name in ("created_at", "updated_at"):
+        value = fields[name]
+        if isinstance(value, str):  # SQLite's driver returns the stored text
+            fields[name] = datetime.fromisoformat(value)
+    fields["protected"] = bool(fields["protected"])
+    fields["os_hidden"] = bool(fields["os_hidden"])
     for name, members in _ENUM_MEMBERS.items():
         value = fields[name]
         if value is not None:
@@ -331,20 +337,65 @@ def _after_marker(sort: Sequence[SortKey], marker: Mapping[str, Any]) -> ColumnE
     return or_(*alternatives)
 
 
-# Statements of the hot paths, built once: SQLAlchemy then only looks up their compiled form.
+# -- the hot read paths ----------------------------------------------------------------------
+#
+# Showing an image and filling in a page's tags and properties are most of imaged's queries.
+# Their statements are still written once, in SQLAlchemy Core, but compiled once per database
+# dialect and run straight on the DB-API cursor: SQLAlchemy's per-execution machinery costs
+# ~100 us a query, several times the query itself, and it runs in the database thread where it
+# competes with the reactor for the GIL.  Rows then come back as the driver returns them, which
+# ``_image_from_row`` normalises (SQLite gives timestamps as text and booleans as integers).
+
+
 #: Image rows are always selected in ``_IMAGE_COLUMNS`` order (``_image_from_row`` relies on it).
 _IMAGE_SELECT = select(*(images.c[name] for name in _IMAGE_COLUMNS))
-_BY_ID = _IMAGE_SELECT.where(
-    images.c.id == bindparam("image_id"), images.c.deleted == false()
-)
-_TAGS_AND_PROPERTIES = union_all(
-    select(image_tags.c.image_id, image_tags.c.value.label("name"), null().label("value")).where(
-        image_tags.c.image_id.in_(bindparam("ids", expanding=True))
-    ),
-    select(image_properties.c.image_id, image_properties.c.name, image_properties.c.value).where(
-        image_properties.c.image_id.in_(bindparam("ids", expanding=True))
-    ),
-)
+
+
+def _by_id_statement() -> Any:
+    return _IMAGE_SELECT.where(images.c.id == bindparam("id0"), images.c.deleted == false())
+
+
+def _tags_and_properties_statement(count: int) -> Any:
+    placeholders = [bindparam(f"id{n}") for n in range(count)]
+    return union_all(
+        select(image_tags.c.image_id, image_tags.c.value, null()).where(
+            image_tags.c.image_id.in_(placeholders)
+        ),
+        select(image_properties.c.image_id, image_properties.c.name, image_properties.c.value)
+        .where(image_properties.c.image_id.in_(placeholders)),
+    )
+
+
+class _DriverStatements:
+    """Core statements compiled once for one dialect, executed on the DB-API cursor."""
+
+    def __init__(self, dialect: Any) -> None:
+        self._dialect = dialect
+        self._compiled: dict[tuple[str, int], tuple[str, tuple[str, ...] | None]] = {}
+
+    def _compile(self, key: tuple[str, int], build: Callable[[], Any]) -> tuple[str, Any]:
+        found = self._compiled.get(key)
+        if found is None:
+            compiled = build().compile(dialect=self._dialect)
+            order = tuple(compiled.positiontup) if self._dialect.positional else None
+            found = self._compiled[key] = (compiled.string, order)
+        return found
+
+    def fetch(
+        self,
+        connection: Connection,
+        key: tuple[str, int],
+        build: Callable[[], Any],
+        ids: Sequence[str],
+    ) -> list[Any]:
+        sql, order = self._compile(key, build)
+        params: dict[str, str] = {f"id{n}": value for n, value in enumerate(ids)}
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(sql, [params[name] for name in order] if order else params)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
 
 
 @implementer(IMetadataStore)
@@ -361,6 +412,7 @@ class SQLMetadataStore:
     def __init__(self, engine: Engine, runner: ThreadRunner | InlineRunner) -> None:
         self._engine = engine
         self._runner = runner
+        self._driver = _DriverStatements(engine.dialect)
 
     @classmethod
     def open(cls, url: str, reactor: Any, migrate: bool = True) -> SQLMetadataStore:
@@ -496,27 +548,30 @@ class SQLMetadataStore:
             )
 
     def _load(self, connection: Connection, image_id: str) -> Image | None:
-        row = connection.execute(_BY_ID, {"image_id": image_id}).first()
-        if row is None:
+        rows = self._driver.fetch(connection, ("by_id", 1), _by_id_statement, [image_id])
+        if not rows:
             return None
-        return self._hydrate(connection, [row])[0]
+        return self._hydrate(connection, rows)[0]
 
-    @staticmethod
-    def _hydrate(connection: Connection, rows: Sequence[Row[Any]]) -> list[Image]:
+    def _hydrate(self, connection: Connection, rows: Sequence[Any]) -> list[Image]:
         """Attach tags and properties to image rows: one query for a whole page."""
         if not rows:
             return []
-        ids = [row.id for row in rows]
+        ids = [row[0] for row in rows]  # id is the first of _IMAGE_COLUMNS
         tags: dict[str, list[str]] = {i: [] for i in ids}
         properties: dict[str, dict[str, str]] = {i: {} for i in ids}
-        for image_id, name, value in connection.execute(
-            _TAGS_AND_PROPERTIES, {"ids": ids}
-        ).all():
+        extras = self._driver.fetch(
+            connection,
+            ("tags_and_properties", len(ids)),
+            lambda: _tags_and_properties_statement(len(ids)),
+            ids,
+        )
+        for image_id, name, value in extras:
             if value is None:
                 tags[image_id].append(name)
             else:
                 properties[image_id][name] = value
-        return [_image_from_row(row, tags[row.id], properties[row.id]) for row in rows]
+        return [_image_from_row(row, tags[row[0]], properties[row[0]]) for row in rows]
 
     def _list(self, connection: Connection, scope: Scope, query: ImageQuery) -> Page:
         where: list[ColumnElement[bool]] = [

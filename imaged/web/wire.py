@@ -48,7 +48,7 @@ ACCEPT_PATCH = f"{PATCH_V20}, {PATCH_V21}"
 def isotime(value: datetime) -> str:
     """Glance's timestamps: UTC, whole seconds, ``Z``."""
     # isoformat is several times faster than strftime, and lists format two per image.
-    return value.replace(microsecond=0).isoformat() + "Z"
+    return value.isoformat(timespec="seconds") + "Z"
 
 
 def image_document(image: Image, show_locations: bool = False) -> dict[str, Any]:
