@@ -7,6 +7,7 @@ through ``makeService``, so they run the same thing.
 
 from __future__ import annotations
 
+import gc
 import os
 import shlex
 from collections.abc import Sequence
@@ -89,6 +90,23 @@ class _Stores(Service):
         return self.metadata.close()
 
 
+class _FreezeStartupObjects(Service):
+    """
+    Moves everything allocated while starting (modules, SQLAlchemy's compiled schema, the
+    routing map) out of the garbage collector's sight once imaged runs.
+
+    Without it, every full collection walks those long-lived objects again; measured on the
+    metadata benchmark, that made show's p99 latency at concurrency 16 roughly twice what it
+    is with them frozen.  Only the daemon does this: a program embedding imaged's API owns its
+    process's collector.
+    """
+
+    def startService(self) -> None:
+        super().startService()
+        gc.collect()
+        gc.freeze()
+
+
 class _Listener(StreamServerEndpointService):
     """Logs the address actually bound (tests listen on port 0 and read it from the log)."""
 
@@ -136,6 +154,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
 
     top = MultiService()
     _Stores(metadata, blobs).setServiceParent(top)
+    _FreezeStartupObjects().setServiceParent(top)
     listener = _Listener(serverFromString(reactor, options["listen"]), site, options["listen"])
     listener.setServiceParent(top)
     log.info(
