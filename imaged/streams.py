@@ -103,7 +103,12 @@ class _SinkConsumer:
     def drain(self) -> Deferred[None]:
         """Flush what is buffered; fire when the sink has everything."""
         self._dispatch()
-        return self._tail
+        # A new Deferred, never ``_tail`` itself: drain can be called from inside ``_tail``'s
+        # own callbacks (a resume that finishes the producer), and a Deferred returned from
+        # its own callback chain counts as already fired, before the pending chunks land.
+        drained: Deferred[None] = Deferred()
+        self._tail.addBoth(lambda _: drained.callback(None))
+        return drained
 
 
 def consume(

@@ -19,7 +19,8 @@ from imaged.interfaces import IBlobStore
 from imaged.store.files import FileBlobStore
 from imaged.testing import MemoryBlobStore, producer_of
 
-DATA = os.urandom(3 * 1024 * 1024 + 17)
+# Larger than the stream's high-water mark, so writes pause and resume the producer.
+DATA = os.urandom(12 * 1024 * 1024 + 17)
 
 
 @pytest.fixture(params=["files", "memory"])

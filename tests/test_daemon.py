@@ -47,7 +47,7 @@ def daemon(tmp_path: Any) -> Any:
 
 
 def lifecycle(url: str, tmp_path: Any) -> str:
-    data = os.urandom(5 * 1024 * 1024 + 3)
+    data = os.urandom(12 * 1024 * 1024 + 3)  # above the 8 MiB high-water mark
     source = tmp_path / "image.raw"
     source.write_bytes(data)
 

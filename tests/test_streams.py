@@ -161,3 +161,29 @@ def test_chunk_producer_stop_closes_after_outstanding_read() -> None:
     assert closed == []  # a read is still using the source
     reads[0].callback(b"x" * 10)
     assert closed == [True] and not done.called and len(reads) == 1
+
+
+def test_everything_lands_when_a_resume_finishes_the_producer() -> None:
+    """
+    Regression: a resume that lets a synchronous producer finish runs inside the sink's own
+    callback chain; ``consume`` must still wait for every chunk before it reports success.
+    """
+    data = bytes(range(256)) * 4096  # 1 MiB
+    pending: list[Deferred[None]] = []
+    written: list[bytes] = []
+
+    def slow_sink(chunk: bytes) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        d.addCallback(lambda _: written.append(chunk))
+        pending.append(d)
+        return d
+
+    producer = ChunkProducer(lambda pos, n: succeed(data[pos:pos + n]), 0, len(data),
+                             chunk=4096)
+    result = consume(producer, slow_sink, chunk=4096, high_water=16384)
+    while pending:
+        pending.pop(0).callback(None)
+        if result.called:
+            break
+    assert b"".join(written) == data
+    assert fired(result) == len(data)
