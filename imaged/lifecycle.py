@@ -7,6 +7,8 @@ refused in one place, with the error kind the caller's operation calls for.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from .errors import BadRequest, ImageServiceError
@@ -39,7 +41,7 @@ def transition(
     image: Image,
     target: Status,
     error: type[ImageServiceError],
-    **changes: object,
+    **changes: Any,
 ) -> Image:
     """
     Return ``image`` moved to ``target`` (with ``changes``), or raise ``error``.

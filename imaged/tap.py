@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -173,4 +173,4 @@ def options_from_environment(environ: dict[str, str] | None = None) -> Options:
     return options
 
 
-__all__ = ["DeferredList", "Options", "makeService", "options_from_environment"]
+__all__ = ["Options", "makeService", "options_from_environment"]

@@ -142,7 +142,7 @@ class FileBlobStore:
         def failed(failure: Any) -> Any:
             return self._runner.run(discard).addBoth(lambda _: failure)
 
-        written = consume(
+        written: Deferred[Any] = consume(
             producer, lambda data: self._runner.run(_store_errors, write_chunk, data), size_cap
         )
         written.addCallback(lambda _: self._runner.run(_store_errors, publish))

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-import attrs
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -248,7 +247,7 @@ def _condition_clause(condition: Condition) -> ColumnElement[bool]:
         Compare.LT: operator.lt,
         Compare.LTE: operator.le,
     }[op]
-    return compare(column, value)  # type: ignore[no-any-return]
+    return compare(column, value)  # type: ignore[no-any-return,arg-type]
 
 
 def _sql_value(field: str, value: object) -> object:
@@ -302,7 +301,7 @@ def _order_by(sort: Sequence[SortKey]) -> list[Any]:
     return clauses
 
 
-def _after_marker(sort: Sequence[SortKey], marker: Mapping[str, Any]) -> ColumnElement[bool]:
+def _after_marker(sort: Sequence[SortKey], marker: Any) -> ColumnElement[bool]:
     """
     Rows strictly after the marker row in ``sort`` order (NULL sorts lowest).
 
@@ -356,7 +355,7 @@ def _by_id_statement() -> Any:
 
 
 def _tags_and_properties_statement(count: int) -> Any:
-    placeholders = [bindparam(f"id{n}") for n in range(count)]
+    placeholders: list[Any] = [bindparam(f"id{n}") for n in range(count)]
     return union_all(
         select(image_tags.c.image_id, image_tags.c.value, null()).where(
             image_tags.c.image_id.in_(placeholders)
@@ -393,7 +392,7 @@ class _DriverStatements:
         cursor = connection.connection.cursor()
         try:
             cursor.execute(sql, [params[name] for name in order] if order else params)
-            return cursor.fetchall()
+            return list(cursor.fetchall())
         finally:
             cursor.close()
 
@@ -553,7 +552,7 @@ class SQLMetadataStore:
             return None
         return self._hydrate(connection, rows)[0]
 
-    def _hydrate(self, connection: Connection, rows: Sequence[Any]) -> list[Image]:
+    def _hydrate(self, connection: Connection, rows: Sequence[Any]) -> Sequence[Image]:
         """Attach tags and properties to image rows: one query for a whole page."""
         if not rows:
             return []
@@ -622,8 +621,8 @@ def describe(engine_url: str) -> str:
 __all__ = [
     "FILTER_COLUMNS",
     "SQLMetadataStore",
-    "attrs",
     "describe",
+    "image_row",
     "make_engine",
     "metadata",
     "schema_revision",

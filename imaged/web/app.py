@@ -336,7 +336,8 @@ def _stream(request: IRequest, download: Download) -> Deferred[None]:
             f"bytes {download.offset}-{last}/{image.size}".encode("ascii"),
         )
     producer: Any = download.producer
-    request.registerProducer(producer, True)
+    consumer: Any = request  # twisted.web's Request is an IConsumer; IRequest does not say so
+    consumer.registerProducer(producer, True)
 
     def stop(_: Any) -> None:
         producer.stopProducing()
@@ -345,7 +346,7 @@ def _stream(request: IRequest, download: Download) -> Deferred[None]:
     producer.startProducing(request).chainDeferred(done)
 
     def unregister(result: Any) -> Any:
-        request.unregisterProducer()
+        consumer.unregisterProducer()
         return result
 
     return done.addBoth(unregister)

@@ -344,7 +344,7 @@ def _sorting(params: Mapping[str, Sequence[str]]) -> list[SortKey]:
         if len(dirs) > 1 and len(dirs) != len(keys):
             raise BadRequest("Number of sort dirs does not match the number of sort keys")
         keys = keys or ["created_at"]
-        directions = dirs * len(keys) if len(dirs) == 1 else dirs or ["desc"] * len(keys)
+        directions = list(dirs) * len(keys) if len(dirs) == 1 else dirs or ["desc"] * len(keys)
         pairs = zip(keys, directions, strict=True)
         chosen = [SortKey(_sort_key(k), _sort_dir(d)) for k, d in pairs]
     else:
