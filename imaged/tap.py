@@ -150,7 +150,8 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
         limits=limits,
         show_locations=bool(options["show-locations"]),
     )
-    site = make_site(routes(config).resource())
+    api = routes(config)
+    site = make_site(api.resource(), body_router=api.stream_upload)
 
     top = MultiService()
     _Stores(metadata, blobs).setServiceParent(top)

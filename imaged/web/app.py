@@ -14,11 +14,13 @@ import uuid
 from collections.abc import Sequence
 from io import BytesIO
 from typing import Any
+from urllib.parse import unquote
 
 import attrs
 from klein import Klein
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
@@ -32,6 +34,7 @@ from ..service import Limits
 from ..streams import ChunkProducer
 from . import wire
 from .errors import render_failure
+from .streaming import BodyStream
 
 API_PORT = 9292
 
@@ -255,17 +258,43 @@ class ImagesAPI:
 
     # -- data ---------------------------------------------------------------------------
 
+    def stream_upload(
+        self, request: Any, method: bytes, path: bytes, length: int | None
+    ) -> BodyStream | None:
+        """
+        The site's ``body_router``: called when an upload's headers are complete, before any
+        body byte is stored.  Starts the upload at once (identity, image state and size checks
+        happen now), feeding it the body as it arrives; ``upload_data`` answers when it ends.
+        """
+        match = _UPLOAD_PATH.match(path) if method == b"PUT" else None
+        if match is None:
+            return None
+        image_id = unquote(match.group(1).decode("utf-8", "replace"))
+        stream = BodyStream(request.transport, length)
+        try:
+            size = _upload_size(request)
+            upload = self.service.upload(context_for(request), image_id, stream, size)
+        except Exception:
+            upload = fail()
+
+        def abandon(failure: Failure) -> Failure:
+            stream.stopProducing()  # nothing more is stored; the body is read and dropped
+            return failure
+
+        upload.addErrback(abandon)
+        # If the client goes before upload_data runs, nobody else will look at the outcome.
+        request.notifyFinish().addErrback(lambda _: upload.addErrback(lambda _: None))
+        request.imaged_upload = upload  # type: ignore[attr-defined]
+        return stream
+
     @app.route("/v2/images/<image_id>/file", methods=["PUT"])
     async def upload_data(self, request: IRequest, image_id: str) -> bytes:
-        content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
-        if content_type != "application/octet-stream":
-            raise UnsupportedMediaType(
-                f"Unsupported Content-Type '{content_type}': image data must be sent as "
-                "application/octet-stream."
-            )
-        size = wire.declared_size(
-            _header(request, b"x-openstack-image-size"), _header(request, b"content-length")
-        )
+        streamed = getattr(request, "imaged_upload", None)
+        if streamed is not None:
+            await streamed
+            return _no_content(request)
+        # Mounted on a site that does not stream bodies: the body is already spooled.
+        size = _upload_size(request)
         # Take the body away from the request: Twisted closes request.content when the
         # connection goes, and the producer may still be reading it then.
         content, request.content = request.content, BytesIO()
@@ -297,6 +326,22 @@ class ImagesAPI:
         if name not in SCHEMAS:
             raise NotFound(f"Schema {name} not found.")
         return _json(request, schema_document(name))
+
+
+_UPLOAD_PATH = re.compile(rb"^/v2(?:\.\d+)?/images/([^/?]+)/file/?(?:\?.*)?$")
+
+
+def _upload_size(request: IRequest) -> int | None:
+    """Check an upload's headers; return the size it declares, if any."""
+    content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/octet-stream":
+        raise UnsupportedMediaType(
+            f"Unsupported Content-Type '{content_type}': image data must be sent as "
+            "application/octet-stream."
+        )
+    return wire.declared_size(
+        _header(request, b"x-openstack-image-size"), _header(request, b"content-length")
+    )
 
 
 def _spooled_body(content: Any) -> ChunkProducer:

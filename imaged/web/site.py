@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from .streaming import BodyRouter, StreamingSite
 
-def make_site(resource: IResource) -> Site:
+
+def make_site(resource: IResource, body_router: BodyRouter | None = None) -> Site:
     """
-    A ``Site`` that never shows tracebacks to clients and, where Twisted allows it, never
-    parses request bodies as forms (imaged has no form endpoints; parsing a large upload as
-    one would read it into memory).
+    A ``Site`` that streams the request bodies ``body_router`` claims (image uploads), never
+    shows tracebacks to clients and, where Twisted allows it, never parses request bodies as
+    forms (imaged has no form endpoints; parsing a large upload as one would read it into
+    memory).
     """
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if "parsePOSTFormSubmission" in inspect.signature(Site.__init__).parameters:
         kwargs["parsePOSTFormSubmission"] = False
-    site = Site(resource, **kwargs)
+    site = StreamingSite(resource, body_router, **kwargs)
     site.displayTracebacks = False
     return site
