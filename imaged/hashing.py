@@ -35,6 +35,16 @@ class Digests:
         self._multihash.update(data)
         self.size += len(data)
 
+    # The two halves of ``update``, for stores that run them in parallel threads (hashlib
+    # releases the GIL on large buffers, so md5 and the multihash use two cores).
+
+    def update_checksum(self, data: bytes) -> None:
+        self._md5.update(data)
+
+    def update_multihash(self, data: bytes) -> None:
+        self._multihash.update(data)
+        self.size += len(data)
+
     @property
     def checksum(self) -> str:
         return self._md5.hexdigest()

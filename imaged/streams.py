@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -46,7 +46,8 @@ class _SinkConsumer:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._in_flight = 0
-        self._tail: Deferred[None] = succeed(None)
+        self._outstanding = 0
+        self._drain_waiters: list[Deferred[None]] = []
         self._paused = False
         self.failure: Failure | None = None
         self.received = 0
@@ -80,34 +81,48 @@ class _SinkConsumer:
                 pass
 
     def _dispatch(self) -> None:
-        if not self._buffered:
+        if not self._buffered or self.failure is not None:
             return
         data = b"".join(self._buffer)
         self._buffer, self._buffered = [], 0
         self._in_flight += len(data)
-        self._tail.addCallback(lambda _: self._write_chunk(data))
-        self._tail.addCallbacks(lambda _: self._written(len(data)), self._write_failed)
+        self._outstanding += 1
+        # Chunks go to the sink as soon as they are complete, several at once; the sink
+        # applies them in call order (so a store can hash and write in parallel lanes).
+        written = maybeDeferred(self._write_chunk, data)
+        written.addCallbacks(
+            self._written, self._write_failed, callbackArgs=(len(data),), errbackArgs=(len(data),)
+        )
         if self._in_flight >= self._high_water and not self._paused:
             self._paused = True
             self._producer.pauseProducing()
 
-    def _written(self, size: int) -> None:
+    def _written(self, _: object, size: int) -> None:
         self._in_flight -= size
+        self._outstanding -= 1
         if self._paused and self._in_flight < self._high_water // 2 and self.failure is None:
             self._paused = False
             self._producer.resumeProducing()
+        self._check_drained()
 
-    def _write_failed(self, failure: Failure) -> None:
+    def _write_failed(self, failure: Failure, size: int) -> None:
+        self._in_flight -= size
+        self._outstanding -= 1
         self.fail(failure)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self._outstanding == 0 and not self._buffered:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
 
     def drain(self) -> Deferred[None]:
-        """Flush what is buffered; fire when the sink has everything."""
+        """Flush what is buffered; fire when the sink has finished every chunk."""
         self._dispatch()
-        # A new Deferred, never ``_tail`` itself: drain can be called from inside ``_tail``'s
-        # own callbacks (a resume that finishes the producer), and a Deferred returned from
-        # its own callback chain counts as already fired, before the pending chunks land.
         drained: Deferred[None] = Deferred()
-        self._tail.addBoth(lambda _: drained.callback(None))
+        self._drain_waiters.append(drained)
+        self._check_drained()
         return drained
 
 
@@ -119,11 +134,15 @@ def consume(
     high_water: int = HIGH_WATER,
 ) -> Deferred[int]:
     """
-    Feed everything ``producer`` makes to ``write_chunk``, one chunk at a time, in order.
+    Feed everything ``producer`` makes to ``write_chunk`` in chunks of about ``chunk`` bytes.
 
-    @return: ``Deferred`` firing with the number of bytes written, or failing with the first
-        error of the producer or the sink (``TooLarge`` past ``size_cap``).  When it fails the
-        producer has been stopped and no further chunk is written.
+    Several chunks may be in the sink at once (up to ``high_water`` bytes, then the producer
+    is paused); the sink must apply them in the order it is called.
+
+    @return: ``Deferred`` firing with the number of bytes written once the sink has finished
+        every chunk, or failing with the first error of the producer or the sink
+        (``TooLarge`` past ``size_cap``).  When it fails the producer has been stopped, no
+        further chunk is started, and every chunk already started has finished.
     """
     if (
         size_cap is not None
@@ -146,9 +165,7 @@ def consume(
 
     def broke(failure: Failure) -> None:
         consumer.fail(failure)
-        # Let chunks already handed to the sink land before reporting, so the caller can
-        # clean up knowing nothing more will be written.
-        consumer._tail.addBoth(lambda _: result.errback(consumer.failure))
+        consumer.drain().addBoth(lambda _: result.errback(consumer.failure))
 
     produced.addCallback(finished).addCallbacks(done, broke)
     return result

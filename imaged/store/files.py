@@ -15,8 +15,9 @@ import uuid
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
@@ -36,6 +37,13 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _first_error(failure: Failure) -> Failure:
+    """The failure of the lane that failed, rather than gatherResults' wrapper."""
+    if failure.check(FirstError):
+        return failure.value.subFailure  # type: ignore[no-any-return,union-attr]
+    return failure
 
 
 def _store_errors(fn: Any, *args: Any) -> Any:
@@ -59,6 +67,9 @@ class FileBlobStore:
         self._partial = os.path.join(self.root, _PARTIAL)
         os.makedirs(self._partial, exist_ok=True)
         self._runner = ThreadRunner(reactor, threads, "imaged-files")
+        self._checksum_lane = ThreadRunner(reactor, 1, "imaged-md5")
+        self._multihash_lane = ThreadRunner(reactor, 1, "imaged-multihash")
+        self._write_lane = ThreadRunner(reactor, 1, "imaged-write")
         self._remove_leftovers()
 
     def _remove_leftovers(self) -> None:
@@ -68,7 +79,8 @@ class FileBlobStore:
             self.log.warn("removed partial upload {name} left by an earlier run", name=name)
 
     def close(self) -> None:
-        self._runner.stop()
+        for runner in (self._runner, self._checksum_lane, self._multihash_lane, self._write_lane):
+            runner.stop()
 
     # -- locations ---------------------------------------------------------------------------
 
@@ -105,9 +117,8 @@ class FileBlobStore:
                 fds.append(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
             return fds[0]
 
-        def write_chunk(data: bytes) -> None:
+        def write_data(data: bytes) -> None:
             fd = opened()
-            digests.update(data)
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
@@ -142,10 +153,21 @@ class FileBlobStore:
         def failed(failure: Any) -> Any:
             return self._runner.run(discard).addBoth(lambda _: failure)
 
-        written: Deferred[Any] = consume(
-            producer, lambda data: self._runner.run(_store_errors, write_chunk, data), size_cap
-        )
-        written.addCallback(lambda _: self._runner.run(_store_errors, publish))
+        def write_chunk(data: bytes) -> Deferred[None]:
+            # Three ordered lanes in parallel: md5, the multihash, the file.  Each lane is one
+            # thread, so every lane sees this upload's chunks in order.
+            lanes = gatherResults(
+                [
+                    self._checksum_lane.run(digests.update_checksum, data),
+                    self._multihash_lane.run(digests.update_multihash, data),
+                    self._write_lane.run(_store_errors, write_data, data),
+                ],
+                consumeErrors=True,
+            )
+            return lanes.addCallbacks(lambda _: None, _first_error)
+
+        written: Deferred[Any] = consume(producer, write_chunk, size_cap)
+        written.addCallback(lambda _: self._write_lane.run(_store_errors, publish))
         written.addErrback(failed)
         return written
 
