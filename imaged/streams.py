@@ -51,6 +51,8 @@ class _SinkConsumer:
         self._paused = False
         self.failure: Failure | None = None
         self.received = 0
+        #: Fires with the byte count once everything is in the sink, or fails; see consume().
+        self.result: Deferred[int] = Deferred(lambda _: self.fail(Failure(CancelledError())))
 
     # IConsumer: the producer given to startProducing is the one we steer; these are unused.
     def registerProducer(self, producer: object, streaming: bool) -> None:
@@ -72,6 +74,10 @@ class _SinkConsumer:
             self._dispatch()
 
     def fail(self, failure: Failure) -> None:
+        """
+        Give up: stop the producer (whose own Deferred then never fires, as IBodyProducer
+        says) and report the failure once the chunks already in the sink have finished.
+        """
         if self.failure is None:
             self.failure = failure
             self._buffer, self._buffered = [], 0
@@ -79,6 +85,22 @@ class _SinkConsumer:
                 self._producer.stopProducing()
             except Exception:
                 pass
+            self.drain().addCallback(lambda _: self._report_failure())
+
+    def _report_failure(self) -> None:
+        if not self.result.called:
+            self.result.errback(self.failure)
+
+    def producer_finished(self, _: object) -> None:
+        if self.failure is not None:
+            return
+        self.drain().addCallback(lambda _: self._report_success())
+
+    def _report_success(self) -> None:
+        if self.failure is not None:
+            self._report_failure()
+        elif not self.result.called:
+            self.result.callback(self.received)
 
     def _dispatch(self) -> None:
         if not self._buffered or self.failure is not None:
@@ -151,24 +173,8 @@ def consume(
     ):
         return _failed(TooLarge(f"Image exceeds the size cap of {size_cap} bytes."))
     consumer = _SinkConsumer(producer, write_chunk, size_cap, chunk, high_water)
-    produced = producer.startProducing(consumer)
-    result: Deferred[int] = Deferred(lambda _: consumer.fail(Failure(CancelledError())))
-
-    def finished(_: object) -> Deferred[None]:
-        return consumer.drain()
-
-    def done(_: object) -> None:
-        if consumer.failure is not None:
-            result.errback(consumer.failure)
-        else:
-            result.callback(consumer.received)
-
-    def broke(failure: Failure) -> None:
-        consumer.fail(failure)
-        consumer.drain().addBoth(lambda _: result.errback(consumer.failure))
-
-    produced.addCallback(finished).addCallbacks(done, broke)
-    return result
+    producer.startProducing(consumer).addCallbacks(consumer.producer_finished, consumer.fail)
+    return consumer.result
 
 
 def _failed(error: Exception) -> Deferred[int]:

@@ -153,3 +153,38 @@ def test_bad_options_fail_clearly(tmp_path: Any) -> None:
     result = subprocess.run([TWISTD, "-n", "--pidfile=", "imaged", "--hash-algo", "nope"],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode != 0 and "--hash-algo" in result.stdout + result.stderr
+
+
+def test_disconnect_mid_upload_leaves_queued_image_and_no_bytes(daemon: Daemon,
+                                                                 tmp_path: Any) -> None:
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    _, _, body = curl("-X", "POST", f"{daemon.url}/v2/images",
+                      "-d", '{"disk_format": "raw", "container_format": "bare"}')
+    image_id = json.loads(body)["id"]
+    address = urlparse(daemon.url)
+    with socket.create_connection((address.hostname, address.port)) as sock:
+        sock.sendall(
+            f"PUT /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Content-Length: {64 * 1024 * 1024}\r\n\r\n".encode()
+        )
+        for _ in range(160):  # 10 MiB of 64 MiB
+            sock.sendall(b"\0" * 65536)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if json.loads(curl(f"{daemon.url}/v2/images/{image_id}")[2])["status"] == "saving":
+                break
+            time.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        image = json.loads(curl(f"{daemon.url}/v2/images/{image_id}")[2])
+        if image["status"] == "queued":
+            break
+        time.sleep(0.05)
+    assert image["status"] == "queued" and image["size"] is None
+    images = tmp_path / "imaged-data" / "images"
+    assert sorted(os.listdir(images)) == [".partial"]
+    assert os.listdir(images / ".partial") == []

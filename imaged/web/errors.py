@@ -137,6 +137,7 @@ def write_error(
         request.setHeader(name.encode("ascii"), value.encode("latin-1"))
     body, content_type = error_body(code, message, _accept(request))
     request.setHeader(b"content-type", content_type)
+    request.setHeader(b"content-length", b"%d" % len(body))
     return body
 
 
