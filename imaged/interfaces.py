@@ -79,6 +79,14 @@ class IImageService(Interface):
     def reactivate(context, image_id):
         """Make a deactivated image active again."""
 
+    def recover(started_at):
+        """
+        After an unclean stop of a single-node deployment: put images left ``saving`` back to
+        ``queued`` and remove blobs (completed before ``started_at``) no image refers to.
+
+        @return: ``Deferred`` firing with ``(image ids reset, locations removed)``.
+        """
+
 
 class IMetadataStore(Interface):
     """
@@ -116,6 +124,12 @@ class IMetadataStore(Interface):
             or deleted.
         """
 
+    def ids_with_status(status):
+        """@return: ``Deferred`` firing with the ids of the (not deleted) images in ``status``."""
+
+    def locations():
+        """@return: ``Deferred`` firing with the set of blob locations images still refer to."""
+
     def close():
         """Release connections and threads. @return: ``Deferred`` firing when done."""
 
@@ -148,3 +162,10 @@ class IBlobStore(Interface):
 
     def delete(location):
         """Remove a blob; a missing blob is not an error. @return: ``Deferred``."""
+
+    def stored_before(timestamp):
+        """
+        @return: ``Deferred`` firing with the locations of the blobs completed before
+            ``timestamp`` (seconds since the epoch): candidates for orphan cleanup that no
+            upload in progress can still be about to claim.
+        """

@@ -10,6 +10,7 @@ image (two uploads, a delete during an upload) are decided by the database, not 
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -280,7 +281,7 @@ class ImageService:
         self.log.info("receiving data for image {image_id}", image_id=image_id)
         try:
             blob = await self.blobs.write(image_id, producer, self.hash_algo, cap)
-        except BaseException:
+        except Exception:  # not GeneratorExit: a coroutine being closed must not await
             failure = Failure()
             await self._restore(image_id)
             self.log.warn(
@@ -421,6 +422,43 @@ class ImageService:
             return transition(image, target, Forbidden)
 
         return self.metadata.modify(image_id, mutate).addCallback(lambda _: None)
+
+    def recover(
+        self, started_at: float
+    ) -> Deferred[tuple[builtins.list[str], builtins.list[str]]]:
+        return Deferred.fromCoroutine(self._recover(started_at))
+
+    async def _recover(
+        self, started_at: float
+    ) -> tuple[builtins.list[str], builtins.list[str]]:
+        reset: builtins.list[str] = []
+        for image_id in await self.metadata.ids_with_status(Status.SAVING):
+
+            def back(image: Image) -> Image:
+                # Checked again inside the transaction: only what is still saving is reset.
+                if image.status is Status.SAVING:
+                    reset.append(image.id)
+                    return transition(image, Status.QUEUED, Conflict)
+                return image
+
+            try:
+                await self.metadata.modify(image_id, back)
+            except ImageNotFound:
+                pass
+        # Blobs first, references second: a blob published after the listing is not looked
+        # at, and one published before it is referenced by the time references are read
+        # (uploads in progress now started after started_at, so their blobs are younger).
+        candidates = await self.blobs.stored_before(started_at)
+        referenced = await self.metadata.locations()
+        removed = [location for location in candidates if location not in referenced]
+        for location in removed:
+            await self.blobs.delete(location)
+        for image_id in reset:
+            self.log.warn("upload of image {image_id} was interrupted; it is queued again",
+                          image_id=image_id)
+        for location in removed:
+            self.log.warn("removed image data no image refers to: {location}", location=location)
+        return reset, removed
 
     def deactivate(self, context: RequestContext, image_id: str) -> Deferred[None]:
         return self._switch(context, image_id, "deactivate", Status.ACTIVE, Status.DEACTIVATED)

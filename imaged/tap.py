@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import shlex
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,11 +79,35 @@ class Options(usage.Options):
 
 
 class _Stores(Service):
-    """Owns the stores, so that stopping imaged closes their threads and connections."""
+    """
+    Owns the stores, so that stopping imaged closes their threads and connections.
 
-    def __init__(self, metadata: SQLMetadataStore, blobs: FileBlobStore) -> None:
+    On start, a single-node deployment (SQLite: no other node can be uploading) recovers
+    from an unclean stop: images left ``saving`` go back to ``queued`` and blobs no image
+    refers to are removed (see ``ImageService.recover``).
+    """
+
+    def __init__(
+        self,
+        metadata: SQLMetadataStore,
+        blobs: FileBlobStore,
+        service: ImageService,
+        single_node: bool,
+    ) -> None:
         self.metadata = metadata
         self.blobs = blobs
+        self.service = service
+        self.single_node = single_node
+        self.started_at = time.time()
+        self.recovered: Deferred[Any] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        if self.single_node:
+            self.recovered = self.service.recover(self.started_at)
+            self.recovered.addErrback(
+                lambda failure: log.failure("recovery after an unclean stop failed", failure)
+            )
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
@@ -154,7 +179,8 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
     site = make_site(api.resource(), body_router=api.stream_upload)
 
     top = MultiService()
-    _Stores(metadata, blobs).setServiceParent(top)
+    single_node = metadata.dialect == "sqlite"
+    _Stores(metadata, blobs, image_service, single_node).setServiceParent(top)
     _FreezeStartupObjects().setServiceParent(top)
     listener = _Listener(serverFromString(reactor, options["listen"]), site, options["listen"])
     listener.setServiceParent(top)

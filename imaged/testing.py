@@ -35,6 +35,7 @@ class MemoryBlobStore:
 
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
+        self.written_at: dict[str, float] = {}
         self._serial = 0
 
     def write(
@@ -56,6 +57,7 @@ class MemoryBlobStore:
 
         def publish(_: object) -> StoredBlob:
             self.blobs[location] = b"".join(chunks)
+            self.written_at[location] = time.time()
             return StoredBlob(
                 size=digests.size,
                 checksum=digests.checksum,
@@ -80,7 +82,11 @@ class MemoryBlobStore:
 
     def delete(self, location: str) -> Deferred[None]:
         self.blobs.pop(location, None)
+        self.written_at.pop(location, None)
         return succeed(None)
+
+    def stored_before(self, timestamp: float) -> Deferred[list[str]]:
+        return succeed([loc for loc, at in self.written_at.items() if at < timestamp])
 
 
 def memory_image_service(hash_algo: str = "sha512", limits: Limits = Limits()) -> ImageService:

@@ -190,3 +190,17 @@ async def test_file_store_publishes_complete_files_only(tmp_path: Any) -> None:
         assert list((tmp_path / "blobs" / ".partial").iterdir()) == []
     finally:
         store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stored_before(store: Any) -> None:
+    import time
+
+    from twisted.internet.task import deferLater
+
+    old = await store.write("image-old", producer_of(b"old"), "sha512")
+    await deferLater(reactor, 0.05, lambda: None)
+    cut = time.time()
+    await deferLater(reactor, 0.05, lambda: None)
+    await store.write("image-new", producer_of(b"new"), "sha512")
+    assert await store.stored_before(cut) == [old.location]

@@ -271,3 +271,32 @@ async def test_delete(service: Any) -> None:
     await service.delete(OWNER, image.id)
     with pytest.raises(ImageNotFound):
         await service.get(OWNER, image.id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_recover_after_unclean_stop(service: Any) -> None:
+    import time
+
+    from twisted.internet.task import deferLater
+
+    kept = await new_image(service)
+    await service.upload(OWNER, kept.id, producer_of(b"keep me"))
+    stuck = await new_image(service)
+    held = HeldProducer(b"never finished")
+    dangling = service.upload(OWNER, stuck.id, held)  # the "crash": it never completes
+    await held.started
+    orphan = await new_image(service)
+    await service.upload(OWNER, orphan.id, producer_of(b"orphan"))
+    orphan_location = (await service.metadata.get(orphan.id)).location
+    # The record forgets its data without the blob store hearing of it (a crash in between).
+    await service.metadata.modify(orphan.id, lambda i: __import__("attrs").evolve(
+        i, status=Status.QUEUED, location=None, size=None))
+    await deferLater(reactor, 0.02, lambda: None)
+    reset, removed = await service.recover(time.time())
+    assert reset == [stuck.id]
+    assert removed == [orphan_location]
+    assert (await service.get(OWNER, stuck.id)).status is Status.QUEUED
+    assert await read_all(await service.download(OWNER, kept.id)) == b"keep me"
+    assert await service.recover(time.time()) == ([], [])
+    dangling.addErrback(lambda _: None)
+    dangling.cancel()

@@ -201,3 +201,14 @@ def test_list_page_uses_an_index(tmp_path: Any) -> None:
     text = " ".join(str(row[-1]) for row in plan)
     assert "ix_images_deleted_created_at" in text and "TEMP B-TREE" not in text, text
     engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_and_location_queries(store: Any) -> None:
+    saving = await store.insert(make(status=Status.SAVING))
+    await store.insert(make(status=Status.QUEUED))
+    active = await store.insert(make(status=Status.ACTIVE, location="file:///x/1"))
+    gone = await store.insert(make(status=Status.ACTIVE, location="file:///x/2"))
+    await store.modify(gone.id, lambda i: attrs.evolve(i, status=Status.DELETED))
+    assert await store.ids_with_status(Status.SAVING) == [saving.id]
+    assert await store.locations() == {active.location}

@@ -188,3 +188,58 @@ def test_disconnect_mid_upload_leaves_queued_image_and_no_bytes(daemon: Daemon,
     images = tmp_path / "imaged-data" / "images"
     assert sorted(os.listdir(images)) == [".partial"]
     assert os.listdir(images / ".partial") == []
+
+
+def test_kill_9_during_upload_then_restart_recovers(tmp_path: Any) -> None:
+    """After kill -9 mid-upload: no image stuck in saving, no partial or orphan bytes."""
+    import signal
+    import socket
+    import time
+    import uuid as uuidlib
+    from urllib.parse import urlparse
+
+    first = Daemon(str(tmp_path)).start()
+    _, _, body = curl("-X", "POST", f"{first.url}/v2/images",
+                      "-d", '{"disk_format": "raw", "container_format": "bare"}')
+    image_id = json.loads(body)["id"]
+    address = urlparse(first.url)
+    sock = socket.create_connection((address.hostname, address.port))
+    sock.sendall(
+        f"PUT /v2/images/{image_id}/file HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/octet-stream\r\n"
+        f"Content-Length: {256 * 1024 * 1024}\r\n\r\n".encode()
+    )
+    for _ in range(200):
+        sock.sendall(b"\1" * 65536)
+    images = tmp_path / "imaged-data" / "images"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not os.listdir(images / ".partial"):
+        time.sleep(0.05)
+    assert json.loads(curl(f"{first.url}/v2/images/{image_id}")[2])["status"] == "saving"
+    assert os.listdir(images / ".partial")  # bytes were being written when we killed it
+    first.stop(signal.SIGKILL)
+    sock.close()
+    # Bytes of an image whose record never learnt of them (crash between rename and commit).
+    orphan = images / str(uuidlib.uuid4())
+    orphan.write_bytes(b"orphan")
+
+    second = Daemon(str(tmp_path)).start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            image = json.loads(curl(f"{second.url}/v2/images/{image_id}")[2])
+            if image["status"] == "queued" and not orphan.exists():
+                break
+            time.sleep(0.05)
+        assert image["status"] == "queued" and image["size"] is None
+        assert sorted(os.listdir(images)) == [".partial"]
+        assert os.listdir(images / ".partial") == []
+        assert "was interrupted; it is queued again" in second.log()
+        # and the image takes its upload now
+        (tmp_path / "retry.raw").write_bytes(b"retry")
+        status, _, _ = curl("-X", "PUT", f"{second.url}/v2/images/{image_id}/file",
+                            "-H", "Content-Type: application/octet-stream",
+                            "--data-binary", f"@{tmp_path / 'retry.raw'}")
+        assert status == 204
+    finally:
+        second.stop()

@@ -190,6 +190,19 @@ class FileBlobStore:
 
         return self._runner.run(open_file)
 
+    def stored_before(self, timestamp: float) -> Deferred[list[str]]:
+        def scan() -> list[str]:
+            found = []
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    if entry.name.startswith(".") or not entry.is_file():
+                        continue
+                    if entry.stat().st_mtime < timestamp:
+                        found.append(self._location(entry.name))
+            return found
+
+        return self._runner.run(scan)
+
     def delete(self, location: str) -> Deferred[None]:
         def remove() -> None:
             try:

@@ -9,6 +9,7 @@ that concurrent creates never fail with "database is locked".  Pages are fetched
 
 from __future__ import annotations
 
+import builtins
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -412,6 +413,7 @@ class SQLMetadataStore:
         self._engine = engine
         self._runner = runner
         self._driver = _DriverStatements(engine.dialect)
+        self.dialect: str = engine.dialect.name
 
     @classmethod
     def open(cls, url: str, reactor: Any, migrate: bool = True) -> SQLMetadataStore:
@@ -495,6 +497,24 @@ class SQLMetadataStore:
             return new
 
         return self._write(txn)
+
+    def ids_with_status(self, status: Status) -> Deferred[builtins.list[str]]:
+        def query(connection: Connection) -> builtins.list[str]:
+            statement = select(images.c.id).where(
+                images.c.status == status.value, images.c.deleted == false()
+            )
+            return [row[0] for row in connection.execute(statement)]
+
+        return self._read(query)
+
+    def locations(self) -> Deferred[set[str]]:
+        def query(connection: Connection) -> set[str]:
+            statement = select(images.c.location).where(
+                images.c.location.is_not(None), images.c.deleted == false()
+            )
+            return {row[0] for row in connection.execute(statement)}
+
+        return self._read(query)
 
     def close(self) -> Deferred[None]:
         self._runner.stop()
