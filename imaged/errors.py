@@ -59,6 +59,10 @@ class UnsupportedMediaType(ImageServiceError):
     """The request body is of a type this operation does not take."""
 
 
+class InvalidImageData(ImageServiceError):
+    """The uploaded data is not the declared disk format, or is an unsafe image."""
+
+
 class StoreFailure(ImageServiceError):
     """A backing store could not do its part (disk full, store unreachable)."""
 

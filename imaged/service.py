@@ -30,10 +30,12 @@ from .errors import (
     Forbidden,
     Gone,
     ImageNotFound,
+    InvalidImageData,
     NotFound,
     RangeNotSatisfiable,
     TooLarge,
 )
+from .formats import FormatInspector
 from .hashing import check_algorithm
 from .interfaces import IBlobStore, IImageService, IMetadataStore
 from .lifecycle import transition
@@ -53,6 +55,7 @@ from .model import (
     utcnow,
 )
 from .schemas import MAX_INT, SETTABLE
+from .streams import TeeProducer
 
 
 @attrs.frozen
@@ -99,11 +102,15 @@ class ImageService:
         blobs: IBlobStore,
         hash_algo: str = "sha512",
         limits: Limits = Limits(),
+        require_format_match: bool = True,
     ) -> None:
         self.metadata = metadata
         self.blobs = blobs
         self.hash_algo = check_algorithm(hash_algo)
         self.limits = limits
+        #: Glance's ``require_image_format_match``: refuse data that is not its disk_format.
+        #: Unsafe images (backing files, external extents) are refused either way.
+        self.require_format_match = require_format_match
 
     # -- quotas ---------------------------------------------------------------------------
 
@@ -277,8 +284,13 @@ class ImageService:
                 )
             return transition(image, Status.SAVING, Conflict)
 
-        await self.metadata.modify(image_id, start)
+        saving = await self.metadata.modify(image_id, start)
         self.log.info("receiving data for image {image_id}", image_id=image_id)
+        # Glance inspects the content of bare images only; others are opaque containers.
+        inspector: FormatInspector | None = None
+        if saving.container_format is ContainerFormat.BARE:
+            inspector = FormatInspector()
+            producer = TeeProducer(producer, inspector.feed)
         try:
             blob = await self.blobs.write(image_id, producer, self.hash_algo, cap)
         except Exception:  # not GeneratorExit: a coroutine being closed must not await
@@ -293,9 +305,22 @@ class ImageService:
         if size is not None and blob.size != size:
             await self._delete_blob(image_id, blob.location)
             await self._restore(image_id)
-            raise BadRequest(
-                f"Image data was {blob.size} bytes but {size} bytes were declared."
+            raise BadRequest(f"Image data was {blob.size} bytes but {size} bytes were declared.")
+        virtual_size = blob.size if saving.disk_format in _SIZE_IS_VIRTUAL_SIZE else None
+        if inspector is not None:
+            inspection = inspector.result(blob.size)
+            declared = saving.disk_format.value if saving.disk_format else None
+            problem = inspection.problem(declared) if self.require_format_match else (
+                inspection.unsafe
             )
+            if problem is not None:
+                await self._delete_blob(image_id, blob.location)
+                await self._restore(image_id)
+                self.log.warn("refused data for image {image_id}: {problem}",
+                              image_id=image_id, problem=problem)
+                raise InvalidImageData(problem)
+            if inspection.format == declared or declared == "raw":
+                virtual_size = inspection.virtual_size if declared != "raw" else blob.size
 
         def finish(image: Image) -> Image:
             if image.status is not Status.SAVING:
@@ -305,7 +330,7 @@ class ImageService:
                 Status.ACTIVE,
                 Conflict,
                 size=blob.size,
-                virtual_size=blob.size if image.disk_format in _SIZE_IS_VIRTUAL_SIZE else None,
+                virtual_size=virtual_size,
                 checksum=blob.checksum,
                 os_hash_algo=blob.hash_algo,
                 os_hash_value=blob.hash_value,

@@ -13,6 +13,7 @@ while the consumer has it paused.  Neither ever holds more than a few chunks in 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IConsumer, IPushProducer
@@ -277,3 +278,42 @@ class ChunkProducer:
         if not self._stopped and self._done is not None:
             done, self._done = self._done, None
             done.errback(failure)
+
+
+@implementer(IBodyProducer, IPushProducer)
+class TeeProducer:
+    """An ``IBodyProducer`` that shows every chunk of another to ``observe`` on its way."""
+
+    def __init__(self, producer: IBodyProducer, observe: Callable[[bytes], None]) -> None:
+        self._producer = producer
+        self._observe = observe
+        self.length = producer.length
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        return self._producer.startProducing(_TeeConsumer(consumer, self._observe))
+
+    def pauseProducing(self) -> None:
+        self._producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._producer.stopProducing()
+
+
+@implementer(IConsumer)
+class _TeeConsumer:
+    def __init__(self, consumer: IConsumer, observe: Callable[[bytes], None]) -> None:
+        self._consumer = consumer
+        self._observe = observe
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self._consumer.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._consumer.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        self._observe(data)
+        self._consumer.write(data)

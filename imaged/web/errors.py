@@ -34,6 +34,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.ImageServiceError], int], ...] = (
     (errors.Gone, 410),
     (errors.TooLarge, 413),
     (errors.UnsupportedMediaType, 415),
+    (errors.InvalidImageData, 415),
     (errors.RangeNotSatisfiable, 416),
     (errors.StoreFailure, 503),
 )
