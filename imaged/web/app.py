@@ -34,7 +34,7 @@ from ..service import Limits
 from ..streams import ChunkProducer
 from . import wire
 from .errors import render_failure
-from .streaming import BodyStream
+from .streaming import BodyStream, tune_for_bulk
 
 API_PORT = 9292
 
@@ -384,6 +384,7 @@ def _stream(request: IRequest, download: Download) -> Deferred[None]:
             f"bytes {download.offset}-{last}/{image.size}".encode("ascii"),
         )
     producer: Any = download.producer
+    tune_for_bulk(getattr(request, "transport", None))
     consumer: Any = request  # twisted.web's Request is an IConsumer; IRequest does not say so
     consumer.registerProducer(producer, True)
 

@@ -16,7 +16,10 @@ loudly if an upgrade changes them):
   ``Request.method``/``uri`` only receive once the body is complete;
 - ``Request.gotLength`` being called after all headers and before any body byte, and
   ``Request.content.write`` receiving each body chunk (``handleContentChunk``);
-- ``Request.transport`` being the connection's ``IPushProducer`` (HTTP/1.1).
+- ``Request.transport`` being the connection's ``IPushProducer`` (HTTP/1.1);
+- ``tcp.Connection.bufferSize`` and ``SEND_LIMIT``, the bytes read per ``recv`` and written
+  per ``send`` (64 KiB and 128 KiB by default), raised for connections that carry image data
+  (``tune_for_bulk``): per-call Python work, not the kernel, bounds bulk transfers here.
 """
 
 from __future__ import annotations
@@ -30,6 +33,17 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.server import Request, Site
 from zope.interface import implementer
+
+#: Bytes per socket read and per socket write on connections moving image data.
+BULK_IO = 1024 * 1024
+
+
+def tune_for_bulk(transport: Any) -> None:
+    """Read and write in large pieces on a connection that carries image data."""
+    if hasattr(transport, "bufferSize") and hasattr(transport, "SEND_LIMIT"):
+        transport.bufferSize = max(transport.bufferSize, BULK_IO)
+        transport.SEND_LIMIT = max(transport.SEND_LIMIT, BULK_IO)
+
 
 #: Bytes a stream keeps while its consumer has not started or has paused it; past this the
 #: socket is paused (it is paused again on every chunk, as the channel may resume it).
@@ -170,6 +184,7 @@ class StreamingRequest(Request):
         if router is not None and method is not None and path is not None:
             stream = router(self, method, path, length)
             if stream is not None:
+                tune_for_bulk(self.transport)
                 self.body_stream = stream
                 self.content = stream
                 return
