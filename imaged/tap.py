@@ -66,7 +66,14 @@ class Options(usage.Options):
             _positive_int,
         ],
     ]
-    optFlags = [["show-locations", None, "Show image locations (show_multiple_locations)."]]
+    optFlags = [
+        ["show-locations", None, "Show image locations (show_multiple_locations)."],
+        [
+            "no-require-format-match",
+            None,
+            "Accept data that is not its disk_format (unsafe images are refused regardless).",
+        ],
+    ]
 
     def postOptions(self) -> None:
         try:
@@ -168,7 +175,13 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
     metadata = SQLMetadataStore.open(options["database"], reactor)
     blobs = FileBlobStore(images_dir, reactor)
     limits = Limits(image_size_cap=options["image-size-cap"])
-    image_service = ImageService(metadata, blobs, options["hash-algo"], limits)
+    image_service = ImageService(
+        metadata,
+        blobs,
+        options["hash-algo"],
+        limits,
+        require_format_match=not options["no-require-format-match"],
+    )
     config = APIConfig(
         image_service=image_service,
         public_base_url=options["public-url"],

@@ -36,6 +36,7 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "hash-algo": "sha512",
         "image-size-cap": 1024**4,
         "show-locations": 0,
+        "no-require-format-match": 0,
     }
 
 
