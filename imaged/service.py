@@ -351,11 +351,18 @@ class ImageService:
         )
         return image
 
-    async def _restore(self, image_id: str) -> None:
-        """Put an image whose upload failed back to ``queued`` (Glance v2's ``_restore``)."""
+    async def _restore(self, image_id: str) -> bool:
+        """
+        Put an image whose upload failed back to ``queued`` (Glance v2's ``_restore``).
+
+        Checked inside the transaction: only an image still ``saving`` is changed.
+        Returns whether it was.
+        """
+        changed: list[bool] = []
 
         def back(image: Image) -> Image:
             if image.status is Status.SAVING:
+                changed.append(True)
                 return transition(image, Status.QUEUED, Conflict)
             return image
 
@@ -363,6 +370,7 @@ class ImageService:
             await self.metadata.modify(image_id, back)
         except ImageNotFound:
             pass
+        return bool(changed)
 
     def download(
         self,
@@ -458,18 +466,8 @@ class ImageService:
     ) -> tuple[builtins.list[str], builtins.list[str]]:
         reset: builtins.list[str] = []
         for image_id in await self.metadata.ids_with_status(Status.SAVING):
-
-            def back(image: Image) -> Image:
-                # Checked again inside the transaction: only what is still saving is reset.
-                if image.status is Status.SAVING:
-                    reset.append(image.id)
-                    return transition(image, Status.QUEUED, Conflict)
-                return image
-
-            try:
-                await self.metadata.modify(image_id, back)
-            except ImageNotFound:
-                pass
+            if await self._restore(image_id):
+                reset.append(image_id)
         # Blobs first, references second: a blob published after the listing is not looked
         # at, and one published before it is referenced by the time references are read
         # (uploads in progress now started after started_at, so their blobs are younger).
