@@ -182,14 +182,6 @@ _BASE_PROPERTIES: dict[str, Any] = {
         },
         "description": "A set of URLs to access the image file kept in external store",
     },
-    # The seed's DefaultResponse carries the extra properties as one object, too.
-    "properties": {
-        "type": "object",
-        "readOnly": True,
-        "additionalProperties": {"type": "string"},
-        "is_base": False,
-        "description": "The image's extra properties, also shown as top-level keys",
-    },
 }
 
 #: Glance's default ``schema-image.json`` custom properties; ``is_base: false`` makes

@@ -307,7 +307,9 @@ class ImageService:
             await self._restore(image_id)
             raise BadRequest(f"Image data was {blob.size} bytes but {size} bytes were declared.")
         virtual_size = blob.size if saving.disk_format in _SIZE_IS_VIRTUAL_SIZE else None
-        if inspector is not None:
+        # Zero bytes point nowhere and are no format at all: glanceclient sends an empty body
+        # when run without --file and without a terminal on stdin, as Glance accepts it.
+        if inspector is not None and blob.size > 0:
             inspection = inspector.result(blob.size)
             declared = saving.disk_format.value if saving.disk_format else None
             problem = inspection.problem(declared) if self.require_format_match else (

@@ -27,6 +27,7 @@ from .service import ImageService, Limits
 from .store.files import FileBlobStore
 from .store.sql import SQLMetadataStore, describe
 from .web.app import APIConfig, routes
+from .web.auth import STRATEGIES, HeaderIdentity, NoAuth
 from .web.site import make_site
 
 log = Logger()
@@ -57,6 +58,14 @@ class Options(usage.Options):
             "SQLAlchemy database URL (default: SQLite in the data directory).",
         ],
         ["public-url", None, None, "Base URL clients use to reach this API (for links)."],
+        [
+            "auth",
+            None,
+            "headers",
+            "Identity: 'headers' (trust keystonemiddleware's headers) or 'none' (development: "
+            "every request is an admin of --default-project).",
+        ],
+        ["default-project", None, "admin", "Project of requests in --auth none."],
         ["hash-algo", None, "sha512", "Multihash algorithm (os_hash_algo)."],
         [
             "image-size-cap",
@@ -76,6 +85,10 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
+        if self["auth"] not in STRATEGIES:
+            raise usage.UsageError(
+                f"--auth: '{self['auth']}' is not one of {', '.join(sorted(STRATEGIES))}"
+            )
         try:
             check_algorithm(self["hash-algo"])
         except BadRequest as e:
@@ -187,6 +200,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
         public_base_url=options["public-url"],
         limits=limits,
         show_locations=bool(options["show-locations"]),
+        auth=NoAuth(options["default-project"]) if options["auth"] == "none" else HeaderIdentity(),
     )
     api = routes(config)
     site = make_site(api.resource(), body_router=api.stream_upload)

@@ -10,13 +10,15 @@ from imaged.schemas import schema_document
 
 from .conftest import ADMIN, PROJECT_A, PROJECT_B, Client
 
-# Every key of the seed's DefaultResponse.
+# Every key of the seed's DefaultResponse but ``properties``, which the seed used for extra
+# properties: they are top-level keys (echoing them as an object breaks openstacksdk's patches,
+# see tests/test_clients.py::test_openstacksdk).
 SEED_KEYS = {
     "status", "container_format", "min_ram", "updated_at", "owner", "min_disk", "tags",
     "locations", "visibility", "id", "size", "virtual_size", "name", "checksum", "created_at",
-    "disk_format", "properties", "protected", "self", "file", "schema",
+    "disk_format", "protected", "self", "file", "schema",
 }
-GLANCE_KEYS = SEED_KEYS - {"properties", "locations"} | {
+GLANCE_KEYS = SEED_KEYS - {"locations"} | {
     "os_hidden", "os_hash_algo", "os_hash_value",
 }
 
@@ -36,7 +38,7 @@ def test_create_returns_201_location_and_every_key(client: Client) -> None:
     assert image["owner"] == "project-a"
     assert image["protected"] is False and image["os_hidden"] is False
     assert image["min_disk"] == 0 and image["min_ram"] == 0
-    assert image["tags"] == [] and image["locations"] == [] and image["properties"] == {}
+    assert image["tags"] == [] and image["locations"] == [] and "properties" not in image
     for key in ("size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value",
                 "disk_format", "container_format"):
         assert image[key] is None
@@ -64,7 +66,7 @@ def test_create_with_client_id_and_everything(client: Client) -> None:
     assert (image["visibility"], image["protected"], image["os_hidden"]) == ("private", True, True)
     assert (image["min_disk"], image["min_ram"]) == (3, 512)
     assert image["tags"] == ["t1", "t2"]
-    assert image["os_distro"] == "ubuntu" and image["properties"] == {"os_distro": "ubuntu"}
+    assert image["os_distro"] == "ubuntu"
     shown = client.get(f"/v2/images/{image_id}", headers=PROJECT_A).json()
     assert shown == image
 
@@ -72,7 +74,7 @@ def test_create_with_client_id_and_everything(client: Client) -> None:
 def test_seed_properties_object_becomes_extra_properties(client: Client) -> None:
     image = client.create(name="seed", properties={"hw_disk_bus": "virtio", "a": "b"})
     assert image["hw_disk_bus"] == "virtio" and image["a"] == "b"
-    assert image["properties"] == {"hw_disk_bus": "virtio", "a": "b"}
+    assert "properties" not in image
 
 
 @pytest.mark.parametrize(
@@ -189,7 +191,7 @@ def test_patch_v21_add_replace_remove(client: Client) -> None:
     assert body["visibility"] == "private" and body["a/b~c"] == "escaped"
     assert body["updated_at"] >= image["updated_at"]
     reply = client.patch(path, [{"op": "remove", "path": "/os_version"}], headers=PROJECT_A)
-    assert "os_version" not in reply.json() and "os_version" not in reply.json()["properties"]
+    assert "os_version" not in reply.json()
     assert client.get(path, headers=PROJECT_A).json() == reply.json()
 
 

@@ -157,7 +157,7 @@ def test_filters(client: Client) -> None:
         "changes-since=2020-01-01T00:00:00Z",
         "size_min=big",
         "protected=True",
-        "os_hidden=1",
+        "os_hidden=maybe",
         "visibility=everyone",
         "member_status=maybe",
         "created_at=gt:yesterday",
@@ -210,3 +210,10 @@ def test_deleted_images_vanish(client: Client) -> None:
     client.delete(f"/v2/images/{gone}")
     assert ids(client.get("/v2/images")) == [keep]
     assert client.get(f"/v2/images?marker={gone}").code == 400
+
+
+@pytest.mark.parametrize("spelling", ["true", "True", "1", "yes"])
+def test_os_hidden_accepts_oslo_spellings(client: Client, spelling: str) -> None:
+    hidden = client.create(os_hidden=True)["id"]
+    client.create()
+    assert ids(client.get(f"/v2/images?os_hidden={spelling}")) == [hidden]

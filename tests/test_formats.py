@@ -202,3 +202,8 @@ def test_format_match_can_be_relaxed_but_safety_cannot(tmp_path: Path) -> None:
 def test_non_bare_containers_are_not_inspected(formats_client: Client) -> None:
     image = formats_client.create(disk_format="qcow2", container_format="ova")
     assert formats_client.upload(image["id"], b"not a qcow2 at all").code == 204
+
+
+def test_empty_upload_is_not_inspected(formats_client: Client) -> None:
+    image, code = _upload(formats_client, b"", "qcow2")
+    assert code == 204 and image["status"] == "active" and image["size"] == 0

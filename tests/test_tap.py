@@ -37,6 +37,8 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "image-size-cap": 1024**4,
         "show-locations": 0,
         "no-require-format-match": 0,
+        "auth": "headers",
+        "default-project": "admin",
     }
 
 

@@ -33,6 +33,7 @@ from ..schemas import SCHEMAS, schema_document
 from ..service import Limits
 from ..streams import ChunkProducer
 from . import wire
+from .auth import Authenticator, HeaderIdentity
 from .errors import render_failure
 from .streaming import BodyStream, tune_for_bulk
 
@@ -55,7 +56,8 @@ class APIConfig:
     What the HTTP API needs (the seed's ``APIConfig``).
 
     ``public_base_url`` is the URL clients reach this API at (behind a proxy, say); without it
-    links are built from the request's ``Host``.  ``show_locations`` shows where each image's
+    links are built from the request's ``Host``.  ``auth`` turns requests into identities
+    (``imaged.web.auth``).  ``show_locations`` shows where each image's
     bytes are stored, as Glance's ``show_multiple_locations``.
     """
 
@@ -64,31 +66,12 @@ class APIConfig:
     public_base_url: str | None = None
     limits: Limits = Limits()
     show_locations: bool = False
+    auth: Authenticator = HeaderIdentity()
 
 
 def _header(request: IRequest, name: bytes) -> str | None:
     value = request.getHeader(name)
     return value.decode("latin-1") if value is not None else None
-
-
-def context_for(request: IRequest) -> RequestContext:
-    """
-    The caller's identity from the headers keystonemiddleware sets.
-
-    With none of them present the request gets Glance's no-auth context (an admin without a
-    project); the tenancy work adds authentication strategies in front of this.
-    """
-    request_id = _header(request, b"x-openstack-request-id")
-    project = _header(request, b"x-project-id") or _header(request, b"x-tenant-id") or _header(
-        request, b"x-tenant"
-    )
-    user = _header(request, b"x-user-id") or _header(request, b"x-user")
-    roles = _header(request, b"x-roles") or _header(request, b"x-role")
-    if project is None and user is None and roles is None:
-        return RequestContext.unauthenticated(request_id)
-    return RequestContext.from_roles(
-        project, user, frozenset((roles or "").split(",")), request_id
-    )
 
 
 def _has_body(request: IRequest) -> bool:
@@ -168,6 +151,9 @@ class ImagesAPI:
             for v in versions
         ]
 
+    def _context(self, request: IRequest) -> RequestContext:
+        return self.config.auth.context(request)
+
     def _image(self, image: Any) -> dict[str, Any]:
         return wire.image_document(image, self.config.show_locations)
 
@@ -195,7 +181,7 @@ class ImagesAPI:
     @app.route("/v2/images", methods=["POST"], strict_slashes=False)
     async def create_image(self, request: IRequest) -> bytes:
         create = wire.decode_create(wire.decode_json(_read_body(request)))
-        image = await self.service.create(context_for(request), create)
+        image = await self.service.create(self._context(request), create)
         request.setHeader(
             b"location", f"{self._base_url(request)}/v2/images/{image.id}".encode("ascii")
         )
@@ -207,7 +193,7 @@ class ImagesAPI:
         params = wire.decode_params(request.args)
         limits = self.config.limits
         query = wire.decode_query(params, limits.list_limit_default, limits.list_limit_max)
-        page = await self.service.list(context_for(request), query)
+        page = await self.service.list(self._context(request), query)
         last = page.images[-1].id if page.images else None
         document: dict[str, Any] = {"images": [self._image(i) for i in page.images]}
         document.update(wire.page_links(params, last, page.full))
@@ -217,32 +203,32 @@ class ImagesAPI:
     @app.route("/v2/images/<image_id>", methods=["GET"], strict_slashes=False)
     async def show_image(self, request: IRequest, image_id: str) -> bytes:
         _reject_body(request)
-        image = await self.service.get(context_for(request), image_id)
+        image = await self.service.get(self._context(request), image_id)
         return _json(request, self._image(image))
 
     @app.route("/v2/images/<image_id>", methods=["PATCH"], strict_slashes=False)
     async def update_image(self, request: IRequest, image_id: str) -> bytes:
         content_type = _header(request, b"content-type")
         changes = wire.decode_patch(content_type, wire.decode_json(_read_body(request)))
-        image = await self.service.update(context_for(request), image_id, changes)
+        image = await self.service.update(self._context(request), image_id, changes)
         return _json(request, self._image(image))
 
     @app.route("/v2/images/<image_id>", methods=["DELETE"], strict_slashes=False)
     async def delete_image(self, request: IRequest, image_id: str) -> bytes:
         _reject_body(request)
-        await self.service.delete(context_for(request), image_id)
+        await self.service.delete(self._context(request), image_id)
         return _no_content(request)
 
     @app.route("/v2/images/<image_id>/actions/deactivate", methods=["POST"])
     async def deactivate_image(self, request: IRequest, image_id: str) -> bytes:
         _reject_body(request)
-        await self.service.deactivate(context_for(request), image_id)
+        await self.service.deactivate(self._context(request), image_id)
         return _no_content(request)
 
     @app.route("/v2/images/<image_id>/actions/reactivate", methods=["POST"])
     async def reactivate_image(self, request: IRequest, image_id: str) -> bytes:
         _reject_body(request)
-        await self.service.reactivate(context_for(request), image_id)
+        await self.service.reactivate(self._context(request), image_id)
         return _no_content(request)
 
     # -- tags ---------------------------------------------------------------------------
@@ -250,13 +236,13 @@ class ImagesAPI:
     @app.route("/v2/images/<image_id>/tags/<tag>", methods=["PUT"])
     async def add_tag(self, request: IRequest, image_id: str, tag: str) -> bytes:
         _reject_body(request)
-        await self.service.add_tag(context_for(request), image_id, wire.decode_tag(tag))
+        await self.service.add_tag(self._context(request), image_id, wire.decode_tag(tag))
         return _no_content(request)
 
     @app.route("/v2/images/<image_id>/tags/<tag>", methods=["DELETE"])
     async def remove_tag(self, request: IRequest, image_id: str, tag: str) -> bytes:
         _reject_body(request)
-        await self.service.remove_tag(context_for(request), image_id, tag)
+        await self.service.remove_tag(self._context(request), image_id, tag)
         return _no_content(request)
 
     # -- data ---------------------------------------------------------------------------
@@ -276,7 +262,7 @@ class ImagesAPI:
         stream = BodyStream(request.transport, length)
         try:
             size = _upload_size(request)
-            upload = self.service.upload(context_for(request), image_id, stream, size)
+            upload = self.service.upload(self._context(request), image_id, stream, size)
         except Exception:
             upload = fail()
 
@@ -303,7 +289,7 @@ class ImagesAPI:
         content, request.content = request.content, BytesIO()
         try:
             await self.service.upload(
-                context_for(request), image_id, _spooled_body(content), size
+                self._context(request), image_id, _spooled_body(content), size
             )
         finally:
             content.close()
@@ -315,7 +301,7 @@ class ImagesAPI:
         byte_range = wire.decode_range(
             _header(request, b"range") or _content_range_as_range(request)
         )
-        download = await self.service.download(context_for(request), image_id, byte_range)
+        download = await self.service.download(self._context(request), image_id, byte_range)
         if download.producer is None:
             return _no_content(request)
         await _stream(request, download)

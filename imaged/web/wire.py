@@ -53,11 +53,14 @@ def isotime(value: datetime) -> str:
 
 def image_document(image: Image, show_locations: bool = False) -> dict[str, Any]:
     """
-    An image as Glance shows it, plus the seed's ``locations`` and ``properties`` keys.
+    An image as Glance shows it, plus the seed's ``locations`` key.
 
-    Extra properties appear at the top level (Glance) and together under ``properties`` (the
-    seed's ``DefaultResponse``).  ``locations`` lists where the bytes are only when the
-    operator enabled it, as Glance's ``show_multiple_locations``; otherwise it is empty.
+    Extra properties appear at the top level, as in Glance.  The seed's ``DefaultResponse`` also
+    had a ``properties`` object; it is accepted on create but not echoed: openstacksdk unpacks a
+    ``properties`` object over the image's own attributes when it builds a patch, so echoing the
+    extras there made its updates of known extras (``os_distro``, ``hw_*``...) silently do
+    nothing.  ``locations`` lists where the bytes are only when the operator enabled it, as
+    Glance's ``show_multiple_locations``; otherwise it is empty.
     """
     locations: list[dict[str, Any]] = []
     if show_locations and image.location is not None:
@@ -87,7 +90,6 @@ def image_document(image: Image, show_locations: bool = False) -> dict[str, Any]
             "updated_at": isotime(image.updated_at),
             "tags": sorted(image.tags),
             "locations": locations,
-            "properties": dict(image.properties),
             "self": f"/v2/images/{image.id}",
             "file": f"/v2/images/{image.id}/file",
             "schema": "/v2/schemas/image",
@@ -323,9 +325,27 @@ def _int(name: str, value: str, minimum: int = 0) -> int:
 
 
 def _bool(name: str, value: str) -> bool:
+    """Glance's ``protected`` filter: exactly ``true`` or ``false``."""
     if value not in ("true", "false"):
         raise BadRequest(f"Invalid value '{value}' for {name}: must be 'true' or 'false'.")
     return value == "true"
+
+
+_TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
+_FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
+
+
+def _lenient_bool(name: str, value: str) -> bool:
+    """
+    Glance's ``os_hidden`` filter (oslo's strict ``bool_from_string``): any case of the usual
+    spellings.  openstacksdk's ``find_image`` sends ``os_hidden=True``.
+    """
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise BadRequest(f"Invalid value '{value}' for {name}: must be a boolean.")
 
 
 def _sorting(params: Mapping[str, Sequence[str]]) -> list[SortKey]:
@@ -419,7 +439,7 @@ def decode_query(
         elif key == "protected":
             conditions.append(Condition("protected", Compare.EQ, _bool("protected", value)))
         elif key == "os_hidden":
-            os_hidden = _bool("os_hidden", value)
+            os_hidden = _lenient_bool("os_hidden", value)
         elif key in _PLAIN_COLUMN_FILTERS:
             conditions.append(Condition(key, Compare.EQ, value))
         elif key in _INT_COLUMN_FILTERS:

@@ -1,0 +1,75 @@
+"""
+Who a request acts as: the authentication strategies of the HTTP layer.
+
+Each strategy turns a request's headers into a ``RequestContext``; the service decides what
+that context may do.  Two exist now:
+
+- ``HeaderIdentity`` trusts the identity headers keystonemiddleware sets (``X-Project-Id`` /
+  ``X-Tenant-Id``, ``X-User-Id``, ``X-Roles``); with none of them the request is Glance's
+  no-auth administrator without a project.  For use behind keystonemiddleware or on loopback.
+- ``NoAuth`` is Glance's development flavour for token-only clients without Keystone: every
+  request is an admin of a default project, and ``X-Project-Id``/``X-Tenant-Id`` still choose
+  the project when sent.
+
+Keystone token validation comes with the tenancy work.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+from twisted.web.iweb import IRequest
+
+from ..context import RequestContext
+
+
+def _header(request: IRequest, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def _project(request: IRequest) -> str | None:
+    return (
+        _header(request, b"x-project-id")
+        or _header(request, b"x-tenant-id")
+        or _header(request, b"x-tenant")
+    )
+
+
+class Authenticator(Protocol):
+    def context(self, request: IRequest) -> RequestContext: ...
+
+
+@attrs.frozen
+class HeaderIdentity:
+    """Trust keystonemiddleware's headers; no headers at all is Glance's no-auth admin."""
+
+    def context(self, request: IRequest) -> RequestContext:
+        request_id = _header(request, b"x-openstack-request-id")
+        project = _project(request)
+        user = _header(request, b"x-user-id") or _header(request, b"x-user")
+        roles = _header(request, b"x-roles") or _header(request, b"x-role")
+        if project is None and user is None and roles is None:
+            return RequestContext.unauthenticated(request_id)
+        return RequestContext.from_roles(
+            project, user, frozenset((roles or "").split(",")), request_id
+        )
+
+
+@attrs.frozen
+class NoAuth:
+    """Every request is an admin of ``default_project`` (or of the project it names)."""
+
+    default_project: str = "admin"
+
+    def context(self, request: IRequest) -> RequestContext:
+        return RequestContext.from_roles(
+            _project(request) or self.default_project,
+            _header(request, b"x-user-id"),
+            frozenset({"admin", "member", "reader"}),
+            _header(request, b"x-openstack-request-id"),
+        )
+
+
+STRATEGIES = {"headers": HeaderIdentity, "none": NoAuth}
