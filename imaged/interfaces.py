@@ -79,6 +79,21 @@ class IImageService(Interface):
     def reactivate(context, image_id):
         """Make a deactivated image active again."""
 
+    def add_member(context, image_id, member_id):
+        """Share a ``shared`` image with a project (status ``pending``)."""
+
+    def list_members(context, image_id):
+        """The image's members (all for its owner, its own row for a member)."""
+
+    def get_member(context, image_id, member_id):
+        """One member; anything the caller may not see is ``NotFound``."""
+
+    def update_member(context, image_id, member_id, status):
+        """A member accepts or rejects an image shared with it."""
+
+    def delete_member(context, image_id, member_id):
+        """The owner stops sharing the image with a project."""
+
     def recover(started_at):
         """
         After an unclean stop of a single-node deployment: put images left ``saving`` back to
@@ -123,6 +138,21 @@ class IMetadataStore(Interface):
         @return: ``Deferred`` firing with the written ``Image``; ``ImageNotFound`` if missing
             or deleted.
         """
+
+    def add_member(member):
+        """Store a new ``Member``; ``Duplicate`` if the project is a member already."""
+
+    def get_member(image_id, member_id):
+        """@return: ``Deferred`` firing with the ``Member`` or ``None``."""
+
+    def list_members(image_id):
+        """@return: ``Deferred`` firing with the image's members, oldest first."""
+
+    def update_member(image_id, member_id, status, updated_at):
+        """Set a member's status. @return: ``Deferred`` firing with the ``Member``."""
+
+    def delete_member(image_id, member_id):
+        """@return: ``Deferred`` firing with whether a member was removed."""
 
     def ids_with_status(status):
         """@return: ``Deferred`` firing with the ids of the (not deleted) images in ``status``."""

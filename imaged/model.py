@@ -66,6 +66,12 @@ class ContainerFormat(enum.StrEnum):
     COMPRESSED = "compressed"
 
 
+class MemberStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
 class VersionStatus(enum.StrEnum):
     CURRENT = "CURRENT"
     SUPPORTED = "SUPPORTED"
@@ -146,6 +152,17 @@ class Image:
     @property
     def has_data(self) -> bool:
         return self.location is not None and self.status in (Status.ACTIVE, Status.DEACTIVATED)
+
+
+@attrs.frozen
+class Member:
+    """A project an image is shared with, and what that project said about it."""
+
+    image_id: str
+    member_id: str
+    status: MemberStatus
+    created_at: datetime
+    updated_at: datetime
 
 
 @attrs.frozen
@@ -266,6 +283,8 @@ class ImageQuery:
     properties: Mapping[str, str] = attrs.field(factory=dict)
     tags: Sequence[str] = ()
     visibility: VisibilityFilter | None = None
+    #: ``member_status`` filter; ``None`` is ``all``.
+    member_status: MemberStatus | None = MemberStatus.ACCEPTED
     os_hidden: bool = False
 
 
@@ -281,6 +300,9 @@ class Scope:
 
     everything: bool
     project: str | None
+    #: Which memberships make another project's shared image part of a list (``None``: any
+    #: status).  Glance's ``member_status`` filter, ``accepted`` by default.
+    member_status: MemberStatus | None = MemberStatus.ACCEPTED
 
 
 @attrs.frozen

@@ -10,16 +10,25 @@ from __future__ import annotations
 
 from .context import RequestContext
 from .errors import Forbidden, ImageNotFound
-from .model import Image, Scope, Visibility
+from .model import Image, Member, MemberStatus, Scope, Visibility
 
 
-def can_see(context: RequestContext, image: Image) -> bool:
-    """Glance's ``is_image_visible``: admins, ownerless, public/community, or owned images."""
+def can_see(context: RequestContext, image: Image, member: Member | None = None) -> bool:
+    """
+    Glance's ``is_image_visible``: admins, ownerless, public/community, owned images, and
+    shared images the caller's project is a member of (in any member status).
+    """
     if context.is_admin or image.owner is None:
         return True
     if image.visibility in (Visibility.PUBLIC, Visibility.COMMUNITY):
         return True
-    return context.project_id is not None and image.owner == context.project_id
+    if context.project_id is not None and image.owner == context.project_id:
+        return True
+    return (
+        image.visibility is Visibility.SHARED
+        and member is not None
+        and member.member_id == context.project_id
+    )
 
 
 def can_modify(context: RequestContext, image: Image) -> bool:
@@ -33,15 +42,17 @@ def can_modify(context: RequestContext, image: Image) -> bool:
     )
 
 
-def check_visible(context: RequestContext, image: Image) -> Image:
-    if not can_see(context, image):
+def check_visible(context: RequestContext, image: Image, member: Member | None = None) -> Image:
+    if not can_see(context, image, member):
         raise ImageNotFound(image.id)
     return image
 
 
-def check_modify(context: RequestContext, image: Image, action: str) -> Image:
+def check_modify(
+    context: RequestContext, image: Image, action: str, member: Member | None = None
+) -> Image:
     """Raise 404 if the caller cannot see the image, 403 if it may see but not ``action``."""
-    check_visible(context, image)
+    check_visible(context, image, member)
     if not can_modify(context, image):
         raise Forbidden(f"You are not permitted to {action} image {image.id}.")
     return image
@@ -61,5 +72,7 @@ def check_owner(context: RequestContext, owner: object) -> None:
         raise Forbidden(f"You are not permitted to create images owned by '{owner}'.")
 
 
-def list_scope(context: RequestContext) -> Scope:
-    return Scope(everything=context.is_admin, project=context.project_id)
+def list_scope(context: RequestContext, member_status: MemberStatus | None) -> Scope:
+    return Scope(
+        everything=context.is_admin, project=context.project_id, member_status=member_status
+    )

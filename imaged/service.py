@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -48,6 +48,8 @@ from .model import (
     Download,
     Image,
     ImageQuery,
+    Member,
+    MemberStatus,
     Page,
     PatchOp,
     Status,
@@ -65,6 +67,7 @@ class Limits:
     image_size_cap: int = 1024**4  # 1 TiB
     image_property_quota: int = 128
     image_tag_quota: int = 128
+    image_member_quota: int = 128
     list_limit_default: int = 25
     list_limit_max: int = 1000
 
@@ -134,7 +137,36 @@ class ImageService:
         image = await self.metadata.get(image_id)
         if image is None:
             raise ImageNotFound(image_id)
-        return policy.check_visible(context, image)
+        member = None
+        if not policy.can_see(context, image) and image.visibility is Visibility.SHARED:
+            member = await self._membership(context, image_id)
+        return policy.check_visible(context, image, member)
+
+    async def _membership(self, context: RequestContext, image_id: str) -> Member | None:
+        """The caller's project's membership of an image, if it has one."""
+        if context.is_admin or context.project_id is None:
+            return None
+        return await self.metadata.get_member(image_id, context.project_id)
+
+    def _guarded_modify(
+        self,
+        context: RequestContext,
+        image_id: str,
+        action: str,
+        mutate: Callable[[Image], Image],
+    ) -> Deferred[Image]:
+        """``metadata.modify`` after the policy check for ``action`` (404 or 403)."""
+
+        async def run() -> Image:
+            member = await self._membership(context, image_id)
+
+            def guarded(image: Image) -> Image:
+                policy.check_modify(context, image, action, member)
+                return mutate(image)
+
+            return await self.metadata.modify(image_id, guarded)
+
+        return Deferred.fromCoroutine(run())
 
     # -- IImageService --------------------------------------------------------------------
 
@@ -172,7 +204,7 @@ class ImageService:
         return stored
 
     def list(self, context: RequestContext, query: ImageQuery) -> Deferred[Page]:
-        return self.metadata.list(policy.list_scope(context), query)
+        return self.metadata.list(policy.list_scope(context, query.member_status), query)
 
     def get(self, context: RequestContext, image_id: str) -> Deferred[Image]:
         return Deferred.fromCoroutine(self._load_visible(context, image_id))
@@ -181,7 +213,6 @@ class ImageService:
         self, context: RequestContext, image_id: str, changes: Sequence[Change]
     ) -> Deferred[Image]:
         def mutate(image: Image) -> Image:
-            policy.check_modify(context, image, "modify")
             updated = image
             for change in changes:
                 updated = self._apply(context, updated, change)
@@ -189,7 +220,7 @@ class ImageService:
                 return image
             return self._check_quotas(attrs.evolve(updated, updated_at=utcnow()))
 
-        return self.metadata.modify(image_id, mutate)
+        return self._guarded_modify(context, image_id, "modify", mutate)
 
     def _apply(self, context: RequestContext, image: Image, change: Change) -> Image:
         """One json-patch step, with Glance's semantics for base and extra properties."""
@@ -231,13 +262,12 @@ class ImageService:
         before: list[Image] = []
 
         def mutate(image: Image) -> Image:
-            policy.check_modify(context, image, "delete")
             if image.protected:
                 raise Forbidden(f"Image {image.id} is protected and cannot be deleted.")
             before.append(image)
             return transition(image, Status.DELETED, BadRequest)
 
-        await self.metadata.modify(image_id, mutate)
+        await self._guarded_modify(context, image_id, "delete", mutate)
         location = before[0].location
         self.log.info("deleted image {image_id}", image_id=image_id)
         if location is not None:
@@ -276,7 +306,6 @@ class ImageService:
             raise TooLarge(f"Image size {size} exceeds the size cap of {cap} bytes.")
 
         def start(image: Image) -> Image:
-            policy.check_modify(context, image, "upload data to")
             if image.status is not Status.QUEUED:
                 raise Conflict(
                     f"Image status transition from {image.status.value} to saving is not "
@@ -284,7 +313,7 @@ class ImageService:
                 )
             return transition(image, Status.SAVING, Conflict)
 
-        saving = await self.metadata.modify(image_id, start)
+        saving = await self._guarded_modify(context, image_id, "upload data to", start)
         self.log.info("receiving data for image {image_id}", image_id=image_id)
         # Glance inspects the content of bare images only; others are opaque containers.
         inspector: FormatInspector | None = None
@@ -312,14 +341,17 @@ class ImageService:
         if inspector is not None and blob.size > 0:
             inspection = inspector.result(blob.size)
             declared = saving.disk_format.value if saving.disk_format else None
-            problem = inspection.problem(declared) if self.require_format_match else (
-                inspection.unsafe
+            problem = (
+                inspection.problem(declared) if self.require_format_match else (inspection.unsafe)
             )
             if problem is not None:
                 await self._delete_blob(image_id, blob.location)
                 await self._restore(image_id)
-                self.log.warn("refused data for image {image_id}: {problem}",
-                              image_id=image_id, problem=problem)
+                self.log.warn(
+                    "refused data for image {image_id}: {problem}",
+                    image_id=image_id,
+                    problem=problem,
+                )
                 raise InvalidImageData(problem)
             if inspection.format == declared or declared == "raw":
                 virtual_size = inspection.virtual_size if declared != "raw" else blob.size
@@ -420,23 +452,23 @@ class ImageService:
 
     def add_tag(self, context: RequestContext, image_id: str, tag: str) -> Deferred[None]:
         def mutate(image: Image) -> Image:
-            policy.check_modify(context, image, "update tags for")
             if tag in image.tags:
                 return image
             return self._check_quotas(
                 attrs.evolve(image, tags=image.tags | {tag}, updated_at=utcnow())
             )
 
-        return self.metadata.modify(image_id, mutate).addCallback(lambda _: None)
+        modified = self._guarded_modify(context, image_id, "update tags for", mutate)
+        return modified.addCallback(lambda _: None)
 
     def remove_tag(self, context: RequestContext, image_id: str, tag: str) -> Deferred[None]:
         def mutate(image: Image) -> Image:
-            policy.check_modify(context, image, "update tags for")
             if tag not in image.tags:
                 raise NotFound(f"Tag {tag} not found.")
             return attrs.evolve(image, tags=image.tags - {tag}, updated_at=utcnow())
 
-        return self.metadata.modify(image_id, mutate).addCallback(lambda _: None)
+        modified = self._guarded_modify(context, image_id, "update tags for", mutate)
+        return modified.addCallback(lambda _: None)
 
     def _switch(
         self,
@@ -447,25 +479,18 @@ class ImageService:
         target: Status,
     ) -> Deferred[None]:
         def mutate(image: Image) -> Image:
-            policy.check_modify(context, image, action)
             if image.status is target:
                 return image
             if image.status is not source:
-                raise Forbidden(
-                    f"Not allowed to {action} image in status '{image.status.value}'"
-                )
+                raise Forbidden(f"Not allowed to {action} image in status '{image.status.value}'")
             return transition(image, target, Forbidden)
 
-        return self.metadata.modify(image_id, mutate).addCallback(lambda _: None)
+        return self._guarded_modify(context, image_id, action, mutate).addCallback(lambda _: None)
 
-    def recover(
-        self, started_at: float
-    ) -> Deferred[tuple[builtins.list[str], builtins.list[str]]]:
+    def recover(self, started_at: float) -> Deferred[tuple[builtins.list[str], builtins.list[str]]]:
         return Deferred.fromCoroutine(self._recover(started_at))
 
-    async def _recover(
-        self, started_at: float
-    ) -> tuple[builtins.list[str], builtins.list[str]]:
+    async def _recover(self, started_at: float) -> tuple[builtins.list[str], builtins.list[str]]:
         reset: builtins.list[str] = []
         for image_id in await self.metadata.ids_with_status(Status.SAVING):
             if await self._restore(image_id):
@@ -479,11 +504,101 @@ class ImageService:
         for location in removed:
             await self.blobs.delete(location)
         for image_id in reset:
-            self.log.warn("upload of image {image_id} was interrupted; it is queued again",
-                          image_id=image_id)
+            self.log.warn(
+                "upload of image {image_id} was interrupted; it is queued again", image_id=image_id
+            )
         for location in removed:
             self.log.warn("removed image data no image refers to: {location}", location=location)
         return reset, removed
+
+    # -- members ------------------------------------------------------------------------------
+
+    async def _image_for_members(self, context: RequestContext, image_id: str) -> Image:
+        image = await self._load_visible(context, image_id)
+        if image.visibility is not Visibility.SHARED:
+            raise Forbidden("Only shared images have members.")
+        return image
+
+    def add_member(
+        self, context: RequestContext, image_id: str, member_id: str
+    ) -> Deferred[Member]:
+        return Deferred.fromCoroutine(self._add_member(context, image_id, member_id))
+
+    async def _add_member(self, context: RequestContext, image_id: str, member_id: str) -> Member:
+        image = await self._image_for_members(context, image_id)
+        if not policy.can_modify(context, image):
+            raise Forbidden(f"You are not permitted to add members to image {image_id}.")
+        existing = await self.metadata.list_members(image_id)
+        if any(m.member_id == member_id for m in existing):
+            raise Conflict(f"Member {member_id} already associated with image {image_id}.")
+        if len(existing) >= self.limits.image_member_quota:
+            raise TooLarge(
+                f"Attempted: {len(existing) + 1}, Maximum: {self.limits.image_member_quota}: "
+                "too many image members."
+            )
+        now = utcnow()
+        member = Member(image_id, member_id, MemberStatus.PENDING, now, now)
+        return await self.metadata.add_member(member)
+
+    def list_members(
+        self, context: RequestContext, image_id: str
+    ) -> Deferred[builtins.list[Member]]:
+        return Deferred.fromCoroutine(self._list_members(context, image_id))
+
+    async def _list_members(self, context: RequestContext, image_id: str) -> builtins.list[Member]:
+        image = await self._image_for_members(context, image_id)
+        members = await self.metadata.list_members(image_id)
+        if policy.can_modify(context, image):
+            return members
+        # A member sees only its own row.
+        return [m for m in members if m.member_id == context.project_id]
+
+    def get_member(
+        self, context: RequestContext, image_id: str, member_id: str
+    ) -> Deferred[Member]:
+        return Deferred.fromCoroutine(self._get_member(context, image_id, member_id))
+
+    async def _get_member(self, context: RequestContext, image_id: str, member_id: str) -> Member:
+        missing = NotFound(f"Member {member_id} not found for image {image_id}.")
+        try:
+            members = await self._list_members(context, image_id)
+        except Forbidden:
+            raise missing from None
+        for member in members:
+            if member.member_id == member_id:
+                return member
+        raise missing
+
+    def update_member(
+        self, context: RequestContext, image_id: str, member_id: str, status: MemberStatus
+    ) -> Deferred[Member]:
+        return Deferred.fromCoroutine(self._update_member(context, image_id, member_id, status))
+
+    async def _update_member(
+        self, context: RequestContext, image_id: str, member_id: str, status: MemberStatus
+    ) -> Member:
+        image = await self._image_for_members(context, image_id)
+        member = await self.metadata.get_member(image_id, member_id)
+        if member is None:
+            raise NotFound(f"Member {member_id} not found for image {image_id}.")
+        # Only the member itself decides (Glance's modify_member), or an admin.
+        if not context.is_admin and context.project_id != member_id:
+            if policy.can_modify(context, image):
+                raise Forbidden("Only the member may change its membership status.")
+            raise NotFound(f"Member {member_id} not found for image {image_id}.")
+        return await self.metadata.update_member(image_id, member_id, status, utcnow())
+
+    def delete_member(
+        self, context: RequestContext, image_id: str, member_id: str
+    ) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._delete_member(context, image_id, member_id))
+
+    async def _delete_member(self, context: RequestContext, image_id: str, member_id: str) -> None:
+        image = await self._load_visible(context, image_id)
+        if not policy.can_modify(context, image):
+            raise Forbidden(f"You are not permitted to delete members of image {image_id}.")
+        if not await self.metadata.delete_member(image_id, member_id):
+            raise NotFound(f"Member {member_id} not found for image {image_id}.")
 
     def deactivate(self, context: RequestContext, image_id: str) -> Deferred[None]:
         return self._switch(context, image_id, "deactivate", Status.ACTIVE, Status.DEACTIVATED)

@@ -212,3 +212,26 @@ async def test_status_and_location_queries(store: Any) -> None:
     await store.modify(gone.id, lambda i: attrs.evolve(i, status=Status.DELETED))
     assert await store.ids_with_status(Status.SAVING) == [saving.id]
     assert await store.locations() == {active.location}
+
+
+@pytest_twisted.ensureDeferred
+async def test_members(store: Any) -> None:
+    from imaged.model import Member, MemberStatus
+
+    image = await store.insert(make())
+    now = utcnow()
+    first = await store.add_member(Member(image.id, "p2", MemberStatus.PENDING, now, now))
+    await store.add_member(Member(image.id, "p3", MemberStatus.PENDING, now, now))
+    with pytest.raises(Conflict):
+        await store.add_member(Member(image.id, "p2", MemberStatus.PENDING, now, now))
+    assert await store.get_member(image.id, "p2") == first
+    assert await store.get_member(image.id, "p9") is None
+    assert [m.member_id for m in await store.list_members(image.id)] == ["p2", "p3"]
+    later = now + timedelta(seconds=1)
+    accepted = await store.update_member(image.id, "p2", MemberStatus.ACCEPTED, later)
+    assert accepted.status is MemberStatus.ACCEPTED and accepted.updated_at == later
+    scope = Scope(everything=False, project="p2")
+    assert [i.id for i in (await store.list(scope, ImageQuery(limit=5))).images] == [image.id]
+    assert await store.delete_member(image.id, "p2") is True
+    assert await store.delete_member(image.id, "p2") is False
+    assert (await store.list(scope, ImageQuery(limit=5))).images == []

@@ -45,7 +45,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..errors import BadRequest, Duplicate, ImageNotFound
+from ..errors import BadRequest, Duplicate, ImageNotFound, NotFound
 from ..interfaces import IMetadataStore
 from ..model import (
     Compare,
@@ -54,6 +54,8 @@ from ..model import (
     DiskFormat,
     Image,
     ImageQuery,
+    Member,
+    MemberStatus,
     Page,
     Scope,
     SortDir,
@@ -63,7 +65,7 @@ from ..model import (
     VisibilityFilter,
 )
 from ..threads import InlineRunner, ThreadRunner
-from .tables import image_properties, image_tags, images, metadata
+from .tables import image_members, image_properties, image_tags, images, metadata
 
 T = TypeVar("T")
 
@@ -201,6 +203,17 @@ def _image_from_row(
     return Image(tags=frozenset(tags), properties=dict(properties), **fields)
 
 
+def _member_from_row(row: Any) -> Member:
+    mapping = row._mapping
+    return Member(
+        image_id=mapping["image_id"],
+        member_id=mapping["member"],
+        status=MemberStatus(mapping["status"]),
+        created_at=mapping["created_at"],
+        updated_at=mapping["updated_at"],
+    )
+
+
 def _column(name: str) -> Column[Any]:
     return images.c[name]
 
@@ -270,18 +283,31 @@ def _visibility_clause(scope: Scope, wanted: VisibilityFilter | None) -> ColumnE
     owned: ColumnElement[bool] = (
         images.c.owner == scope.project if scope.project is not None else false()
     )
+    shared_with: ColumnElement[bool] = false()
+    if scope.project is not None:
+        membership = [
+            image_members.c.image_id == images.c.id,
+            image_members.c.member == scope.project,
+        ]
+        if scope.member_status is not None:
+            membership.append(image_members.c.status == scope.member_status.value)
+        shared_with = and_(vis == Visibility.SHARED.value, exists().where(*membership))
     if wanted is None:
         if scope.everything:
             return or_(vis != Visibility.COMMUNITY.value, owned)
-        return or_(vis == Visibility.PUBLIC.value, owned)
+        return or_(vis == Visibility.PUBLIC.value, owned, shared_with)
     if wanted is VisibilityFilter.ALL:
         if scope.everything:
             return true()
-        return or_(vis.in_([Visibility.PUBLIC.value, Visibility.COMMUNITY.value]), owned)
+        return or_(
+            vis.in_([Visibility.PUBLIC.value, Visibility.COMMUNITY.value]), owned, shared_with
+        )
     if wanted in (VisibilityFilter.PUBLIC, VisibilityFilter.COMMUNITY):
         return vis == wanted.value
     if scope.everything:
         return vis == wanted.value
+    if wanted is VisibilityFilter.SHARED:
+        return or_(and_(vis == wanted.value, owned), shared_with)
     return and_(vis == wanted.value, owned)
 
 
@@ -495,6 +521,78 @@ class SQLMetadataStore:
             self._write_tags(connection, image_id, new.tags, old.tags)
             self._write_properties(connection, image_id, new.properties, old.properties)
             return new
+
+        return self._write(txn)
+
+    # -- members ------------------------------------------------------------------------------
+
+    def add_member(self, member: Member) -> Deferred[Member]:
+        def txn(connection: Connection) -> Member:
+            try:
+                connection.execute(
+                    insert(image_members).values(
+                        image_id=member.image_id,
+                        member=member.member_id,
+                        status=member.status.value,
+                        created_at=member.created_at,
+                        updated_at=member.updated_at,
+                    )
+                )
+            except IntegrityError:
+                raise Duplicate(
+                    f"Member {member.member_id} already associated with image {member.image_id}."
+                ) from None
+            return member
+
+        return self._write(txn)
+
+    def get_member(self, image_id: str, member_id: str) -> Deferred[Member | None]:
+        def query(connection: Connection) -> Member | None:
+            row = connection.execute(
+                select(image_members).where(
+                    image_members.c.image_id == image_id, image_members.c.member == member_id
+                )
+            ).first()
+            return _member_from_row(row) if row is not None else None
+
+        return self._read(query)
+
+    def list_members(self, image_id: str) -> Deferred[builtins.list[Member]]:
+        def query(connection: Connection) -> builtins.list[Member]:
+            rows = connection.execute(
+                select(image_members)
+                .where(image_members.c.image_id == image_id)
+                .order_by(image_members.c.created_at, image_members.c.member)
+            )
+            return [_member_from_row(row) for row in rows]
+
+        return self._read(query)
+
+    def update_member(
+        self, image_id: str, member_id: str, status: MemberStatus, updated_at: datetime
+    ) -> Deferred[Member]:
+        def txn(connection: Connection) -> Member:
+            where = (image_members.c.image_id == image_id, image_members.c.member == member_id)
+            connection.execute(
+                update(image_members).where(*where).values(
+                    status=status.value, updated_at=updated_at
+                )
+            )
+            row = connection.execute(select(image_members).where(*where)).first()
+            if row is None:
+                raise NotFound(f"Member {member_id} not found for image {image_id}.")
+            return _member_from_row(row)
+
+        return self._write(txn)
+
+    def delete_member(self, image_id: str, member_id: str) -> Deferred[bool]:
+        def txn(connection: Connection) -> bool:
+            result = connection.execute(
+                delete(image_members).where(
+                    image_members.c.image_id == image_id, image_members.c.member == member_id
+                )
+            )
+            return bool(result.rowcount)
 
         return self._write(txn)
 

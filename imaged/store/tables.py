@@ -84,3 +84,19 @@ image_properties = Table(
     Column("value", Text, nullable=False),
     Index("ix_image_properties_name", "name"),
 )
+
+image_members = Table(
+    "image_members",
+    metadata,
+    Column(
+        "image_id",
+        String(36),
+        ForeignKey("images.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("member", String(255), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_image_members_member_status", "member", "status"),
+)

@@ -245,6 +245,46 @@ class ImagesAPI:
         await self.service.remove_tag(self._context(request), image_id, tag)
         return _no_content(request)
 
+    # -- members ------------------------------------------------------------------------
+
+    @app.route("/v2/images/<image_id>/members", methods=["POST"], strict_slashes=False)
+    async def add_member(self, request: IRequest, image_id: str) -> bytes:
+        member_id = wire.decode_new_member(wire.decode_json(_read_body(request)))
+        member = await self.service.add_member(self._context(request), image_id, member_id)
+        return _json(request, wire.member_document(member))
+
+    @app.route("/v2/images/<image_id>/members", methods=["GET"], strict_slashes=False)
+    async def list_members(self, request: IRequest, image_id: str) -> bytes:
+        _reject_body(request)
+        members = await self.service.list_members(self._context(request), image_id)
+        return _json(
+            request,
+            {
+                "members": [wire.member_document(m) for m in members],
+                "schema": "/v2/schemas/members",
+            },
+        )
+
+    @app.route("/v2/images/<image_id>/members/<member_id>", methods=["GET"])
+    async def show_member(self, request: IRequest, image_id: str, member_id: str) -> bytes:
+        _reject_body(request)
+        member = await self.service.get_member(self._context(request), image_id, member_id)
+        return _json(request, wire.member_document(member))
+
+    @app.route("/v2/images/<image_id>/members/<member_id>", methods=["PUT"])
+    async def update_member(self, request: IRequest, image_id: str, member_id: str) -> bytes:
+        status = wire.decode_member_status(wire.decode_json(_read_body(request)))
+        member = await self.service.update_member(
+            self._context(request), image_id, member_id, status
+        )
+        return _json(request, wire.member_document(member))
+
+    @app.route("/v2/images/<image_id>/members/<member_id>", methods=["DELETE"])
+    async def delete_member(self, request: IRequest, image_id: str, member_id: str) -> bytes:
+        _reject_body(request)
+        await self.service.delete_member(self._context(request), image_id, member_id)
+        return _no_content(request)
+
     # -- data ---------------------------------------------------------------------------
 
     def stream_upload(

@@ -28,6 +28,8 @@ from ..model import (
     DiskFormat,
     Image,
     ImageQuery,
+    Member,
+    MemberStatus,
     PatchOp,
     SortDir,
     SortKey,
@@ -404,6 +406,7 @@ def decode_query(
     properties: dict[str, str] = {}
     tags: list[str] = []
     visibility: VisibilityFilter | None = None
+    member_status: MemberStatus | None = MemberStatus.ACCEPTED
     os_hidden = False
     for key, values in params.items():
         if key in _PAGING:
@@ -433,7 +436,7 @@ def decode_query(
                     f"Invalid status value: {value}. It must be one of: "
                     + ", ".join(_MEMBER_STATUS)
                 )
-            # Membership arrives with image sharing; until then nothing is shared with anyone.
+            member_status = None if value == "all" else MemberStatus(value)
         elif key == "tag":
             tags.extend(values)
         elif key == "protected":
@@ -454,6 +457,7 @@ def decode_query(
         properties=properties,
         tags=tuple(tags),
         visibility=visibility,
+        member_status=member_status,
         os_hidden=os_hidden,
     )
 
@@ -528,3 +532,39 @@ def declared_size(
                 raise BadRequest(f"Invalid {name} header: {value!r}")
             return size
     return None
+
+
+# -- members ----------------------------------------------------------------------------------
+
+
+def member_document(member: Member) -> dict[str, Any]:
+    return {
+        "member_id": member.member_id,
+        "image_id": member.image_id,
+        "status": member.status.value,
+        "created_at": isotime(member.created_at),
+        "updated_at": isotime(member.updated_at),
+        "schema": "/v2/schemas/member",
+    }
+
+
+def decode_new_member(document: Any) -> str:
+    if not isinstance(document, dict) or "member" not in document:
+        raise BadRequest("Member to be added not specified.")
+    member = document["member"]
+    if not isinstance(member, str) or not member.strip():
+        raise BadRequest("Member can't be empty.")
+    if len(member) > 255:
+        raise BadRequest("Member is longer than 255 characters.")
+    return member
+
+
+def decode_member_status(document: Any) -> MemberStatus:
+    if not isinstance(document, dict) or "status" not in document:
+        raise BadRequest("Status not specified.")
+    try:
+        return MemberStatus(document["status"])
+    except (ValueError, TypeError):
+        raise BadRequest(
+            "Incorrect request: Status must be one of pending, accepted, rejected."
+        ) from None
