@@ -10,6 +10,7 @@ that concurrent creates never fail with "database is locked".  Pages are fetched
 from __future__ import annotations
 
 import builtins
+import functools
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -186,9 +187,7 @@ def image_row(image: Image) -> dict[str, Any]:
     return values
 
 
-def _image_from_row(
-    row: Row[Any], tags: Iterable[str], properties: Mapping[str, str]
-) -> Image:
+def _image_from_row(row: Row[Any], tags: Iterable[str], properties: Mapping[str, str]) -> Image:
     fields: dict[str, Any] = dict(zip(_IMAGE_COLUMNS, row, strict=True))
     for name in ("created_at", "updated_at"):
         value = fields[name]
@@ -272,6 +271,22 @@ def _sql_value(field: str, value: object) -> object:
 
 def _visibility_clause(scope: Scope, wanted: VisibilityFilter | None) -> ColumnElement[bool]:
     """
+    The visibility rules for ``scope`` (see ``_visibility_rules``), with the caller's project
+    as the bound parameter ``viewer_project``: supply it when executing.
+    """
+    return _visibility_rules(
+        scope.everything, scope.project is not None, scope.member_status, wanted
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _visibility_rules(
+    everything: bool,
+    has_project: bool,
+    member_status: MemberStatus | None,
+    wanted: VisibilityFilter | None,
+) -> ColumnElement[bool]:
+    """
     Glance's list visibility rules.
 
     Without a ``visibility`` filter a caller sees public images and its own; admins see
@@ -279,36 +294,47 @@ def _visibility_clause(scope: Scope, wanted: VisibilityFilter | None) -> ColumnE
     image; ``private``/``shared`` are restricted to the caller's own unless admin; ``all`` is
     everything the caller may see.
     """
+    # Built once per shape and cached: building SQLAlchemy expressions costs more than
+    # running a typical page query.
     vis = images.c.visibility
-    owned: ColumnElement[bool] = (
-        images.c.owner == scope.project if scope.project is not None else false()
-    )
+    viewer: Any = bindparam("viewer_project")
+    owned: ColumnElement[bool] = images.c.owner == viewer if has_project else false()
     shared_with: ColumnElement[bool] = false()
-    if scope.project is not None:
-        membership = [
-            image_members.c.image_id == images.c.id,
-            image_members.c.member == scope.project,
-        ]
-        if scope.member_status is not None:
-            membership.append(image_members.c.status == scope.member_status.value)
+    if has_project:
+        membership = [image_members.c.image_id == images.c.id, image_members.c.member == viewer]
+        if member_status is not None:
+            membership.append(image_members.c.status == member_status.value)
         shared_with = and_(vis == Visibility.SHARED.value, exists().where(*membership))
     if wanted is None:
-        if scope.everything:
+        if everything:
             return or_(vis != Visibility.COMMUNITY.value, owned)
         return or_(vis == Visibility.PUBLIC.value, owned, shared_with)
     if wanted is VisibilityFilter.ALL:
-        if scope.everything:
+        if everything:
             return true()
         return or_(
             vis.in_([Visibility.PUBLIC.value, Visibility.COMMUNITY.value]), owned, shared_with
         )
     if wanted in (VisibilityFilter.PUBLIC, VisibilityFilter.COMMUNITY):
         return vis == wanted.value
-    if scope.everything:
+    if everything:
         return vis == wanted.value
     if wanted is VisibilityFilter.SHARED:
         return or_(and_(vis == wanted.value, owned), shared_with)
     return and_(vis == wanted.value, owned)
+
+
+#: What every list starts from: live images, hidden ones only when asked for.
+_LISTED = and_(
+    images.c.deleted == false(),
+    images.c.status != Status.KILLED.value,
+    images.c.os_hidden == false(),
+)
+_HIDDEN = and_(
+    images.c.deleted == false(),
+    images.c.status != Status.KILLED.value,
+    images.c.os_hidden == true(),
+)
 
 
 def _order_by(sort: Sequence[SortKey]) -> list[Any]:
@@ -387,8 +413,9 @@ def _tags_and_properties_statement(count: int) -> Any:
         select(image_tags.c.image_id, image_tags.c.value, null()).where(
             image_tags.c.image_id.in_(placeholders)
         ),
-        select(image_properties.c.image_id, image_properties.c.name, image_properties.c.value)
-        .where(image_properties.c.image_id.in_(placeholders)),
+        select(
+            image_properties.c.image_id, image_properties.c.name, image_properties.c.value
+        ).where(image_properties.c.image_id.in_(placeholders)),
     )
 
 
@@ -574,9 +601,9 @@ class SQLMetadataStore:
         def txn(connection: Connection) -> Member:
             where = (image_members.c.image_id == image_id, image_members.c.member == member_id)
             connection.execute(
-                update(image_members).where(*where).values(
-                    status=status.value, updated_at=updated_at
-                )
+                update(image_members)
+                .where(*where)
+                .values(status=status.value, updated_at=updated_at)
             )
             row = connection.execute(select(image_members).where(*where)).first()
             if row is None:
@@ -692,11 +719,10 @@ class SQLMetadataStore:
 
     def _list(self, connection: Connection, scope: Scope, query: ImageQuery) -> Page:
         where: list[ColumnElement[bool]] = [
-            images.c.deleted == false(),
-            images.c.status != Status.KILLED.value,
-            images.c.os_hidden == (true() if query.os_hidden else false()),
+            _HIDDEN if query.os_hidden else _LISTED,
             _visibility_clause(scope, query.visibility),
         ]
+        params = {"viewer_project": scope.project}
         where.extend(_condition_clause(c) for c in query.conditions)
         for tag in query.tags:
             where.append(
@@ -716,7 +742,8 @@ class SQLMetadataStore:
                     images.c.id == query.marker,
                     images.c.deleted == false(),
                     _visibility_clause(scope, VisibilityFilter.ALL),
-                )
+                ),
+                params,
             ).first()
             if marker_row is None:
                 raise BadRequest(f"Invalid marker. Image {query.marker} could not be found.")
@@ -724,7 +751,8 @@ class SQLMetadataStore:
         if query.limit <= 0:
             return Page(images=[], full=False)
         rows = connection.execute(
-            _IMAGE_SELECT.where(*where).order_by(*_order_by(query.sort)).limit(query.limit)
+            _IMAGE_SELECT.where(*where).order_by(*_order_by(query.sort)).limit(query.limit),
+            params,
         ).all()
         return Page(images=self._hydrate(connection, rows), full=len(rows) == query.limit)
 
