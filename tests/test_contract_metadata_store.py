@@ -195,8 +195,10 @@ def test_list_page_uses_an_index(tmp_path: Any) -> None:
     )
     with engine.connect() as connection:
         compiled = statement.compile(engine)
+        values = compiled.construct_params({"viewer_project": "p"})
         plan = connection.exec_driver_sql(
-            "EXPLAIN QUERY PLAN " + str(compiled), tuple(compiled.params.values())
+            "EXPLAIN QUERY PLAN " + str(compiled),
+            tuple(values[name] for name in compiled.positiontup),
         ).all()
     text = " ".join(str(row[-1]) for row in plan)
     assert "ix_images_deleted_created_at" in text and "TEMP B-TREE" not in text, text
