@@ -31,6 +31,10 @@ class ImageNotFound(NotFound):
         self.image_id = image_id
 
 
+class Unauthorized(ImageServiceError):
+    """The request carries no identity this service accepts."""
+
+
 class Forbidden(ImageServiceError):
     """The caller may see the image but not do this to it (policy, read-only, protected)."""
 

@@ -27,7 +27,7 @@ from .service import ImageService, Limits
 from .store.files import FileBlobStore
 from .store.sql import SQLMetadataStore, describe
 from .web.app import APIConfig, routes
-from .web.auth import STRATEGIES, HeaderIdentity, NoAuth
+from .web.auth import STRATEGIES, Authenticator, HeaderIdentity, NoAuth, TrustedHeaders
 from .web.site import make_site
 
 log = Logger()
@@ -62,8 +62,9 @@ class Options(usage.Options):
             "auth",
             None,
             "headers",
-            "Identity: 'headers' (trust keystonemiddleware's headers) or 'none' (development: "
-            "every request is an admin of --default-project).",
+            "Identity: 'headers' (trust keystonemiddleware's headers), 'trusted-headers' "
+            "(the same, but only with X-Identity-Status: Confirmed, else 401) or 'none' "
+            "(development: every request is an admin of --default-project).",
         ],
         ["default-project", None, "admin", "Project of requests in --auth none."],
         ["hash-algo", None, "sha512", "Multihash algorithm (os_hash_algo)."],
@@ -177,6 +178,14 @@ class _Listener(StreamServerEndpointService):
         self._waitingForPort.addCallback(bound)
 
 
+def _authenticator(options: usage.Options) -> Authenticator:
+    if options["auth"] == "none":
+        return NoAuth(options["default-project"])
+    if options["auth"] == "trusted-headers":
+        return TrustedHeaders()
+    return HeaderIdentity()
+
+
 def makeService(options: usage.Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -200,7 +209,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
         public_base_url=options["public-url"],
         limits=limits,
         show_locations=bool(options["show-locations"]),
-        auth=NoAuth(options["default-project"]) if options["auth"] == "none" else HeaderIdentity(),
+        auth=_authenticator(options),
     )
     api = routes(config)
     site = make_site(api.resource(), body_router=api.stream_upload)

@@ -47,6 +47,8 @@ def test_option_errors() -> None:
         tap.Options().parseOptions(["--hash-algo", "md17"])
     with pytest.raises(UsageError):
         tap.Options().parseOptions(["--image-size-cap", "-3"])
+    with pytest.raises(UsageError):
+        tap.Options().parseOptions(["--auth", "keystone-someday"])
 
 
 class ThreadedMemoryReactor(MemoryReactor):

@@ -7,6 +7,8 @@ that context may do.  Two exist now:
 - ``HeaderIdentity`` trusts the identity headers keystonemiddleware sets (``X-Project-Id`` /
   ``X-Tenant-Id``, ``X-User-Id``, ``X-Roles``); with none of them the request is Glance's
   no-auth administrator without a project.  For use behind keystonemiddleware or on loopback.
+- ``TrustedHeaders`` is the same behind keystonemiddleware with ``delay_auth_decision``: the
+  headers count only with ``X-Identity-Status: Confirmed``, anything else is 401.
 - ``NoAuth`` is Glance's development flavour for token-only clients without Keystone: every
   request is an admin of a default project, and ``X-Project-Id``/``X-Tenant-Id`` still choose
   the project when sent.
@@ -22,6 +24,7 @@ import attrs
 from twisted.web.iweb import IRequest
 
 from ..context import RequestContext
+from ..errors import Unauthorized
 
 
 def _header(request: IRequest, name: bytes) -> str | None:
@@ -58,6 +61,23 @@ class HeaderIdentity:
 
 
 @attrs.frozen
+class TrustedHeaders:
+    """keystonemiddleware's verdict decides: ``Confirmed`` or 401."""
+
+    def context(self, request: IRequest) -> RequestContext:
+        status = (_header(request, b"x-identity-status") or "").strip().lower()
+        if status != "confirmed":
+            raise Unauthorized("The request you have made requires authentication.")
+        return RequestContext.from_roles(
+            _project(request),
+            _header(request, b"x-user-id") or _header(request, b"x-user"),
+            frozenset((_header(request, b"x-roles") or _header(request, b"x-role") or "")
+                      .split(",")),
+            _header(request, b"x-openstack-request-id"),
+        )
+
+
+@attrs.frozen
 class NoAuth:
     """Every request is an admin of ``default_project`` (or of the project it names)."""
 
@@ -72,4 +92,4 @@ class NoAuth:
         )
 
 
-STRATEGIES = {"headers": HeaderIdentity, "none": NoAuth}
+STRATEGIES = {"headers": HeaderIdentity, "trusted-headers": TrustedHeaders, "none": NoAuth}

@@ -29,6 +29,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.ImageServiceError], int], ...] = (
     (errors.Duplicate, 409),
     (errors.BadRequest, 400),
     (errors.NotFound, 404),
+    (errors.Unauthorized, 401),
     (errors.Forbidden, 403),
     (errors.Conflict, 409),
     (errors.Gone, 410),
