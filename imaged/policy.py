@@ -18,7 +18,11 @@ def can_see(context: RequestContext, image: Image, member: Member | None = None)
     Glance's ``is_image_visible``: admins, ownerless, public/community, owned images, and
     shared images the caller's project is a member of (in any member status).
     """
-    if context.is_admin or image.owner is None:
+    if context.is_admin:
+        return True
+    if not is_reader(context):
+        return False  # Glance's get_image: admin or reader
+    if image.owner is None:
         return True
     if image.visibility in (Visibility.PUBLIC, Visibility.COMMUNITY):
         return True
@@ -31,11 +35,24 @@ def can_see(context: RequestContext, image: Image, member: Member | None = None)
     )
 
 
+def is_reader(context: RequestContext) -> bool:
+    return context.is_admin or "reader" in context.roles
+
+
+def is_member(context: RequestContext) -> bool:
+    return context.is_admin or "member" in context.roles
+
+
 def can_modify(context: RequestContext, image: Image) -> bool:
-    """Admins, or the owning project.  Ownerless images are an admin's only."""
+    """
+    Admins, or members of the owning project (Glance's secure-RBAC ``modify_image``; the
+    ``reader`` role alone may not).  Ownerless images are an admin's only.
+    """
     if context.is_admin:
         return True
     return (
+        is_member(context)
+        and
         context.project_id is not None
         and image.owner is not None
         and image.owner == context.project_id
@@ -64,12 +81,34 @@ def check_visibility_change(context: RequestContext, visibility: Visibility) -> 
         raise Forbidden("You are not permitted to publicize images.")
 
 
-def check_owner(context: RequestContext, owner: object) -> None:
-    """Non-admins may only create or keep images owned by their own project."""
+def check_create(context: RequestContext, owner: object) -> None:
+    """
+    Glance's ``add_image``: admins, or members creating images for their own project.
+    """
     if context.is_admin:
         return
+    if not is_member(context) or context.project_id is None:
+        raise Forbidden("You are not permitted to create images.")
     if owner != context.project_id:
         raise Forbidden(f"You are not permitted to create images owned by '{owner}'.")
+
+
+def check_list(context: RequestContext) -> None:
+    """Glance's ``get_images``: admin or reader."""
+    if not is_reader(context):
+        raise Forbidden("You are not permitted to list images.")
+
+
+def check_download(context: RequestContext, image: Image) -> None:
+    """Glance's ``download_image``: admins, or members (a reader may look but not fetch)."""
+    if not is_member(context):
+        raise Forbidden(f"You are not permitted to download image {image.id}.")
+
+
+def check_admin(context: RequestContext, image: Image, action: str) -> None:
+    """Actions only admins take (deactivate and reactivate, as this service's policy says)."""
+    if not context.is_admin:
+        raise Forbidden(f"You are not permitted to {action} image {image.id}.")
 
 
 def list_scope(context: RequestContext, member_status: MemberStatus | None) -> Scope:

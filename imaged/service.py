@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
@@ -174,8 +174,9 @@ class ImageService:
         return Deferred.fromCoroutine(self._create(context, request))
 
     async def _create(self, context: RequestContext, request: CreateImageRequest) -> Image:
-        if request.owner is not None:
-            policy.check_owner(context, request.owner)
+        policy.check_create(
+            context, request.owner if request.owner is not None else context.project_id
+        )
         visibility = request.visibility or Visibility.SHARED
         policy.check_visibility_change(context, visibility)
         now = utcnow()
@@ -204,6 +205,10 @@ class ImageService:
         return stored
 
     def list(self, context: RequestContext, query: ImageQuery) -> Deferred[Page]:
+        try:
+            policy.check_list(context)
+        except Forbidden:
+            return fail()
         return self.metadata.list(policy.list_scope(context, query.member_status), query)
 
     def get(self, context: RequestContext, image_id: str) -> Deferred[Image]:
@@ -418,6 +423,7 @@ class ImageService:
         self, context: RequestContext, image_id: str, byte_range: ByteRange | None
     ) -> Download:
         image = await self._load_visible(context, image_id)
+        policy.check_download(context, image)
         if image.status is Status.DEACTIVATED and not context.is_admin:
             raise Forbidden(
                 "The requested image has been deactivated. Image data download is forbidden."
@@ -479,6 +485,7 @@ class ImageService:
         target: Status,
     ) -> Deferred[None]:
         def mutate(image: Image) -> Image:
+            policy.check_admin(context, image, action)
             if image.status is target:
                 return image
             if image.status is not source:

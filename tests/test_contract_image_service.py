@@ -41,6 +41,7 @@ from imaged.testing import memory_image_service, producer_of
 
 OWNER = RequestContext.from_roles("p1", "u1", frozenset({"member"}))
 OTHER = RequestContext.from_roles("p2", "u2", frozenset({"member"}))
+ADMIN = RequestContext.from_roles("p0", "root", frozenset({"admin"}))
 LIMITS = Limits(image_size_cap=1024 * 1024)
 
 
@@ -250,12 +251,14 @@ async def test_tags_and_actions(service: Any) -> None:
     assert (await service.get(OWNER, image.id)).tags == frozenset({"t"})
     await service.remove_tag(OWNER, image.id, "t")
     with pytest.raises(Forbidden):
-        await service.deactivate(OWNER, image.id)
+        await service.deactivate(ADMIN, image.id)
     await service.upload(OWNER, image.id, producer_of(b"x"))
-    await service.deactivate(OWNER, image.id)
+    with pytest.raises(Forbidden):
+        await service.deactivate(OWNER, image.id)  # admin-only
+    await service.deactivate(ADMIN, image.id)
     with pytest.raises(Forbidden):
         await service.download(OWNER, image.id)
-    await service.reactivate(OWNER, image.id)
+    await service.reactivate(ADMIN, image.id)
     assert (await service.get(OWNER, image.id)).status is Status.ACTIVE
 
 
