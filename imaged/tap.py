@@ -67,6 +67,12 @@ class Options(usage.Options):
             "(development: every request is an admin of --default-project).",
         ],
         ["default-project", None, "admin", "Project of requests in --auth none."],
+        [
+            "healthcheck-disable-file",
+            None,
+            None,
+            "While this file exists /healthcheck answers 503 (drain before maintenance).",
+        ],
         ["hash-algo", None, "sha512", "Multihash algorithm (os_hash_algo)."],
         [
             "image-size-cap",
@@ -210,6 +216,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
         limits=limits,
         show_locations=bool(options["show-locations"]),
         auth=_authenticator(options),
+        healthcheck_disable_file=options["healthcheck-disable-file"],
     )
     api = routes(config)
     site = make_site(api.resource(), body_router=api.stream_upload)

@@ -137,3 +137,20 @@ def test_unexpected_errors_are_500_without_details(client: Client, service) -> N
     service.metadata.list = boom
     reply = client.get("/v2/images")
     assert reply.code == 500 and b"secret" not in reply.body
+
+
+def test_healthcheck(tmp_path) -> None:
+    flag = tmp_path / "healthcheck_disable"
+    config = APIConfig(image_service=memory_image_service(), healthcheck_disable_file=str(flag))
+    client = Client(routes(config).resource())
+    reply = client.get("/healthcheck")
+    assert reply.code == 200 and reply.body == b"OK"
+    assert reply.header("Content-Type").startswith("text/plain")
+    assert client.request("HEAD", "/healthcheck").code == 204
+    assert client.get("/healthcheck", headers={"Accept": "application/json"}).json() == {
+        "detailed": False, "reasons": ["OK"]}
+    flag.write_text("maintenance")
+    reply = client.get("/healthcheck")
+    assert reply.code == 503 and reply.body == b"DISABLED BY FILE"
+    assert client.request("HEAD", "/healthcheck").code == 503
+    assert client.post("/healthcheck").code == 405

@@ -39,6 +39,7 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "no-require-format-match": 0,
         "auth": "headers",
         "default-project": "admin",
+        "healthcheck-disable-file": None,
     }
 
 

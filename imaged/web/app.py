@@ -9,6 +9,7 @@ what applies to every response: the request id and Glance's version negotiation.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -67,6 +68,9 @@ class APIConfig:
     limits: Limits = Limits()
     show_locations: bool = False
     auth: Authenticator = HeaderIdentity()
+    #: While this file exists ``/healthcheck`` answers 503, so a load balancer drains the node
+    #: before maintenance (oslo.middleware's ``disable_by_file_path``).
+    healthcheck_disable_file: str | None = None
 
 
 def _header(request: IRequest, name: bytes) -> str | None:
@@ -175,6 +179,24 @@ class ImagesAPI:
     @app.route("/v2", methods=["GET"], strict_slashes=False)
     def current_version(self, request: IRequest) -> bytes:
         return _json(request, {"version": self._versions(request)[0]})
+
+    # -- health -------------------------------------------------------------------------
+
+    @app.route("/healthcheck", methods=["GET", "HEAD"], strict_slashes=False)
+    def healthcheck(self, request: IRequest) -> bytes:
+        """oslo.middleware's healthcheck as Glance mounts it: no auth, outside ``/v2``."""
+        disable = self.config.healthcheck_disable_file
+        healthy = not (disable and os.path.exists(disable))
+        reason = "OK" if healthy else "DISABLED BY FILE"
+        code = 200 if healthy else 503
+        if request.method == b"HEAD":
+            request.setResponseCode(204 if healthy else 503)
+            return b""
+        if "application/json" in (_header(request, b"accept") or ""):
+            return _json(request, {"detailed": False, "reasons": [reason]}, code)
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
+        return reason.encode()
 
     # -- images -------------------------------------------------------------------------
 
@@ -452,7 +474,7 @@ class APIResource(Resource):
         request.setHeader(b"x-openstack-request-id", request_id.encode("ascii"))
         request.requestHeaders.setRawHeaders(b"x-openstack-request-id", [request_id.encode()])
         postpath = request.postpath
-        if postpath and postpath[0] not in (b"", b"versions", b"v2"):
+        if postpath and postpath[0] not in (b"", b"versions", b"v2", b"healthcheck"):
             if _VERSION_PREFIX.match(postpath[0]):
                 request.postpath = [b"v2"] + postpath[1:]
             else:
