@@ -72,9 +72,6 @@ class Limits:
     list_limit_max: int = 1000
 
 
-#: Formats whose virtual size is the data size without inspecting anything.
-_SIZE_IS_VIRTUAL_SIZE = frozenset({DiskFormat.RAW})
-
 
 def _coerce_base(name: str, value: Any) -> Any:
     """A base attribute's wire value (already schema-valid) as the model's type."""
@@ -337,10 +334,9 @@ class ImageService:
             )
             failure.raiseException()
         if size is not None and blob.size != size:
-            await self._delete_blob(image_id, blob.location)
-            await self._restore(image_id)
+            await self._discard_upload(image_id, blob.location)
             raise BadRequest(f"Image data was {blob.size} bytes but {size} bytes were declared.")
-        virtual_size = blob.size if saving.disk_format in _SIZE_IS_VIRTUAL_SIZE else None
+        virtual_size = blob.size if saving.disk_format is DiskFormat.RAW else None
         # Zero bytes point nowhere and are no format at all: glanceclient sends an empty body
         # when run without --file and without a terminal on stdin, as Glance accepts it.
         if inspector is not None and blob.size > 0:
@@ -350,16 +346,15 @@ class ImageService:
                 inspection.problem(declared) if self.require_format_match else (inspection.unsafe)
             )
             if problem is not None:
-                await self._delete_blob(image_id, blob.location)
-                await self._restore(image_id)
+                await self._discard_upload(image_id, blob.location)
                 self.log.warn(
                     "refused data for image {image_id}: {problem}",
                     image_id=image_id,
                     problem=problem,
                 )
                 raise InvalidImageData(problem)
-            if inspection.format == declared or declared == "raw":
-                virtual_size = inspection.virtual_size if declared != "raw" else blob.size
+            if declared != DiskFormat.RAW.value and inspection.format == declared:
+                virtual_size = inspection.virtual_size
 
         def finish(image: Image) -> Image:
             if image.status is not Status.SAVING:
@@ -389,6 +384,11 @@ class ImageService:
             digest=blob.hash_value,
         )
         return image
+
+    async def _discard_upload(self, image_id: str, location: str) -> None:
+        """Drop bytes the upload stored but may not keep, and queue the image again."""
+        await self._delete_blob(image_id, location)
+        await self._restore(image_id)
 
     async def _restore(self, image_id: str) -> bool:
         """

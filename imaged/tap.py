@@ -27,7 +27,7 @@ from .service import ImageService, Limits
 from .store.files import FileBlobStore
 from .store.sql import SQLMetadataStore, describe
 from .web.app import APIConfig, routes
-from .web.auth import STRATEGIES, Authenticator, HeaderIdentity, NoAuth, TrustedHeaders
+from .web.auth import STRATEGIES, Authenticator, NoAuth
 from .web.site import make_site
 
 log = Logger()
@@ -187,9 +187,7 @@ class _Listener(StreamServerEndpointService):
 def _authenticator(options: usage.Options) -> Authenticator:
     if options["auth"] == "none":
         return NoAuth(options["default-project"])
-    if options["auth"] == "trusted-headers":
-        return TrustedHeaders()
-    return HeaderIdentity()
+    return STRATEGIES[options["auth"]]()
 
 
 def makeService(options: usage.Options, reactor: Any = None) -> IService:

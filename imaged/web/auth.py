@@ -18,6 +18,7 @@ Keystone token validation comes with the tenancy work.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
@@ -40,6 +41,21 @@ def _project(request: IRequest) -> str | None:
     )
 
 
+def _keystone_identity(request: IRequest) -> RequestContext | None:
+    """The identity in keystonemiddleware's headers, or ``None`` if there is none at all."""
+    project = _project(request)
+    user = _header(request, b"x-user-id") or _header(request, b"x-user")
+    roles = _header(request, b"x-roles") or _header(request, b"x-role")
+    if project is None and user is None and roles is None:
+        return None
+    return RequestContext.from_roles(
+        project,
+        user,
+        frozenset((roles or "").split(",")),
+        _header(request, b"x-openstack-request-id"),
+    )
+
+
 class Authenticator(Protocol):
     def context(self, request: IRequest) -> RequestContext: ...
 
@@ -49,15 +65,10 @@ class HeaderIdentity:
     """Trust keystonemiddleware's headers; no headers at all is Glance's no-auth admin."""
 
     def context(self, request: IRequest) -> RequestContext:
-        request_id = _header(request, b"x-openstack-request-id")
-        project = _project(request)
-        user = _header(request, b"x-user-id") or _header(request, b"x-user")
-        roles = _header(request, b"x-roles") or _header(request, b"x-role")
-        if project is None and user is None and roles is None:
-            return RequestContext.unauthenticated(request_id)
-        return RequestContext.from_roles(
-            project, user, frozenset((roles or "").split(",")), request_id
-        )
+        identity = _keystone_identity(request)
+        if identity is None:
+            return RequestContext.unauthenticated(_header(request, b"x-openstack-request-id"))
+        return identity
 
 
 @attrs.frozen
@@ -66,15 +77,10 @@ class TrustedHeaders:
 
     def context(self, request: IRequest) -> RequestContext:
         status = (_header(request, b"x-identity-status") or "").strip().lower()
-        if status != "confirmed":
+        identity = _keystone_identity(request)
+        if status != "confirmed" or identity is None:
             raise Unauthorized("The request you have made requires authentication.")
-        return RequestContext.from_roles(
-            _project(request),
-            _header(request, b"x-user-id") or _header(request, b"x-user"),
-            frozenset((_header(request, b"x-roles") or _header(request, b"x-role") or "")
-                      .split(",")),
-            _header(request, b"x-openstack-request-id"),
-        )
+        return identity
 
 
 @attrs.frozen
@@ -92,4 +98,9 @@ class NoAuth:
         )
 
 
-STRATEGIES = {"headers": HeaderIdentity, "trusted-headers": TrustedHeaders, "none": NoAuth}
+#: The ``--auth`` choices (``none`` takes its default project from configuration).
+STRATEGIES: dict[str, Callable[[], Authenticator]] = {
+    "headers": HeaderIdentity,
+    "trusted-headers": TrustedHeaders,
+    "none": NoAuth,
+}
