@@ -32,7 +32,20 @@ class ImageNotFound(NotFound):
 
 
 class Unauthorized(ImageServiceError):
-    """The request carries no identity this service accepts."""
+    """
+    The request carries no identity this service accepts.
+
+    ``challenge`` names where to get one (the ``WWW-Authenticate`` value keystonemiddleware
+    sends, ``Keystone uri="..."``), when the service knows it.
+    """
+
+    def __init__(self, message: str, challenge: str | None = None) -> None:
+        super().__init__(message)
+        self.challenge = challenge
+
+
+class IdentityUnavailable(ImageServiceError):
+    """The identity service could not say who the caller is (down, timing out, erring)."""
 
 
 class Forbidden(ImageServiceError):

@@ -28,6 +28,7 @@ from .store.files import FileBlobStore
 from .store.sql import SQLMetadataStore, describe
 from .web.app import APIConfig, routes
 from .web.auth import STRATEGIES, Authenticator, NoAuth
+from .web.keystone import KeystoneTokens, ServiceCredentials
 from .web.site import make_site
 
 log = Logger()
@@ -46,6 +47,8 @@ class Options(usage.Options):
     """Command-line options of ``twistd imaged`` (and of ``IMAGED_ARGS`` for imaged.tac)."""
 
     synopsis = "[options]"
+    #: Read from --keystone-password-file or the environment, kept out of the options dict.
+    keystone_password: str | None = None
     longdesc = "imaged: an OpenStack Image service (Glance Image API v2)."
 
     optParameters = [
@@ -63,8 +66,33 @@ class Options(usage.Options):
             None,
             "headers",
             "Identity: 'headers' (trust keystonemiddleware's headers), 'trusted-headers' "
-            "(the same, but only with X-Identity-Status: Confirmed, else 401) or 'none' "
+            "(the same, but only with X-Identity-Status: Confirmed, else 401), 'keystone' "
+            "(validate X-Auth-Token against --keystone-url) or 'none' "
             "(development: every request is an admin of --default-project).",
+        ],
+        ["keystone-url", None, None, "Keystone v3 endpoint imaged validates tokens with."],
+        [
+            "keystone-public-url",
+            None,
+            None,
+            "Keystone URL clients are sent to in WWW-Authenticate (default: --keystone-url).",
+        ],
+        ["keystone-user", None, None, "imaged's service user in Keystone (role 'service')."],
+        [
+            "keystone-password-file",
+            None,
+            None,
+            "File holding the service user's password (or set IMAGED_KEYSTONE_PASSWORD).",
+        ],
+        ["keystone-project", None, "service", "Project the service user logs into."],
+        ["keystone-user-domain", None, "default", "Domain id of the service user."],
+        ["keystone-project-domain", None, "default", "Domain id of the service project."],
+        [
+            "keystone-cache-seconds",
+            None,
+            300.0,
+            "How long a validated token is believed without asking Keystone again.",
+            float,
         ],
         ["default-project", None, "admin", "Project of requests in --auth none."],
         [
@@ -92,10 +120,13 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        if self["auth"] not in STRATEGIES:
+        if self["auth"] not in (*STRATEGIES, "keystone"):
             raise usage.UsageError(
-                f"--auth: '{self['auth']}' is not one of {', '.join(sorted(STRATEGIES))}"
+                f"--auth: '{self['auth']}' is not one of "
+                f"{', '.join(sorted((*STRATEGIES, 'keystone')))}"
             )
+        if self["auth"] == "keystone":
+            self._check_keystone()
         try:
             check_algorithm(self["hash-algo"])
         except BadRequest as e:
@@ -103,6 +134,27 @@ class Options(usage.Options):
         self["data-dir"] = os.path.abspath(self["data-dir"])
         if self["database"] is None:
             self["database"] = "sqlite:///" + os.path.join(self["data-dir"], "imaged.sqlite")
+
+
+    def _check_keystone(self) -> None:
+        for name in ("keystone-url", "keystone-user"):
+            if not self[name]:
+                raise usage.UsageError(f"--auth keystone needs --{name}")
+        password = os.environ.get("IMAGED_KEYSTONE_PASSWORD")
+        path = self["keystone-password-file"]
+        if path:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    password = f.read().strip()
+            except OSError as e:
+                raise usage.UsageError(f"--keystone-password-file: {e}") from None
+        if not password:
+            raise usage.UsageError(
+                "--auth keystone needs --keystone-password-file or IMAGED_KEYSTONE_PASSWORD"
+            )
+        self.keystone_password = password
+        if self["keystone-cache-seconds"] < 0:
+            raise usage.UsageError("--keystone-cache-seconds must not be negative")
 
 
 class _Stores(Service):
@@ -184,9 +236,24 @@ class _Listener(StreamServerEndpointService):
         self._waitingForPort.addCallback(bound)
 
 
-def _authenticator(options: usage.Options) -> Authenticator:
+def _authenticator(options: usage.Options, reactor: Any) -> Authenticator:
     if options["auth"] == "none":
         return NoAuth(options["default-project"])
+    if options["auth"] == "keystone":
+        credentials = ServiceCredentials(
+            username=options["keystone-user"],
+            password=getattr(options, "keystone_password", None) or "",
+            project_name=options["keystone-project"],
+            user_domain_id=options["keystone-user-domain"],
+            project_domain_id=options["keystone-project-domain"],
+        )
+        return KeystoneTokens(
+            options["keystone-url"],
+            credentials,
+            reactor,
+            public_auth_url=options["keystone-public-url"],
+            cache_seconds=options["keystone-cache-seconds"],
+        )
     return STRATEGIES[options["auth"]]()
 
 
@@ -213,7 +280,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
         public_base_url=options["public-url"],
         limits=limits,
         show_locations=bool(options["show-locations"]),
-        auth=_authenticator(options),
+        auth=_authenticator(options, reactor),
         healthcheck_disable_file=options["healthcheck-disable-file"],
     )
     api = routes(config)

@@ -40,6 +40,14 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "auth": "headers",
         "default-project": "admin",
         "healthcheck-disable-file": None,
+        "keystone-url": None,
+        "keystone-public-url": None,
+        "keystone-user": None,
+        "keystone-password-file": None,
+        "keystone-project": "service",
+        "keystone-user-domain": "default",
+        "keystone-project-domain": "default",
+        "keystone-cache-seconds": 300.0,
     }
 
 
@@ -50,6 +58,37 @@ def test_option_errors() -> None:
         tap.Options().parseOptions(["--image-size-cap", "-3"])
     with pytest.raises(UsageError):
         tap.Options().parseOptions(["--auth", "keystone-someday"])
+
+
+@pytest.mark.parametrize("args, named", [
+    ([], "--keystone-url"),
+    (["--keystone-url", "http://k:5000/v3"], "--keystone-user"),
+    (["--keystone-url", "http://k:5000/v3", "--keystone-user", "imaged"],
+     "--keystone-password-file"),
+    (["--keystone-url", "http://k:5000/v3", "--keystone-user", "imaged",
+      "--keystone-password-file", "/nonexistent/pw"], "--keystone-password-file"),
+])
+def test_keystone_options_name_what_is_missing(
+    args: list[str], named: str, monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("IMAGED_KEYSTONE_PASSWORD", raising=False)
+    with pytest.raises(UsageError, match=named):
+        tap.Options().parseOptions(["--auth", "keystone", *args])
+
+
+def test_keystone_password_stays_out_of_the_options(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("IMAGED_KEYSTONE_PASSWORD", "from-env")
+    options = tap.Options()
+    options.parseOptions(["--auth", "keystone", "--keystone-url", "http://k:5000/v3",
+                          "--keystone-user", "imaged", "--data-dir", str(tmp_path)])
+    assert options.keystone_password == "from-env"
+    assert "from-env" not in repr(dict(options))
+    (tmp_path / "pw").write_text("from-file\n")
+    options = tap.Options()
+    options.parseOptions(["--auth", "keystone", "--keystone-url", "http://k:5000/v3",
+                          "--keystone-user", "imaged", "--keystone-password-file",
+                          str(tmp_path / "pw"), "--data-dir", str(tmp_path)])
+    assert options.keystone_password == "from-file"
 
 
 class ThreadedMemoryReactor(MemoryReactor):

@@ -155,8 +155,11 @@ class ImagesAPI:
             for v in versions
         ]
 
-    def _context(self, request: IRequest) -> RequestContext:
-        return self.config.auth.context(request)
+    async def _context(self, request: IRequest) -> RequestContext:
+        identity = self.config.auth.context(request)
+        if isinstance(identity, Deferred):
+            return await identity  # the keystone strategy asks Keystone
+        return identity
 
     def _image(self, image: Any) -> dict[str, Any]:
         return wire.image_document(image, self.config.show_locations)
@@ -202,8 +205,9 @@ class ImagesAPI:
 
     @app.route("/v2/images", methods=["POST"], strict_slashes=False)
     async def create_image(self, request: IRequest) -> bytes:
+        context = await self._context(request)
         create = wire.decode_create(wire.decode_json(_read_body(request)))
-        image = await self.service.create(self._context(request), create)
+        image = await self.service.create(context, create)
         request.setHeader(
             b"location", f"{self._base_url(request)}/v2/images/{image.id}".encode("ascii")
         )
@@ -211,11 +215,12 @@ class ImagesAPI:
 
     @app.route("/v2/images", methods=["GET"], strict_slashes=False)
     async def list_images(self, request: IRequest) -> bytes:
+        context = await self._context(request)
         _reject_body(request)
         params = wire.decode_params(request.args)
         limits = self.config.limits
         query = wire.decode_query(params, limits.list_limit_default, limits.list_limit_max)
-        page = await self.service.list(self._context(request), query)
+        page = await self.service.list(context, query)
         last = page.images[-1].id if page.images else None
         document: dict[str, Any] = {"images": [self._image(i) for i in page.images]}
         document.update(wire.page_links(params, last, page.full))
@@ -224,61 +229,70 @@ class ImagesAPI:
 
     @app.route("/v2/images/<image_id>", methods=["GET"], strict_slashes=False)
     async def show_image(self, request: IRequest, image_id: str) -> bytes:
+        context = await self._context(request)
         _reject_body(request)
-        image = await self.service.get(self._context(request), image_id)
+        image = await self.service.get(context, image_id)
         return _json(request, self._image(image))
 
     @app.route("/v2/images/<image_id>", methods=["PATCH"], strict_slashes=False)
     async def update_image(self, request: IRequest, image_id: str) -> bytes:
+        context = await self._context(request)
         content_type = _header(request, b"content-type")
         changes = wire.decode_patch(content_type, wire.decode_json(_read_body(request)))
-        image = await self.service.update(self._context(request), image_id, changes)
+        image = await self.service.update(context, image_id, changes)
         return _json(request, self._image(image))
 
     @app.route("/v2/images/<image_id>", methods=["DELETE"], strict_slashes=False)
     async def delete_image(self, request: IRequest, image_id: str) -> bytes:
+        context = await self._context(request)
         _reject_body(request)
-        await self.service.delete(self._context(request), image_id)
+        await self.service.delete(context, image_id)
         return _no_content(request)
 
     @app.route("/v2/images/<image_id>/actions/deactivate", methods=["POST"])
     async def deactivate_image(self, request: IRequest, image_id: str) -> bytes:
+        context = await self._context(request)
         _reject_body(request)
-        await self.service.deactivate(self._context(request), image_id)
+        await self.service.deactivate(context, image_id)
         return _no_content(request)
 
     @app.route("/v2/images/<image_id>/actions/reactivate", methods=["POST"])
     async def reactivate_image(self, request: IRequest, image_id: str) -> bytes:
+        context = await self._context(request)
         _reject_body(request)
-        await self.service.reactivate(self._context(request), image_id)
+        await self.service.reactivate(context, image_id)
         return _no_content(request)
 
     # -- tags ---------------------------------------------------------------------------
 
     @app.route("/v2/images/<image_id>/tags/<tag>", methods=["PUT"])
     async def add_tag(self, request: IRequest, image_id: str, tag: str) -> bytes:
+        context = await self._context(request)
         _reject_body(request)
-        await self.service.add_tag(self._context(request), image_id, wire.decode_tag(tag))
+        await self.service.add_tag(context, image_id, wire.decode_tag(tag))
         return _no_content(request)
 
     @app.route("/v2/images/<image_id>/tags/<tag>", methods=["DELETE"])
     async def remove_tag(self, request: IRequest, image_id: str, tag: str) -> bytes:
+        context = await self._context(request)
         _reject_body(request)
-        await self.service.remove_tag(self._context(request), image_id, tag)
+        await self.service.remove_tag(context, image_id, tag)
         return _no_content(request)
 
     # -- members ------------------------------------------------------------------------
 
     @app.route("/v2/images/<image_id>/members", methods=["POST"], strict_slashes=False)
     async def add_member(self, request: IRequest, image_id: str) -> bytes:
+        context = await self._context(request)
         member_id = wire.decode_new_member(wire.decode_json(_read_body(request)))
-        member = await self.service.add_member(self._context(request), image_id, member_id)
+        member = await self.service.add_member(context, image_id, member_id)
         return _json(request, wire.member_document(member))
 
     @app.route("/v2/images/<image_id>/members", methods=["GET"], strict_slashes=False)
     async def list_members(self, request: IRequest, image_id: str) -> bytes:
+        context = await self._context(request)
         _reject_body(request)
-        members = await self.service.list_members(self._context(request), image_id)
+        members = await self.service.list_members(context, image_id)
         return _json(
             request,
             {
@@ -289,22 +303,25 @@ class ImagesAPI:
 
     @app.route("/v2/images/<image_id>/members/<member_id>", methods=["GET"])
     async def show_member(self, request: IRequest, image_id: str, member_id: str) -> bytes:
+        context = await self._context(request)
         _reject_body(request)
-        member = await self.service.get_member(self._context(request), image_id, member_id)
+        member = await self.service.get_member(context, image_id, member_id)
         return _json(request, wire.member_document(member))
 
     @app.route("/v2/images/<image_id>/members/<member_id>", methods=["PUT"])
     async def update_member(self, request: IRequest, image_id: str, member_id: str) -> bytes:
+        context = await self._context(request)
         status = wire.decode_member_status(wire.decode_json(_read_body(request)))
         member = await self.service.update_member(
-            self._context(request), image_id, member_id, status
+            context, image_id, member_id, status
         )
         return _json(request, wire.member_document(member))
 
     @app.route("/v2/images/<image_id>/members/<member_id>", methods=["DELETE"])
     async def delete_member(self, request: IRequest, image_id: str, member_id: str) -> bytes:
+        context = await self._context(request)
         _reject_body(request)
-        await self.service.delete_member(self._context(request), image_id, member_id)
+        await self.service.delete_member(context, image_id, member_id)
         return _no_content(request)
 
     # -- data ---------------------------------------------------------------------------
@@ -324,7 +341,9 @@ class ImagesAPI:
         stream = BodyStream(request.transport, length)
         try:
             size = _upload_size(request)
-            upload = self.service.upload(self._context(request), image_id, stream, size)
+            upload = Deferred.fromCoroutine(self._context(request)).addCallback(
+                lambda context: self.service.upload(context, image_id, stream, size)
+            )
         except Exception:
             upload = fail()
 
@@ -345,25 +364,25 @@ class ImagesAPI:
             await streamed
             return _no_content(request)
         # Mounted on a site that does not stream bodies: the body is already spooled.
+        context = await self._context(request)
         size = _upload_size(request)
         # Take the body away from the request: Twisted closes request.content when the
         # connection goes, and the producer may still be reading it then.
         content, request.content = request.content, BytesIO()
         try:
-            await self.service.upload(
-                self._context(request), image_id, _spooled_body(content), size
-            )
+            await self.service.upload(context, image_id, _spooled_body(content), size)
         finally:
             content.close()
         return _no_content(request)
 
     @app.route("/v2/images/<image_id>/file", methods=["GET"])
     async def download_data(self, request: IRequest, image_id: str) -> bytes:
+        context = await self._context(request)
         _reject_body(request)
         byte_range = wire.decode_range(
             _header(request, b"range") or _content_range_as_range(request)
         )
-        download = await self.service.download(self._context(request), image_id, byte_range)
+        download = await self.service.download(context, image_id, byte_range)
         if download.producer is None:
             return _no_content(request)
         await _stream(request, download)
@@ -372,7 +391,8 @@ class ImagesAPI:
     # -- schemas ------------------------------------------------------------------------
 
     @app.route("/v2/schemas/<name>", methods=["GET"])
-    def schema(self, request: IRequest, name: str) -> bytes:
+    async def schema(self, request: IRequest, name: str) -> bytes:
+        await self._context(request)  # behind authentication, as in Glance's pipeline
         _reject_body(request)
         if name not in SCHEMAS:
             raise NotFound(f"Schema {name} not found.")

@@ -13,7 +13,8 @@ that context may do.  Two exist now:
   request is an admin of a default project, and ``X-Project-Id``/``X-Tenant-Id`` still choose
   the project when sent.
 
-Keystone token validation comes with the tenancy work.
+- ``KeystoneTokens`` (``imaged.web.keystone``) validates ``X-Auth-Token`` against Keystone
+  itself.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
 from ..context import RequestContext
@@ -57,7 +59,9 @@ def _keystone_identity(request: IRequest) -> RequestContext | None:
 
 
 class Authenticator(Protocol):
-    def context(self, request: IRequest) -> RequestContext: ...
+    """Who a request acts as; may ask someone else first (the keystone strategy)."""
+
+    def context(self, request: IRequest) -> RequestContext | Deferred[RequestContext]: ...
 
 
 @attrs.frozen

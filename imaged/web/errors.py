@@ -38,6 +38,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.ImageServiceError], int], ...] = (
     (errors.InvalidImageData, 415),
     (errors.RangeNotSatisfiable, 416),
     (errors.StoreFailure, 503),
+    (errors.IdentityUnavailable, 503),
 )
 
 
@@ -153,6 +154,8 @@ def render_failure(request: IRequest, failure: Failure) -> bytes:
         headers = {}
         if isinstance(error, errors.RangeNotSatisfiable) and error.size is not None:
             headers["Content-Range"] = f"bytes */{error.size}"
+        if isinstance(error, errors.Unauthorized) and error.challenge:
+            headers["WWW-Authenticate"] = error.challenge
         if code >= 500:
             log.error("request failed: {message}", message=error.message)
         return write_error(request, code, error.message, headers)

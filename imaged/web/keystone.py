@@ -1,0 +1,329 @@
+"""
+``--auth keystone``: imaged validates ``X-Auth-Token`` against Keystone v3 itself.
+
+This is what keystonemiddleware's ``auth_token`` does in front of Glance, without the WSGI
+pipeline: imaged logs in with its own service credentials, asks Keystone about each caller's
+token (``GET /v3/auth/tokens`` with ``X-Subject-Token``), and turns the answer into a
+``RequestContext``.
+
+Why the rules below:
+
+- Validations are cached (keyed by the token's SHA-256, never the token itself) for at most
+  ``cache_seconds`` and never past the token's own ``expires_at``, so a busy API does not ask
+  Keystone on every request, an expired token is never accepted, and a revoked token stops
+  working within ``cache_seconds`` (keystonemiddleware's ``token_cache_time`` has the same
+  trade-off and default).  The cache holds at most ``cache_size`` entries.
+- Concurrent requests with the same uncached token share one validation.
+- Keystone being unreachable, slow or erring is a 503: an identity that cannot be checked is
+  never let in, and a token Keystone refuses is a 401 carrying
+  ``WWW-Authenticate: Keystone uri="..."`` so clients know where to authenticate.
+- A 401 from Keystone on validation means imaged's own service token went stale (Keystone
+  restarted with new keys, the token was revoked); imaged logs in again once and retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import attrs
+import treq
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.iweb import IRequest
+
+from ..context import RequestContext
+from ..errors import IdentityUnavailable, Unauthorized
+
+log = Logger()
+
+_UNAVAILABLE = "The identity service is unavailable; try again later."
+_NETWORK_ERRORS = (ConnectError, DNSLookupError, TimeoutError, ResponseFailed, OSError)
+
+
+@attrs.frozen
+class ServiceCredentials:
+    """The service user imaged logs into Keystone as (it needs the ``service`` role)."""
+
+    username: str
+    password: str = attrs.field(repr=False)
+    project_name: str = "service"
+    user_domain_id: str = "default"
+    project_domain_id: str = "default"
+
+    def auth_body(self) -> dict[str, Any]:
+        return {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": self.username,
+                            "domain": {"id": self.user_domain_id},
+                            "password": self.password,
+                        }
+                    },
+                },
+                "scope": {
+                    "project": {
+                        "name": self.project_name,
+                        "domain": {"id": self.project_domain_id},
+                    }
+                },
+            }
+        }
+
+
+@attrs.frozen
+class _Validated:
+    """What a validation said about one token, and until when we may believe it."""
+
+    project_id: str | None
+    user_id: str | None
+    roles: frozenset[str]
+    believe_until: float
+
+    def context(self, request_id: str | None) -> RequestContext:
+        return RequestContext.from_roles(
+            self.project_id, self.user_id, self.roles, request_id
+        )
+
+
+def _timestamp(value: str) -> float:
+    """Keystone's ``expires_at`` (``2026-11-27T17:24:22.000000Z``) as a Unix time."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class KeystoneTokens:
+    """The ``keystone`` strategy: ``context(request)`` fires with the token's identity."""
+
+    def __init__(
+        self,
+        auth_url: str,
+        credentials: ServiceCredentials,
+        reactor: Any,
+        *,
+        public_auth_url: str | None = None,
+        cache_seconds: float = 300.0,
+        cache_size: int = 10_000,
+        timeout: float = 10.0,
+        http: Any = None,
+    ) -> None:
+        self.auth_url = auth_url.rstrip("/")
+        if self.auth_url.endswith("/v3"):
+            self.auth_url = self.auth_url[: -len("/v3")]
+        self.credentials = credentials
+        self.challenge = f'Keystone uri="{(public_auth_url or self.auth_url).rstrip("/")}"'
+        self.cache_seconds = cache_seconds
+        self.cache_size = cache_size
+        self.timeout = timeout
+        self._reactor = reactor
+        if http is None:
+            pool = HTTPConnectionPool(reactor, persistent=True)
+            http = HTTPClient(Agent(reactor, pool=pool))
+        self._http = http
+        self._cache: OrderedDict[str, _Validated] = OrderedDict()
+        self._in_flight: dict[str, _Shared] = {}
+        self._service_token: str | None = None
+        self._service_token_until = 0.0
+        self._login: _Shared | None = None
+
+    # -- the strategy ---------------------------------------------------------------------
+
+    def context(self, request: IRequest) -> Deferred[RequestContext]:
+        request_id = _header(request, b"x-openstack-request-id")
+        token = _header(request, b"x-auth-token")
+        if not token:
+            return fail(self._unauthorized())
+        key = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+        validated = self._cached(key)
+        if validated is not None:
+            return succeed(validated.context(request_id))
+        pending = self._in_flight.get(key)
+        if pending is None:
+
+            def settle(result: Any) -> None:
+                self._in_flight.pop(key, None)
+                if isinstance(result, _Validated):
+                    self._remember(key, result)
+
+            pending = _Shared(ensureDeferred(self._validate(token)), settle)
+            if not pending.done:
+                self._in_flight[key] = pending
+        return pending.wait().addCallback(lambda v: v.context(request_id))
+
+    # -- cache ----------------------------------------------------------------------------
+
+    def _cached(self, key: str) -> _Validated | None:
+        validated = self._cache.get(key)
+        if validated is None:
+            return None
+        if validated.believe_until <= self._reactor.seconds():
+            del self._cache[key]
+            return None
+        self._cache.move_to_end(key)
+        return validated
+
+    def _remember(self, key: str, validated: _Validated) -> None:
+        self._cache[key] = validated
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    # -- talking to Keystone --------------------------------------------------------------
+
+    async def _validate(self, token: str, retried: bool = False) -> _Validated:
+        service_token = await self._service_token_now()
+        response = await self._request(
+            "GET",
+            "/v3/auth/tokens",
+            headers={"X-Auth-Token": service_token, "X-Subject-Token": token},
+        )
+        body = await self._body(response)
+        if response.code == 200:
+            return self._read_token(body)
+        if response.code == 404:
+            raise self._unauthorized()
+        if response.code == 401 and not retried:
+            self._service_token = None  # ours went stale: log in again, once
+            return await self._validate(token, retried=True)
+        log.error(
+            "Keystone answered {code} validating a token: {body}",
+            code=response.code,
+            body=body[:200],
+        )
+        raise IdentityUnavailable(_UNAVAILABLE)
+
+    def _read_token(self, body: bytes) -> _Validated:
+        try:
+            token = json.loads(body)["token"]
+            project = token.get("project") or {}
+            roles = frozenset(role["name"] for role in token.get("roles") or ())
+            expires = _timestamp(token["expires_at"])
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("Keystone's token document is not readable: {error}", error=e)
+            raise IdentityUnavailable(_UNAVAILABLE) from None
+        now = self._reactor.seconds()
+        if expires <= now:
+            raise self._unauthorized()
+        return _Validated(
+            project_id=project.get("id"),
+            user_id=(token.get("user") or {}).get("id"),
+            roles=roles,
+            believe_until=min(expires, now + self.cache_seconds),
+        )
+
+    async def _service_token_now(self) -> str:
+        if self._service_token and self._service_token_until > self._reactor.seconds():
+            return self._service_token
+        if self._login is None:
+
+            def done(result: Any) -> None:
+                self._login = None
+
+            login = _Shared(ensureDeferred(self._log_in()), done)
+            if not login.done:
+                self._login = login
+        else:
+            login = self._login
+        token: str = await login.wait()
+        return token
+
+    async def _log_in(self) -> str:
+        response = await self._request(
+            "POST",
+            "/v3/auth/tokens",
+            data=json.dumps(self.credentials.auth_body()).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        body = await self._body(response)
+        token = response.headers.getRawHeaders(b"x-subject-token", [None])[0]
+        if response.code != 201 or token is None:
+            log.error(
+                "imaged could not log into Keystone as {user}: {code} {body}",
+                user=self.credentials.username,
+                code=response.code,
+                body=body[:200],
+            )
+            raise IdentityUnavailable(_UNAVAILABLE)
+        try:
+            expires = _timestamp(json.loads(body)["token"]["expires_at"])
+        except (ValueError, KeyError, TypeError):
+            expires = self._reactor.seconds() + 300
+        # Renew early (a minute, or a quarter of a short lifetime), so that the token never
+        # expires between our check and Keystone's.
+        now = self._reactor.seconds()
+        self._service_token_until = expires - min(60.0, max(0.0, expires - now) / 4)
+        self._service_token = token.decode("latin-1")
+        return self._service_token
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            return await self._http.request(
+                method, self.auth_url + path, timeout=self.timeout, **kwargs
+            )
+        except _NETWORK_ERRORS as e:
+            log.error(
+                "Keystone at {url} is unreachable: {error}", url=self.auth_url, error=e
+            )
+            raise IdentityUnavailable(_UNAVAILABLE) from None
+
+    async def _body(self, response: Any) -> bytes:
+        try:
+            body: bytes = await treq.content(response)
+        except _NETWORK_ERRORS:
+            raise IdentityUnavailable(_UNAVAILABLE) from None
+        return body
+
+    def _unauthorized(self) -> Unauthorized:
+        return Unauthorized(
+            "The request you have made requires authentication.", challenge=self.challenge
+        )
+
+
+def _header(request: IRequest, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+class _Shared:
+    """
+    One piece of work (a validation, a login) that several requests wait for.
+
+    ``on_done`` sees the result first (to cache it and forget the work), then every waiter
+    gets it; a waiter arriving after the end gets it at once.
+    """
+
+    def __init__(self, work: Deferred[Any], on_done: Callable[[Any], None]) -> None:
+        self.done = False
+        self._result: Any = None
+        self._waiters: list[Deferred[Any]] = []
+        self._on_done = on_done
+        work.addBoth(self._fire)
+
+    def wait(self) -> Deferred[Any]:
+        if self.done:
+            return fail(self._result) if isinstance(self._result, Failure) else succeed(
+                self._result
+            )
+        waiter: Deferred[Any] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _fire(self, result: Any) -> None:
+        self.done, self._result = True, result
+        self._on_done(result)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)

@@ -1,0 +1,222 @@
+"""
+``--auth keystone`` against a real Keystone (PyPI's, SQLite + fernet, on 127.0.0.1).
+
+imaged runs under twistd as users run it, validates every ``X-Auth-Token`` with its own
+service credentials, and is driven over real sockets with tokens Keystone issued.  Keystone's
+tokens here live 15 s (so expiry is testable in one test) and imaged believes a validation
+for 2 s (so revocation of a cached token is too).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imaged.testing import TwistdDaemon
+
+from .keystone_server import Keystone
+
+TOKEN_SECONDS = 15
+CACHE_SECONDS = 2.0
+PASSWORD = "pw-secret"
+
+
+@pytest.fixture(scope="module")
+def keystone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keystone]:
+    server = Keystone(tmp_path_factory.mktemp("keystone"), TOKEN_SECONDS).set_up()
+    server.user("imaged", PASSWORD, "service", ["service"])
+    server.user("alice", PASSWORD, "alpha", ["member"])
+    server.user("rita", PASSWORD, "alpha", ["reader"])
+    server.user("bob", PASSWORD, "beta", ["member"])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def daemon(keystone: Keystone, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwistdDaemon]:
+    workdir = tmp_path_factory.mktemp("imaged")
+    password_file = workdir / "keystone-password"
+    password_file.write_text(PASSWORD + "\n")
+    started = TwistdDaemon(
+        str(workdir),
+        args=[
+            "--auth", "keystone",
+            "--keystone-url", keystone.url + "/v3",
+            "--keystone-public-url", "https://keystone.example.test:5000",
+            "--keystone-user", "imaged",
+            "--keystone-password-file", str(password_file),
+            "--keystone-cache-seconds", str(CACHE_SECONDS),
+        ],
+    ).start()
+    yield started
+    started.stop()
+
+
+def call(
+    daemon: TwistdDaemon,
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: Any = None,
+    data: bytes | None = None,
+    content_type: str = "application/json",
+) -> tuple[int, dict[str, str], Any]:
+    if body is not None:
+        data = json.dumps(body).encode()
+    request = urllib.request.Request(daemon.url + path, data=data, method=method)
+    request.add_header("Accept", "application/json")
+    if data is not None:
+        request.add_header("Content-Type", content_type)
+    if token is not None:
+        request.add_header("X-Auth-Token", token)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            raw = reply.read()
+            code, headers = reply.status, dict(reply.headers)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        code, headers = e.code, dict(e.headers)
+    try:
+        return code, headers, json.loads(raw) if raw else None
+    except ValueError:
+        return code, headers, raw
+
+
+def token_of(keystone: Keystone, user: str, project: str | None) -> str:
+    return keystone.token(user, PASSWORD, project)
+
+
+def listed(daemon: TwistdDaemon, token: str) -> set[str]:
+    code, _, body = call(daemon, "GET", "/v2/images", token)
+    assert code == 200, body
+    return {image["id"] for image in body["images"]}
+
+
+def test_no_or_bad_token_is_401_with_the_keystone_challenge(daemon: TwistdDaemon) -> None:
+    for token in (None, "not-a-token", "gAAAAABforged"):
+        code, headers, body = call(daemon, "GET", "/v2/images", token)
+        assert code == 401, body
+        assert headers["WWW-Authenticate"] == 'Keystone uri="https://keystone.example.test:5000"'
+        assert "requires authentication" in json.dumps(body)
+    # Discovery and health stay open, as in Glance.
+    assert call(daemon, "GET", "/versions")[0] == 200
+    assert call(daemon, "GET", "/healthcheck")[0] == 200
+
+
+def test_a_token_acts_as_its_user_project_and_roles(
+    daemon: TwistdDaemon, keystone: Keystone
+) -> None:
+    alice = token_of(keystone, "alice", "alpha")
+    code, _, image = call(daemon, "POST", "/v2/images", alice,
+                          {"name": "alpha-only", "disk_format": "raw",
+                           "container_format": "bare", "visibility": "private"})
+    assert code == 201, image
+    assert image["owner"] == keystone.project("alpha")
+    path = f"/v2/images/{image['id']}"
+    code, _, _ = call(daemon, "PUT", path + "/file", alice, data=b"x" * 4096,
+                      content_type="application/octet-stream")
+    assert code == 204
+    assert image["id"] in listed(daemon, alice)
+
+    # A reader of the same project sees and lists it, may not change it or create.
+    rita = token_of(keystone, "rita", "alpha")
+    assert call(daemon, "GET", path, rita)[0] == 200
+    assert image["id"] in listed(daemon, rita)
+    assert call(daemon, "PATCH", path, rita, data=b"[]",
+                content_type="application/openstack-images-v2.1-json-patch")[0] == 403
+    assert call(daemon, "POST", "/v2/images", rita, {"name": "no"})[0] == 403
+
+    # Another project's member: the image does not exist for them.
+    bob = token_of(keystone, "bob", "beta")
+    assert image["id"] not in listed(daemon, bob)
+    for method, suffix in (("GET", ""), ("GET", "/file"), ("DELETE", ""), ("PATCH", "")):
+        data = b"[]" if method == "PATCH" else None
+        code, _, _ = call(daemon, method, path + suffix, bob, data=data,
+                          content_type="application/openstack-images-v2.1-json-patch")
+        assert code == 404, (method, suffix)
+
+    # The cloud admin (Keystone's bootstrap admin, role admin) sees everything.
+    admin = keystone.admin_token()
+    assert call(daemon, "GET", path, admin)[0] == 200
+    assert image["id"] in listed(daemon, admin)
+
+
+def test_a_token_scoped_to_another_project_of_the_same_user(
+    daemon: TwistdDaemon, keystone: Keystone
+) -> None:
+    keystone.user("carol", PASSWORD, "gamma", ["member"])
+    carol_gamma = token_of(keystone, "carol", "gamma")
+    code, _, image = call(daemon, "POST", "/v2/images", carol_gamma, {"name": "gamma"})
+    assert code == 201
+    # carol has no role on alpha: Keystone will not scope a token there at all.
+    code, _, _ = keystone.call("POST", "/v3/auth/tokens", {"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": "carol", "domain": {"id": "default"}, "password": PASSWORD}}},
+        "scope": {"project": {"name": "alpha", "domain": {"id": "default"}}}}})
+    assert code == 401
+    # An unscoped token of hers carries no project and no roles: no reading, no image.
+    unscoped = token_of(keystone, "carol", None)
+    assert call(daemon, "GET", "/v2/images", unscoped)[0] == 403
+    assert call(daemon, "GET", f"/v2/images/{image['id']}", unscoped)[0] == 404
+
+
+def test_revoked_tokens_stop_working(daemon: TwistdDaemon, keystone: Keystone) -> None:
+    never_used = token_of(keystone, "alice", "alpha")
+    keystone.revoke(never_used)
+    assert call(daemon, "GET", "/v2/images", never_used)[0] == 401
+
+    cached = token_of(keystone, "alice", "alpha")
+    assert call(daemon, "GET", "/v2/images", cached)[0] == 200
+    keystone.revoke(cached)
+    # Believed for at most --keystone-cache-seconds, then Keystone is asked again.
+    time.sleep(CACHE_SECONDS + 0.5)
+    code, headers, _ = call(daemon, "GET", "/v2/images", cached)
+    assert code == 401
+    assert headers["WWW-Authenticate"].startswith("Keystone uri=")
+
+
+def test_expired_tokens_stop_working(daemon: TwistdDaemon, keystone: Keystone) -> None:
+    code, _, body = keystone.call("POST", "/v3/auth/tokens", {"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": "alice", "domain": {"id": "default"}, "password": PASSWORD}}},
+        "scope": {"project": {"name": "alpha", "domain": {"id": "default"}}}}})
+    assert code == 201
+    expires = body["token"]["expires_at"]
+    used = token_of(keystone, "alice", "alpha")
+    unused = token_of(keystone, "alice", "alpha")
+    assert call(daemon, "GET", "/v2/images", used)[0] == 200
+    deadline = datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp() + 1.5
+    time.sleep(max(0.0, deadline - time.time()))
+    assert call(daemon, "GET", "/v2/images", used)[0] == 401
+    assert call(daemon, "GET", "/v2/images", unused)[0] == 401
+    # imaged's own service token expired meanwhile too; it logs in again by itself.
+    assert call(daemon, "GET", "/v2/images", token_of(keystone, "alice", "alpha"))[0] == 200
+
+
+def test_keystone_down_is_503_never_access(daemon: TwistdDaemon, keystone: Keystone) -> None:
+    fresh = token_of(keystone, "bob", "beta")
+    keystone.stop()
+    try:
+        code, _, body = call(daemon, "GET", "/v2/images", fresh)
+        assert code == 503, body
+        assert "identity service is unavailable" in json.dumps(body)
+        assert call(daemon, "POST", "/v2/images", fresh, {"name": "x"})[0] == 503
+        # Still no identity without a token: 401, not 503.
+        assert call(daemon, "GET", "/v2/images")[0] == 401
+    finally:
+        keystone.start()
+    assert call(daemon, "GET", "/v2/images", fresh)[0] == 200
+
+
+def test_log_never_holds_tokens_or_the_password(daemon: TwistdDaemon) -> None:
+    log = Path(daemon.log_path).read_text()
+    assert PASSWORD not in log
+    assert "gAAAA" not in log
