@@ -94,6 +94,13 @@ class IImageService(Interface):
     def delete_member(context, image_id, member_id):
         """The owner stops sharing the image with a project."""
 
+    def usage(context):
+        """
+        The caller's project's usage beside its quotas (readers of the project may ask).
+
+        @return: ``Deferred`` firing with a ``QuotaUsage``.
+        """
+
     def recover(started_at):
         """
         After an unclean stop of a single-node deployment: put images left ``saving`` back to
@@ -153,6 +160,12 @@ class IMetadataStore(Interface):
 
     def delete_member(image_id, member_id):
         """@return: ``Deferred`` firing with whether a member was removed."""
+
+    def usage(owner):
+        """
+        @return: ``Deferred`` firing with the ``ProjectUsage`` of project ``owner``: the bytes
+            of its (not deleted) images, their number, and how many are ``saving``.
+        """
 
     def ids_with_status(status):
         """@return: ``Deferred`` firing with the ids of the (not deleted) images in ``status``."""

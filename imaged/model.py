@@ -357,3 +357,22 @@ class Download:
     offset: int = 0
     length: int = 0
     ranged: bool = False
+
+
+@attrs.frozen
+class ProjectUsage:
+    """What one project holds now: bytes stored, images, images receiving data."""
+
+    size_total: int = 0
+    image_count: int = 0
+    uploading: int = 0
+
+
+@attrs.frozen
+class QuotaUsage:
+    """A project's usage beside its limits (``None``: unlimited), for ``/v2/info/usage``."""
+
+    usage: ProjectUsage
+    size_limit: int | None
+    count_limit: int | None
+    uploading_limit: int | None

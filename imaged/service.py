@@ -52,6 +52,8 @@ from .model import (
     MemberStatus,
     Page,
     PatchOp,
+    ProjectUsage,
+    QuotaUsage,
     Status,
     Visibility,
     utcnow,
@@ -68,9 +70,24 @@ class Limits:
     image_property_quota: int = 128
     image_tag_quota: int = 128
     image_member_quota: int = 128
+    #: Per-project limits (``None``: unlimited).  ``user_storage_quota`` is Glance's legacy
+    #: option (bytes of image data a project may hold); the two counts are the names of
+    #: Glance's unified limits, ``image_count_total`` and ``image_count_uploading``.
+    user_storage_quota: int | None = None
+    image_count_total: int | None = None
+    image_count_uploading: int | None = None
     list_limit_default: int = 25
     list_limit_max: int = 1000
 
+
+
+def _storage_quota_message(size: int | None, remaining: int) -> str:
+    """Glance's ``StorageQuotaFull`` wording."""
+    attempted = "The size of the data" if size is None else f"The size of the data {size}"
+    return (
+        "Denying attempt to upload image because it exceeds the quota: "
+        f"{attempted} will exceed the limit. {remaining} bytes remaining."
+    )
 
 
 def _coerce_base(name: str, value: Any) -> Any:
@@ -129,6 +146,67 @@ class ImageService:
             if len(tag) > 255:
                 raise BadRequest(f"Tag '{tag[:32]}...' is longer than 255 characters.")
         return image
+
+    @property
+    def _counts_projects(self) -> bool:
+        limits = self.limits
+        return (
+            limits.user_storage_quota is not None
+            or limits.image_count_total is not None
+            or limits.image_count_uploading is not None
+        )
+
+    async def _check_count(self, owner: str | None) -> None:
+        limit = self.limits.image_count_total
+        if limit is None or owner is None:
+            return
+        usage = await self.metadata.usage(owner)
+        if usage.image_count >= limit:
+            raise TooLarge(
+                f"Attempted: {usage.image_count + 1}, Maximum: {limit}: "
+                f"project {owner} has too many images (image_count_total)."
+            )
+
+    async def _upload_allowance(self, owner: str | None, size: int | None) -> int | None:
+        """
+        How many bytes project ``owner`` may still store (``None``: no project quota), or
+        ``TooLarge`` when the declared ``size`` or one more upload would exceed a quota.
+
+        The check and the upload are not one transaction, as in Glance: two uploads racing
+        in one project can together overshoot the storage quota by at most the second one.
+        """
+        limits = self.limits
+        if owner is None or not self._counts_projects:
+            return None
+        usage = await self.metadata.usage(owner)
+        uploading = limits.image_count_uploading
+        # The image being uploaded is already ``saving``, so it counts itself.
+        if uploading is not None and usage.uploading > uploading:
+            raise TooLarge(
+                f"Attempted: {usage.uploading}, Maximum: {uploading}: project {owner} "
+                "has too many uploads in progress (image_count_uploading)."
+            )
+        quota = limits.user_storage_quota
+        if quota is None:
+            return None
+        remaining = max(0, quota - usage.size_total)
+        if (size is not None and size > remaining) or remaining == 0:
+            raise TooLarge(_storage_quota_message(size, remaining))
+        return remaining
+
+    def usage(self, context: RequestContext) -> Deferred[QuotaUsage]:
+        return Deferred.fromCoroutine(self._usage(context))
+
+    async def _usage(self, context: RequestContext) -> QuotaUsage:
+        policy.check_list(context)  # a reader of the project, as Glance's get_usage
+        project = context.project_id
+        usage = await self.metadata.usage(project) if project is not None else ProjectUsage()
+        return QuotaUsage(
+            usage=usage,
+            size_limit=self.limits.user_storage_quota,
+            count_limit=self.limits.image_count_total,
+            uploading_limit=self.limits.image_count_uploading,
+        )
 
     async def _load_visible(self, context: RequestContext, image_id: str) -> Image:
         image = await self.metadata.get(image_id)
@@ -195,6 +273,7 @@ class ImageService:
             properties=dict(request.properties),
         )
         self._check_quotas(image)
+        await self._check_count(image.owner)
         stored = await self.metadata.insert(image)
         self.log.info(
             "created image {image_id} for {owner}", image_id=stored.id, owner=stored.owner
@@ -316,6 +395,13 @@ class ImageService:
             return transition(image, Status.SAVING, Conflict)
 
         saving = await self._guarded_modify(context, image_id, "upload data to", start)
+        try:
+            allowance = await self._upload_allowance(saving.owner, size)
+        except Exception:
+            failure = Failure()
+            await self._restore(image_id)
+            failure.raiseException()
+        limit = cap if allowance is None else min(cap, allowance)
         self.log.info("receiving data for image {image_id}", image_id=image_id)
         # Glance inspects the content of bare images only; others are opaque containers.
         inspector: FormatInspector | None = None
@@ -323,9 +409,11 @@ class ImageService:
             inspector = FormatInspector()
             producer = TeeProducer(producer, inspector.feed)
         try:
-            blob = await self.blobs.write(image_id, producer, self.hash_algo, cap)
+            blob = await self.blobs.write(image_id, producer, self.hash_algo, limit)
         except Exception:  # not GeneratorExit: a coroutine being closed must not await
             failure = Failure()
+            if failure.check(TooLarge) and allowance is not None and allowance < cap:
+                failure = Failure(TooLarge(_storage_quota_message(None, allowance)))
             await self._restore(image_id)
             self.log.warn(
                 "upload of image {image_id} failed: {why}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import shlex
 import time
 from collections.abc import Sequence
@@ -34,6 +35,26 @@ from .web.site import make_site
 log = Logger()
 
 DEFAULT_LISTEN = "tcp:9292"
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+def _storage_size(value: str) -> int | None:
+    """Glance's ``user_storage_quota`` syntax: bytes, or with B/KB/MB/GB/TB; 0 = unlimited."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?B?)\s*", value.upper())
+    if match is None:
+        raise ValueError(f"{value!r} is not a size such as 500GB")
+    number = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    return number or None
+
+
+def _limit(value: str) -> int | None:
+    """A count limit: a non-negative integer, or -1 for unlimited (Keystone's spelling)."""
+    number = int(value)
+    if number < -1:
+        raise ValueError(f"{value} is neither a count nor -1")
+    return None if number == -1 else number
 
 
 def _positive_int(value: str) -> int:
@@ -107,6 +128,42 @@ class Options(usage.Options):
             None,
             Limits().image_size_cap,
             "Largest image accepted, in bytes.",
+            _positive_int,
+        ],
+        [
+            "user-storage-quota",
+            None,
+            None,
+            "Image bytes one project may store, e.g. 500GB (default: unlimited).",
+            _storage_size,
+        ],
+        [
+            "image-count-total",
+            None,
+            None,
+            "Images one project may have (-1 or unset: unlimited).",
+            _limit,
+        ],
+        [
+            "image-count-uploading",
+            None,
+            None,
+            "Uploads one project may have in progress at once (-1 or unset: unlimited).",
+            _limit,
+        ],
+        [
+            "image-property-quota",
+            None,
+            Limits().image_property_quota,
+            "Extra properties per image.",
+            _positive_int,
+        ],
+        ["image-tag-quota", None, Limits().image_tag_quota, "Tags per image.", _positive_int],
+        [
+            "image-member-quota",
+            None,
+            Limits().image_member_quota,
+            "Members per image.",
             _positive_int,
         ],
     ]
@@ -267,7 +324,15 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
     images_dir = os.path.join(data_dir, "images")
     metadata = SQLMetadataStore.open(options["database"], reactor)
     blobs = FileBlobStore(images_dir, reactor)
-    limits = Limits(image_size_cap=options["image-size-cap"])
+    limits = Limits(
+        image_size_cap=options["image-size-cap"],
+        image_property_quota=options["image-property-quota"],
+        image_tag_quota=options["image-tag-quota"],
+        image_member_quota=options["image-member-quota"],
+        user_storage_quota=options["user-storage-quota"],
+        image_count_total=options["image-count-total"],
+        image_count_uploading=options["image-count-uploading"],
+    )
     image_service = ImageService(
         metadata,
         blobs,

@@ -237,3 +237,17 @@ async def test_members(store: Any) -> None:
     assert await store.delete_member(image.id, "p2") is True
     assert await store.delete_member(image.id, "p2") is False
     assert (await store.list(scope, ImageQuery(limit=5))).images == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_usage_counts_a_projects_live_images(store: Any) -> None:
+    await store.insert(make(owner="p", size=100, status=Status.ACTIVE))
+    await store.insert(make(owner="p", size=None, status=Status.SAVING))
+    await store.insert(make(owner="p", size=None))
+    await store.insert(make(owner="q", size=7, status=Status.ACTIVE))
+    gone = await store.insert(make(owner="p", size=1000, status=Status.ACTIVE))
+    await store.modify(gone.id, lambda image: attrs.evolve(image, status=Status.DELETED))
+    usage = await store.usage("p")
+    assert (usage.size_total, usage.image_count, usage.uploading) == (100, 3, 1)
+    nobody = await store.usage("nobody")
+    assert (nobody.size_total, nobody.image_count, nobody.uploading) == (0, 0, 0)

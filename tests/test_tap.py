@@ -48,10 +48,31 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "keystone-user-domain": "default",
         "keystone-project-domain": "default",
         "keystone-cache-seconds": 300.0,
+        "user-storage-quota": None,
+        "image-count-total": None,
+        "image-count-uploading": None,
+        "image-property-quota": 128,
+        "image-tag-quota": 128,
+        "image-member-quota": 128,
     }
 
 
+@pytest.mark.parametrize("given, quota", [
+    ("0", None), ("1024", 1024), ("10KB", 10 * 1024), ("5 GB", 5 * 1024**3), ("2tb", 2 * 1024**4),
+])
+def test_storage_quota_takes_glance_sizes(given: str, quota: int | None) -> None:
+    options = tap.Options()
+    options.parseOptions(["--user-storage-quota", given, "--image-count-total", "-1",
+                          "--image-count-uploading", "3"])
+    assert options["user-storage-quota"] == quota
+    assert options["image-count-total"] is None and options["image-count-uploading"] == 3
+
+
 def test_option_errors() -> None:
+    for args in (["--user-storage-quota", "lots"], ["--image-count-total", "-5"],
+                 ["--image-tag-quota", "0"]):
+        with pytest.raises(UsageError):
+            tap.Options().parseOptions(args)
     with pytest.raises(UsageError):
         tap.Options().parseOptions(["--hash-algo", "md17"])
     with pytest.raises(UsageError):

@@ -24,11 +24,13 @@ from sqlalchemy import (
     Column,
     and_,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
     exists,
     false,
+    func,
     insert,
     null,
     or_,
@@ -58,6 +60,7 @@ from ..model import (
     Member,
     MemberStatus,
     Page,
+    ProjectUsage,
     Scope,
     SortDir,
     SortKey,
@@ -622,6 +625,20 @@ class SQLMetadataStore:
             return bool(result.rowcount)
 
         return self._write(txn)
+
+    def usage(self, owner: str) -> Deferred[ProjectUsage]:
+        def query(connection: Connection) -> ProjectUsage:
+            statement = select(
+                func.coalesce(func.sum(images.c.size), 0),
+                func.count(),
+                func.coalesce(
+                    func.sum(case((images.c.status == Status.SAVING.value, 1), else_=0)), 0
+                ),
+            ).where(images.c.owner == owner, images.c.deleted == false())
+            size, count, uploading = connection.execute(statement).one()
+            return ProjectUsage(int(size), int(count), int(uploading))
+
+        return self._read(query)
 
     def ids_with_status(self, status: Status) -> Deferred[builtins.list[str]]:
         def query(connection: Connection) -> builtins.list[str]:

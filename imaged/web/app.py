@@ -390,6 +390,36 @@ class ImagesAPI:
 
     # -- schemas ------------------------------------------------------------------------
 
+    # -- discovery ----------------------------------------------------------------------
+
+    @app.route("/v2/info/usage", methods=["GET"], strict_slashes=False)
+    async def usage(self, request: IRequest) -> bytes:
+        context = await self._context(request)
+        _reject_body(request)
+        return _json(request, wire.usage_document(await self.service.usage(context)))
+
+    @app.route("/v2/info/import", methods=["GET"], strict_slashes=False)
+    async def import_methods(self, request: IRequest) -> bytes:
+        await self._context(request)
+        _reject_body(request)
+        # imaged takes data by upload only; clients read the (empty) list to learn that.
+        return _json(
+            request,
+            {
+                "import-methods": {
+                    "description": "Import methods available.",
+                    "type": "array",
+                    "value": [],
+                }
+            },
+        )
+
+    @app.route("/v2/info/stores", methods=["GET"], strict_slashes=False)
+    @app.route("/v2/info/stores/detail", methods=["GET"])
+    async def stores(self, request: IRequest) -> bytes:
+        await self._context(request)
+        raise NotFound("Multi backend is not supported at this site.")
+
     @app.route("/v2/schemas/<name>", methods=["GET"])
     async def schema(self, request: IRequest, name: str) -> bytes:
         await self._context(request)  # behind authentication, as in Glance's pipeline

@@ -31,6 +31,7 @@ from ..model import (
     Member,
     MemberStatus,
     PatchOp,
+    QuotaUsage,
     SortDir,
     SortKey,
     Visibility,
@@ -568,3 +569,27 @@ def decode_member_status(document: Any) -> MemberStatus:
         raise BadRequest(
             "Incorrect request: Status must be one of pending, accepted, rejected."
         ) from None
+
+
+_MIB = 1024 * 1024
+
+
+def usage_document(quota: QuotaUsage) -> dict[str, Any]:
+    """
+    ``GET /v2/info/usage`` as Glance answers it with unified limits: sizes in MiB, counts as
+    numbers, ``-1`` for no limit (Keystone's spelling of unlimited).  imaged has no staging
+    area, so ``image_stage_total`` is always zero.
+    """
+
+    def entry(limit: int | None, usage: int, unit: int = 1) -> dict[str, int]:
+        return {"limit": -1 if limit is None else limit // unit, "usage": usage // unit}
+
+    usage = quota.usage
+    return {
+        "usage": {
+            "image_size_total": entry(quota.size_limit, usage.size_total, _MIB),
+            "image_stage_total": entry(quota.size_limit, 0, _MIB),
+            "image_count_total": entry(quota.count_limit, usage.image_count),
+            "image_count_uploading": entry(quota.uploading_limit, usage.uploading),
+        }
+    }
