@@ -93,6 +93,28 @@ def check_create(context: RequestContext, owner: object) -> None:
         raise Forbidden(f"You are not permitted to create images owned by '{owner}'.")
 
 
+def sees_all_members(context: RequestContext, image: Image) -> bool:
+    """
+    Glance's ``get_members`` on the owner's side: admins and readers of the owning project
+    see every member; anyone else (a member project) sees only its own membership.
+    """
+    if context.is_admin:
+        return True
+    return (
+        is_reader(context)
+        and context.project_id is not None
+        and image.owner == context.project_id
+    )
+
+
+def check_member_decides(context: RequestContext, member_id: str) -> None:
+    """Glance's ``modify_member``: admins, or the member project itself with the member role."""
+    if context.is_admin:
+        return
+    if not (is_member(context) and context.project_id == member_id):
+        raise Forbidden("Only the member may change its membership status.")
+
+
 def check_list(context: RequestContext) -> None:
     """Glance's ``get_images``: admin or reader."""
     if not is_reader(context):

@@ -642,11 +642,24 @@ class ImageService:
 
     async def _list_members(self, context: RequestContext, image_id: str) -> builtins.list[Member]:
         image = await self._image_for_members(context, image_id)
-        members = await self.metadata.list_members(image_id)
-        if policy.can_modify(context, image):
+        return await self._visible_members(context, image)
+
+    async def _visible_members(
+        self, context: RequestContext, image: Image
+    ) -> builtins.list[Member]:
+        members = await self.metadata.list_members(image.id)
+        if policy.sees_all_members(context, image):
             return members
-        # A member sees only its own row.
+        # A member sees only its own row (Glance's member query filters by the caller).
         return [m for m in members if m.member_id == context.project_id]
+
+    async def _visible_member(
+        self, context: RequestContext, image: Image, member_id: str
+    ) -> Member:
+        for member in await self._visible_members(context, image):
+            if member.member_id == member_id:
+                return member
+        raise NotFound(f"Member {member_id} not found for image {image.id}.")
 
     def get_member(
         self, context: RequestContext, image_id: str, member_id: str
@@ -654,15 +667,8 @@ class ImageService:
         return Deferred.fromCoroutine(self._get_member(context, image_id, member_id))
 
     async def _get_member(self, context: RequestContext, image_id: str, member_id: str) -> Member:
-        missing = NotFound(f"Member {member_id} not found for image {image_id}.")
-        try:
-            members = await self._list_members(context, image_id)
-        except Forbidden:
-            raise missing from None
-        for member in members:
-            if member.member_id == member_id:
-                return member
-        raise missing
+        image = await self._image_for_members(context, image_id)
+        return await self._visible_member(context, image, member_id)
 
     def update_member(
         self, context: RequestContext, image_id: str, member_id: str, status: MemberStatus
@@ -673,14 +679,8 @@ class ImageService:
         self, context: RequestContext, image_id: str, member_id: str, status: MemberStatus
     ) -> Member:
         image = await self._image_for_members(context, image_id)
-        member = await self.metadata.get_member(image_id, member_id)
-        if member is None:
-            raise NotFound(f"Member {member_id} not found for image {image_id}.")
-        # Only the member itself decides (Glance's modify_member), or an admin.
-        if not context.is_admin and context.project_id != member_id:
-            if policy.can_modify(context, image):
-                raise Forbidden("Only the member may change its membership status.")
-            raise NotFound(f"Member {member_id} not found for image {image_id}.")
+        await self._visible_member(context, image, member_id)
+        policy.check_member_decides(context, member_id)
         return await self.metadata.update_member(image_id, member_id, status, utcnow())
 
     def delete_member(
@@ -690,6 +690,7 @@ class ImageService:
 
     async def _delete_member(self, context: RequestContext, image_id: str, member_id: str) -> None:
         image = await self._load_visible(context, image_id)
+        await self._visible_member(context, image, member_id)
         if not policy.can_modify(context, image):
             raise Forbidden(f"You are not permitted to delete members of image {image_id}.")
         if not await self.metadata.delete_member(image_id, member_id):
