@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -26,7 +27,7 @@ from .errors import BadRequest
 from .hashing import check_algorithm
 from .service import ImageService, Limits
 from .store.files import FileBlobStore
-from .store.sql import SQLMetadataStore, describe
+from .store.sql import SchemaOutOfDate, SQLMetadataStore, describe
 from .web.app import APIConfig, routes
 from .web.auth import STRATEGIES, Authenticator, NoAuth
 from .web.keystone import KeystoneTokens, ServiceCredentials
@@ -322,7 +323,18 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
     data_dir = options["data-dir"]
     os.makedirs(data_dir, exist_ok=True)
     images_dir = os.path.join(data_dir, "images")
-    metadata = SQLMetadataStore.open(options["database"], reactor)
+    # An embedded SQLite database belongs to this one node, which migrates it; a server
+    # database is shared by nodes and migrated by the operator (imaged-manage db upgrade).
+    embedded = options["database"].startswith("sqlite")
+    try:
+        metadata = SQLMetadataStore.open(options["database"], reactor, migrate=embedded)
+    except SchemaOutOfDate as e:
+        raise SystemExit(f"imaged: {e}") from None
+    except SQLAlchemyError as e:
+        raise SystemExit(
+            f"imaged: cannot use the database {describe(options['database'])}: "
+            f"{str(e.orig if hasattr(e, 'orig') and e.orig else e).strip()}"
+        ) from None
     blobs = FileBlobStore(images_dir, reactor)
     limits = Limits(
         image_size_cap=options["image-size-cap"],

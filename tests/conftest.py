@@ -1,4 +1,11 @@
-"""Shared fixtures: an in-memory imaged API and a synchronous HTTP client for it."""
+"""
+Shared fixtures: an in-memory imaged API and a synchronous HTTP client for it.
+
+The API suites (``SQL_SUITES``) run twice: on SQLite in memory and on PostgreSQL.  For the
+PostgreSQL run, ``SQLMetadataStore.in_memory()`` (which every in-memory service is built on)
+returns a store over one migrated PostgreSQL database, run inline like SQLite's, emptied the
+first time a test asks for a store.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,84 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from imaged.api import APIConfig, Limits, routes
+from imaged.store import sql
 from imaged.testing import memory_image_service
+from imaged.threads import InlineRunner
+
+#: Test modules that run on each metadata database.
+SQL_SUITES = {
+    "test_api_data", "test_api_images", "test_api_list", "test_api_members",
+    "test_api_quotas", "test_api_versions_errors", "test_isolation_matrix",
+    "test_contract_image_service", "test_auth",
+}
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "database" in metafunc.fixturenames and module in SQL_SUITES:
+        metafunc.parametrize("database", DATABASES, indirect=True, scope="function")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Any:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (see ``tests/postgres_server.py``)."""
+    from .postgres_server import PostgreSQL
+
+    cluster = PostgreSQL().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: Any) -> str:
+    """A migrated PostgreSQL database shared by the tests that empty it as they go."""
+    url: str = postgres.database("imaged_tests")
+    engine = sql.make_engine(url)
+    sql.upgrade_schema(engine)
+    engine.dispose()
+    return url
+
+
+class _PostgresStores:
+    """Stands in for ``SQLMetadataStore.in_memory`` during a PostgreSQL test."""
+
+    generation = 0  # bumped on every emptying: worlds cached by tests compare it
+
+    def __init__(self, url: str) -> None:
+        self.engine = sql.make_engine(url)
+        self.fresh = False
+
+    def __call__(self) -> sql.SQLMetadataStore:
+        if not self.fresh:
+            with self.engine.begin() as connection:
+                connection.exec_driver_sql(
+                    "TRUNCATE image_tags, image_properties, image_members, images CASCADE"
+                )
+            self.fresh = True
+            _PostgresStores.generation += 1
+        return sql.SQLMetadataStore(self.engine, InlineRunner())
+
+
+_POSTGRES_STORES: list[_PostgresStores] = []
+
+
+@pytest.fixture(autouse=True)
+def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which database this test's in-memory stores use (``sqlite`` unless parametrized)."""
+    name: str = getattr(request, "param", "sqlite")
+    if name == "postgresql":
+        if not _POSTGRES_STORES:
+            _POSTGRES_STORES.append(_PostgresStores(request.getfixturevalue("postgres_url")))
+        stores = _POSTGRES_STORES[0]
+        stores.fresh = False
+        monkeypatch.setattr(sql.SQLMetadataStore, "in_memory", stores)
+    return name
+
+
+def store_generation(database: str) -> tuple[str, int]:
+    """Changes whenever the test database was emptied (for worlds shared between tests)."""
+    return database, _PostgresStores.generation if database == "postgresql" else 0
 
 
 def fired(d: Deferred[Any]) -> Any:

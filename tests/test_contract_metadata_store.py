@@ -37,10 +37,22 @@ from imaged.store.tables import metadata as tables
 EVERYTHING = Scope(everything=True, project=None)
 
 
-@pytest.fixture(params=["memory", "sqlite-file"])
+@pytest.fixture(params=["memory", "sqlite-file", "postgresql"])
 def store(request: Any, tmp_path: Any) -> Any:
     if request.param == "memory":
         yield SQLMetadataStore.in_memory()
+        return
+    if request.param == "postgresql":
+        # The real thing: the store's own threads over PostgreSQL, emptied first.
+        url = request.getfixturevalue("postgres_url")
+        engine = make_engine(url)
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "TRUNCATE image_tags, image_properties, image_members, images CASCADE")
+        engine.dispose()
+        opened = SQLMetadataStore.open(url, reactor)
+        yield opened
+        opened.close()
         return
     opened = SQLMetadataStore.open(f"sqlite:///{tmp_path}/m.sqlite", reactor)
     yield opened
@@ -172,7 +184,7 @@ def test_migrations_create_exactly_the_tables(tmp_path: Any) -> None:
 
 
 def test_refuses_out_of_date_schema_when_not_migrating(tmp_path: Any) -> None:
-    with pytest.raises(RuntimeError, match="schema upgrade"):
+    with pytest.raises(RuntimeError, match="db upgrade"):
         SQLMetadataStore.open(f"sqlite:///{tmp_path}/old.sqlite", reactor, migrate=False)
 
 
@@ -251,3 +263,37 @@ async def test_usage_counts_a_projects_live_images(store: Any) -> None:
     assert (usage.size_total, usage.image_count, usage.uploading) == (100, 3, 1)
     nobody = await store.usage("nobody")
     assert (nobody.size_total, nobody.image_count, nobody.uploading) == (0, 0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_nodes_race_for_one_image(postgres_url: str) -> None:
+    """Two imaged processes' stores on one PostgreSQL: ``queued -> saving`` is won once."""
+    nodes = [SQLMetadataStore.open(postgres_url, reactor, migrate=False) for _ in range(2)]
+    try:
+        for _ in range(10):
+            image = await nodes[0].insert(make())
+
+            def start(old: Image) -> Image:
+                if old.status is not Status.QUEUED:
+                    raise Conflict("already saving")
+                return attrs.evolve(old, status=Status.SAVING)
+
+            outcomes = await gatherResults(
+                [node.modify(image.id, start).addErrback(lambda f: f.trap(Conflict) and None)
+                 for node in nodes for _ in range(3)]
+            )
+            assert sum(1 for o in outcomes if o is not None) == 1
+            assert (await nodes[1].get(image.id)).status is Status.SAVING
+    finally:
+        for node in nodes:
+            await node.close()
+
+
+def test_migrations_match_the_tables_on_postgresql(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    current, head = schema_revision(engine)
+    assert current == head
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), tables)
+    engine.dispose()
+    assert diff == []

@@ -28,7 +28,7 @@ from imaged.service import Limits
 from imaged.testing import memory_image_service
 from imaged.web.auth import TrustedHeaders
 
-from .conftest import Client, fired
+from .conftest import Client, fired, store_generation
 
 
 def who(project: str, roles: str) -> dict[str, str]:
@@ -93,13 +93,18 @@ def build() -> World:
     return World(client, service, ids)
 
 
-_SHARED: list[World] = []
+_SHARED: dict[tuple[str, int], World] = {}
 
 
-def shared_world() -> World:
-    if not _SHARED:
-        _SHARED.append(build())
-    return _SHARED[0]
+def shared_world(database: str) -> World:
+    """One world for the reads, rebuilt when the test database was emptied meanwhile."""
+    key = store_generation(database)
+    if key not in _SHARED:
+        world = build()
+        _SHARED.clear()
+        _SHARED[store_generation(database)] = world
+        return world
+    return _SHARED[key]
 
 
 def snapshot(world: World) -> str:
@@ -239,10 +244,10 @@ def without_id(body: bytes, image_id: str) -> bytes:
 
 @pytest.mark.parametrize("endpoint, caller", CASES,
                          ids=[f"{e.name}-{c}" for e, c in CASES])
-def test_endpoint(endpoint: Endpoint, caller: str) -> None:
+def test_endpoint(endpoint: Endpoint, caller: str, database: str) -> None:
     # Reads share one world (a read that changed anything would fail the snapshot check of
     # the refused reads after it); anything else gets a world of its own.
-    world = shared_world() if endpoint.method == "GET" else build()
+    world = shared_world(database) if endpoint.method == "GET" else build()
     image_id = world.ids[endpoint.image]
     before = snapshot(world)
     reply = send(world, endpoint, CALLERS[caller], image_id)
@@ -332,8 +337,8 @@ LIST_CASES = [(query, caller) for query in LISTS for caller in NAMES]
 
 @pytest.mark.parametrize("query, caller", LIST_CASES,
                          ids=[f"list{q or '-default'}-{c}" for q, c in LIST_CASES])
-def test_list(query: str, caller: str) -> None:
-    world = shared_world()
+def test_list(query: str, caller: str, database: str) -> None:
+    world = shared_world(database)
     reply = world.client.get("/v2/images" + query + ("&" if "?" in query else "?") + "limit=100",
                              headers=CALLERS[caller])
     expected = LISTS[query][caller]

@@ -176,7 +176,14 @@ def make_engine(url: str) -> Engine:
                 driver.execute("BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # PostgreSQL through psycopg 3 (SQLAlchemy's default driver for the scheme is psycopg2).
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return create_engine(url, pool_pre_ping=True, pool_size=_POOL_SIZE, max_overflow=0)
+
+
+#: Threads (and so connections) a server database gets per imaged process.
+_POOL_SIZE = 4
 
 
 def image_row(image: Image) -> dict[str, Any]:
@@ -410,6 +417,10 @@ def _by_id_statement() -> Any:
     return _IMAGE_SELECT.where(images.c.id == bindparam("id0"), images.c.deleted == false())
 
 
+def _by_id_for_update_statement() -> Any:
+    return _by_id_statement().with_for_update()
+
+
 def _tags_and_properties_statement(count: int) -> Any:
     placeholders: list[Any] = [bindparam(f"id{n}") for n in range(count)]
     return union_all(
@@ -454,6 +465,10 @@ class _DriverStatements:
             cursor.close()
 
 
+class SchemaOutOfDate(RuntimeError):
+    """The database's schema is older (or newer) than this imaged's migrations."""
+
+
 @implementer(IMetadataStore)
 class SQLMetadataStore:
     """
@@ -484,12 +499,13 @@ class SQLMetadataStore:
             current, head = schema_revision(engine)
             if current != head:
                 engine.dispose()
-                raise RuntimeError(
-                    f"database schema is at revision {current}, this imaged needs {head}: "
-                    "run the schema upgrade first"
+                raise SchemaOutOfDate(
+                    f"database schema of {describe(url)} is at revision {current or 'none'}, "
+                    f"this imaged needs {head}: run "
+                    f"'imaged-manage --database <url> db upgrade' first"
                 )
         # SQLite takes one writer at a time: one thread keeps it free of lock contention.
-        size = 1 if engine.dialect.name == "sqlite" else 4
+        size = 1 if engine.dialect.name == "sqlite" else _POOL_SIZE
         return cls(engine, ThreadRunner(reactor, size, "imaged-db"))
 
     @classmethod
@@ -538,7 +554,7 @@ class SQLMetadataStore:
 
     def modify(self, image_id: str, mutate: Callable[[Image], Image]) -> Deferred[Image]:
         def txn(connection: Connection) -> Image:
-            old = self._load(connection, image_id)
+            old = self._load(connection, image_id, for_update=True)
             if old is None:
                 raise ImageNotFound(image_id)
             new = mutate(old)
@@ -708,8 +724,22 @@ class SQLMetadataStore:
                 [{"image_id": image_id, "name": k, "value": new[k]} for k in changed + added],
             )
 
-    def _load(self, connection: Connection, image_id: str) -> Image | None:
-        rows = self._driver.fetch(connection, ("by_id", 1), _by_id_statement, [image_id])
+    def _load(
+        self, connection: Connection, image_id: str, for_update: bool = False
+    ) -> Image | None:
+        """
+        The image, or ``None``.  ``for_update`` locks its row until the transaction ends, so
+        that read-check-write on one image is atomic across connections and nodes: a second
+        writer waits, then reads what the first wrote (``queued -> saving`` can only be won
+        once).  SQLite's ``BEGIN IMMEDIATE`` already serialises writers; there the clause
+        compiles to nothing.
+        """
+        if for_update:
+            rows = self._driver.fetch(
+                connection, ("by_id_for_update", 1), _by_id_for_update_statement, [image_id]
+            )
+        else:
+            rows = self._driver.fetch(connection, ("by_id", 1), _by_id_statement, [image_id])
         if not rows:
             return None
         return self._hydrate(connection, rows)[0]
@@ -784,6 +814,7 @@ def describe(engine_url: str) -> str:
 __all__ = [
     "FILTER_COLUMNS",
     "SQLMetadataStore",
+    "SchemaOutOfDate",
     "describe",
     "image_row",
     "make_engine",
