@@ -49,6 +49,16 @@ def postgres() -> Any:
 
 
 @pytest.fixture(scope="session")
+def swift() -> Any:
+    """A Swift cluster with tempauth and s3api on 127.0.0.1 (see ``tests/swift_server.py``)."""
+    from .swift_server import Swift
+
+    cluster = Swift().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def postgres_url(postgres: Any) -> str:
     """A migrated PostgreSQL database shared by the tests that empty it as they go."""
     url: str = postgres.database("imaged_tests")

@@ -1,9 +1,15 @@
-"""The IBlobStore contract, run against the file store and the in-memory store."""
+"""
+The IBlobStore contract, run against the file store, the in-memory store and Swift (a real
+one on 127.0.0.1, segmenting at 5 MiB so that DATA is a Static Large Object of three
+segments when its length is unknown).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import uuid
 from typing import Any
 
 import pytest
@@ -11,22 +17,35 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
+from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from imaged.errors import NotFound, TooLarge
+from imaged.errors import NotFound, StoreFailure, TooLarge
 from imaged.interfaces import IBlobStore
 from imaged.store.files import FileBlobStore
+from imaged.store.swift import SwiftBlobStore
 from imaged.testing import MemoryBlobStore, producer_of
 
 # Larger than the stream's high-water mark, so writes pause and resume the producer.
 DATA = os.urandom(12 * 1024 * 1024 + 17)
 
 
-@pytest.fixture(params=["files", "memory"])
+SEGMENT = 5 * 1024 * 1024
+
+
+@pytest.fixture(params=["files", "memory", "swift"])
 def store(request: Any, tmp_path: Any) -> Any:
     if request.param == "memory":
         yield MemoryBlobStore()
+        return
+    if request.param == "swift":
+        swift = request.getfixturevalue("swift")
+        container = "c" + uuid.uuid4().hex[:12]
+        blobs = SwiftBlobStore(swift.auth_url, swift.user, swift.key, reactor,
+                               container=container, segment_size=SEGMENT)
+        yield blobs
+        pytest_twisted.blockon(blobs.close())
         return
     files = FileBlobStore(str(tmp_path / "blobs"), reactor)
     yield files
@@ -115,6 +134,8 @@ async def test_failed_producer_stores_nothing(store: Any, tmp_path: Any) -> None
     if isinstance(store, FileBlobStore):
         leftovers = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
         assert leftovers == []
+    elif isinstance(store, SwiftBlobStore):
+        assert await swift_objects(store) == []
     else:
         assert store.blobs == {}
 
@@ -204,3 +225,74 @@ async def test_stored_before(store: Any) -> None:
     await deferLater(reactor, 0.05, lambda: None)
     await store.write("image-new", producer_of(b"new"), "sha512")
     assert await store.stored_before(cut) == [old.location]
+
+
+async def swift_objects(store: SwiftBlobStore) -> list[str]:
+    """Every object in the store's containers (segments included)."""
+    import treq
+
+    names = []
+    for container in (store.container, store.segments):
+        response = await store._request(b"GET", f"/{container}?format=json")
+        body = await treq.content(response)
+        names += [f"{container}/{o['name']}" for o in (json.loads(body) if body else [])]
+    return names
+
+
+@pytest_twisted.ensureDeferred
+async def test_swift_segments_large_and_unknown_length_images(swift: Any) -> None:
+    store = SwiftBlobStore(swift.auth_url, swift.user, swift.key, reactor,
+                           container="seg" + uuid.uuid4().hex[:8], segment_size=SEGMENT)
+    try:
+        unknown = producer_of(DATA, 100_000)
+        unknown.length = UNKNOWN_LENGTH
+        blob = await store.write("big", unknown, "sha512")
+        objects = await swift_objects(store)
+        segments = [o for o in objects if o.startswith(store.segments + "/")]
+        assert len(segments) == 3  # 5 + 5 + 2 MiB
+        assert await read(store, blob.location) == DATA
+        assert await read(store, blob.location, SEGMENT - 5, 10) == DATA[SEGMENT - 5:SEGMENT + 5]
+        small = await store.write("small", producer_of(b"x" * 1000), "sha512")
+        assert len(await swift_objects(store)) == 5  # manifest, 3 segments, one plain object
+        await store.delete(blob.location)
+        await store.delete(small.location)
+        assert await swift_objects(store) == []
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_swift_size_cap_midway_leaves_no_segments(swift: Any) -> None:
+    store = SwiftBlobStore(swift.auth_url, swift.user, swift.key, reactor,
+                           container="cap" + uuid.uuid4().hex[:8], segment_size=SEGMENT)
+    try:
+        unknown = producer_of(DATA, 100_000)
+        unknown.length = UNKNOWN_LENGTH
+        with pytest.raises(TooLarge):
+            await store.write("capped", unknown, "sha512", size_cap=SEGMENT + 1024)
+        assert await swift_objects(store) == []
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_swift_down_is_a_store_failure(swift: Any) -> None:
+    store = SwiftBlobStore("http://127.0.0.1:1/auth/v1.0", swift.user, swift.key, reactor)
+    try:
+        with pytest.raises(StoreFailure, match="Swift image store is unavailable"):
+            await store.write("nowhere", producer_of(b"data"), "sha512")
+        with pytest.raises(StoreFailure):
+            await store.read("swift://imaged/x")
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_swift_refuses_foreign_locations(swift: Any) -> None:
+    store = SwiftBlobStore(swift.auth_url, swift.user, swift.key, reactor, container="own")
+    try:
+        for location in ("swift://other/x", "file:///etc/passwd", "swift://own/a/../b"):
+            with pytest.raises(NotFound):
+                await store.read(location)
+    finally:
+        await store.close()
