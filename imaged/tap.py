@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -28,6 +28,7 @@ from .hashing import check_algorithm
 from .service import ImageService, Limits
 from .store.files import FileBlobStore
 from .store.sql import SchemaOutOfDate, SQLMetadataStore, describe
+from .store.swift import SWIFT_MAX_OBJECT, SwiftBlobStore
 from .web.app import APIConfig, routes
 from .web.auth import STRATEGIES, Authenticator, NoAuth
 from .web.keystone import KeystoneTokens, ServiceCredentials
@@ -69,8 +70,10 @@ class Options(usage.Options):
     """Command-line options of ``twistd imaged`` (and of ``IMAGED_ARGS`` for imaged.tac)."""
 
     synopsis = "[options]"
-    #: Read from --keystone-password-file or the environment, kept out of the options dict.
+    #: Read from --keystone-password-file / --swift-key-file or the environment, kept out of
+    #: the options dict.
     keystone_password: str | None = None
+    swift_key: str | None = None
     longdesc = "imaged: an OpenStack Image service (Glance Image API v2)."
 
     optParameters = [
@@ -152,6 +155,23 @@ class Options(usage.Options):
             "Uploads one project may have in progress at once (-1 or unset: unlimited).",
             _limit,
         ],
+        ["store", None, "file", "Where image bytes live: 'file' (--data-dir) or 'swift'."],
+        ["swift-auth-url", None, None, "Swift tempauth URL (http://host:8080/auth/v1.0)."],
+        ["swift-user", None, None, "Swift user (account:user)."],
+        [
+            "swift-key-file",
+            None,
+            None,
+            "File holding the Swift user's key (or set IMAGED_SWIFT_KEY).",
+        ],
+        ["swift-container", None, "imaged", "Swift container for images."],
+        [
+            "swift-segment-size",
+            None,
+            1024**3,
+            "Images longer than this (or of unknown length) are stored as segments.",
+            _positive_int,
+        ],
         [
             "image-property-quota",
             None,
@@ -185,6 +205,10 @@ class Options(usage.Options):
             )
         if self["auth"] == "keystone":
             self._check_keystone()
+        if self["store"] not in ("file", "swift"):
+            raise usage.UsageError(f"--store: '{self['store']}' is not one of file, swift")
+        if self["store"] == "swift":
+            self._check_swift()
         try:
             check_algorithm(self["hash-algo"])
         except BadRequest as e:
@@ -194,25 +218,43 @@ class Options(usage.Options):
             self["database"] = "sqlite:///" + os.path.join(self["data-dir"], "imaged.sqlite")
 
 
+    def _check_swift(self) -> None:
+        for name in ("swift-auth-url", "swift-user"):
+            if not self[name]:
+                raise usage.UsageError(f"--store swift needs --{name}")
+        self.swift_key = _secret(
+            self["swift-key-file"], "IMAGED_SWIFT_KEY", "--swift-key-file", "--store swift"
+        )
+        if self["swift-segment-size"] > SWIFT_MAX_OBJECT:
+            raise usage.UsageError("--swift-segment-size: at most 5 GiB (Swift's object limit)")
+
     def _check_keystone(self) -> None:
         for name in ("keystone-url", "keystone-user"):
             if not self[name]:
                 raise usage.UsageError(f"--auth keystone needs --{name}")
-        password = os.environ.get("IMAGED_KEYSTONE_PASSWORD")
-        path = self["keystone-password-file"]
-        if path:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    password = f.read().strip()
-            except OSError as e:
-                raise usage.UsageError(f"--keystone-password-file: {e}") from None
-        if not password:
-            raise usage.UsageError(
-                "--auth keystone needs --keystone-password-file or IMAGED_KEYSTONE_PASSWORD"
-            )
+        password = _secret(
+            self["keystone-password-file"],
+            "IMAGED_KEYSTONE_PASSWORD",
+            "--keystone-password-file",
+            "--auth keystone",
+        )
         self.keystone_password = password
         if self["keystone-cache-seconds"] < 0:
             raise usage.UsageError("--keystone-cache-seconds must not be negative")
+
+
+def _secret(path: str | None, variable: str, option: str, needed_by: str) -> str:
+    """A secret from a file (preferred: not visible in ``ps``) or the environment."""
+    secret = os.environ.get(variable)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                secret = f.read().strip()
+        except OSError as e:
+            raise usage.UsageError(f"{option}: {e}") from None
+    if not secret:
+        raise usage.UsageError(f"{needed_by} needs {option} or {variable}")
+    return secret
 
 
 class _Stores(Service):
@@ -227,7 +269,7 @@ class _Stores(Service):
     def __init__(
         self,
         metadata: SQLMetadataStore,
-        blobs: FileBlobStore,
+        blobs: FileBlobStore | SwiftBlobStore,
         service: ImageService,
         single_node: bool,
     ) -> None:
@@ -248,8 +290,8 @@ class _Stores(Service):
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
-        self.blobs.close()
-        return self.metadata.close()
+        closing: list[Deferred[Any]] = [maybeDeferred(self.blobs.close), self.metadata.close()]
+        return gatherResults(closing, consumeErrors=True).addCallback(lambda _: None)
 
 
 class _FreezeStartupObjects(Service):
@@ -335,7 +377,20 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
             f"imaged: cannot use the database {describe(options['database'])}: "
             f"{str(e.orig if hasattr(e, 'orig') and e.orig else e).strip()}"
         ) from None
-    blobs = FileBlobStore(images_dir, reactor)
+    blobs: FileBlobStore | SwiftBlobStore
+    if options["store"] == "swift":
+        blobs = SwiftBlobStore(
+            options["swift-auth-url"],
+            options["swift-user"],
+            getattr(options, "swift_key", None) or "",
+            reactor,
+            container=options["swift-container"],
+            segment_size=options["swift-segment-size"],
+        )
+        images_at = f"Swift container {options['swift-container']} at {options['swift-auth-url']}"
+    else:
+        blobs = FileBlobStore(images_dir, reactor)
+        images_at = images_dir
     limits = Limits(
         image_size_cap=options["image-size-cap"],
         image_property_quota=options["image-property-quota"],
@@ -372,7 +427,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
     log.info(
         "imaged storing metadata in {database} and images in {images}",
         database=describe(options["database"]),
-        images=images_dir,
+        images=images_at,
     )
     return top
 
