@@ -23,15 +23,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import treq
-from twisted.internet.defer import Deferred, DeferredLock, FirstError, gatherResults, succeed
-from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError, TimeoutError
-from twisted.internet.interfaces import IConsumer, IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.defer import Deferred, DeferredLock, gatherResults
+from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -42,187 +38,22 @@ from ..interfaces import IBlobStore
 from ..model import StoredBlob
 from ..streams import consume
 from ..threads import ThreadRunner
+from .http import (
+    NETWORK_ERRORS,
+    Bytes,
+    FailedRequest,
+    Pipe,
+    ResponseProducer,
+    first_error,
+    read_all,
+)
 
-_NETWORK_ERRORS = (ConnectError, DNSLookupError, TimeoutError, ResponseFailed, ConnectionLost)
 #: Swift's default largest single object.
 SWIFT_MAX_OBJECT = 5 * 1024**3
 
 
 def _unavailable(what: str, detail: object) -> StoreFailure:
     return StoreFailure(f"The Swift image store is unavailable ({what}: {detail}).")
-
-
-@implementer(IBodyProducer)
-class _Pipe:
-    """
-    The body of an outgoing PUT, fed chunk by chunk by an upload.
-
-    ``send(data)`` fires when the transport has taken the chunk and is not asking us to
-    pause, which is how Swift's pace reaches ``consume`` and from there the client.
-    """
-
-    def __init__(self, length: int | None) -> None:
-        self.length = UNKNOWN_LENGTH if length is None else length
-        self._consumer: IConsumer | None = None
-        self._started: Deferred[None] = Deferred()
-        self._finished: Deferred[None] = Deferred()
-        self._paused = False
-        self._resumed: Deferred[None] | None = None
-        self._stopped = False
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self._consumer = consumer
-        self._started.callback(None)
-        return self._finished
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        if self._resumed is not None:
-            resumed, self._resumed = self._resumed, None
-            resumed.callback(None)
-
-    def stopProducing(self) -> None:
-        self._stopped = True
-        self.resumeProducing()
-
-    async def send(self, data: bytes) -> None:
-        if self._consumer is None:
-            await self._started
-        if self._stopped:
-            raise ConnectionLost("Swift stopped reading the upload")
-        assert self._consumer is not None
-        self._consumer.write(data)
-        if self._paused and not self._stopped:
-            self._resumed = Deferred()
-            await self._resumed
-
-    def finish(self) -> None:
-        if not self._finished.called:
-            self._finished.callback(None)
-
-    def abort(self, failure: Failure) -> None:
-        if not self._finished.called:
-            self._finished.errback(failure)
-
-
-class _Body(Protocol):
-    """
-    Delivers a response body to a consumer, pausing Swift's connection with it.  What
-    arrives while paused (a response's first bytes can come before anyone asked) is held
-    until resumed.
-    """
-
-    def __init__(self, consumer: IConsumer, done: Deferred[None]) -> None:
-        self._consumer = consumer
-        self._done = done
-        self._held: list[bytes] = []
-        self._ended: Failure | None = None
-        self.paused = False
-        self.stopped = False
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.stopped:
-            return
-        if self.paused:
-            self._held.append(data)
-            transport: Any = self.transport
-            if transport is not None:
-                transport.pauseProducing()
-            return
-        self._consumer.write(data)
-
-    def resume(self) -> None:
-        self.paused = False
-        while self._held and not self.paused and not self.stopped:
-            self._consumer.write(self._held.pop(0))
-        if not self._held and self._ended is not None:
-            ended, self._ended = self._ended, None
-            self._end(ended)
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        if self._held:
-            self._ended = reason  # finish once what is held has been delivered
-            return
-        self._end(reason)
-
-    def _end(self, reason: Failure) -> None:
-        if self.stopped or self._done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self._done.callback(None)
-        else:
-            self._done.errback(reason)
-
-
-@implementer(IBodyProducer, IPushProducer)
-class _ResponseProducer:
-    """A GET's body as an ``IBodyProducer`` with back-pressure onto Swift's connection."""
-
-    def __init__(self, response: Any, length: int) -> None:
-        self.length = length
-        self._response = response
-        self._protocol: _Body | None = None
-        self._paused = False
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        done: Deferred[None] = Deferred()
-        self._protocol = _Body(consumer, done)
-        self._protocol.paused = self._paused
-        self._response.deliverBody(self._protocol)
-        if self._paused:
-            self.pauseProducing()
-        return done
-
-    def _transport(self) -> Any:
-        return getattr(self._protocol, "transport", None)
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-        if self._protocol is not None:
-            self._protocol.paused = True
-        transport = self._transport()
-        if transport is not None:
-            transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        transport = self._transport()
-        if transport is not None:
-            transport.resumeProducing()
-        if self._protocol is not None:
-            self._protocol.resume()
-
-    def stopProducing(self) -> None:
-        if self._protocol is not None:
-            self._protocol.stopped = True
-        transport = self._transport()
-        if transport is not None:
-            transport.stopProducing()
-
-
-@implementer(IBodyProducer)
-class _Bytes:
-    """A small request body (a manifest)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 @implementer(IBlobStore)
@@ -277,7 +108,7 @@ class SwiftBlobStore:
                 ),
             )
             await _drain(response)
-        except _NETWORK_ERRORS as e:
+        except NETWORK_ERRORS as e:
             raise _unavailable("auth", e) from None
         token = response.headers.getRawHeaders(b"x-auth-token", [None])[0]
         storage = response.headers.getRawHeaders(b"x-storage-url", [None])[0]
@@ -309,7 +140,7 @@ class SwiftBlobStore:
             finally:
                 if timer is not None and timer.active():
                     timer.cancel()
-        except _NETWORK_ERRORS as e:
+        except NETWORK_ERRORS as e:
             raise _unavailable(method.decode(), e) from None
         if response.code == 401 and retry and body is None:
             await _drain(response)
@@ -381,7 +212,7 @@ class SwiftBlobStore:
             await _drain(head)
             if head.code == 404:
                 raise NotFound(f"Image data at {location} is missing")
-            return _Bytes(b"")
+            return Bytes(b"")
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             headers[b"Range"] = f"bytes={offset}-{end}".encode()
@@ -391,14 +222,14 @@ class SwiftBlobStore:
             raise NotFound(f"Image data at {location} is missing")
         if response.code == 416:
             await _drain(response)
-            return _Bytes(b"")
+            return Bytes(b"")
         if response.code not in (200, 206):
             await _drain(response)
             raise _unavailable("GET", f"HTTP {response.code}")
         size = response.length
         if size is UNKNOWN_LENGTH:
             raise _unavailable("GET", "no Content-Length")
-        return _ResponseProducer(response, int(size))
+        return ResponseProducer(response, int(size))
 
     def delete(self, location: str) -> Deferred[None]:
         return Deferred.fromCoroutine(self._delete(location))
@@ -462,7 +293,7 @@ class SwiftBlobStore:
             ],
             consumeErrors=True,
         )
-        return lanes.addErrback(_first_error)
+        return lanes.addErrback(first_error)
 
 
 class _Upload:
@@ -477,7 +308,7 @@ class _Upload:
         self.single = length is not None and length <= store.segment_size
         self.length = length
         self.segments: list[dict[str, Any]] = []
-        self._pipe: _Pipe | None = None
+        self._pipe: Pipe | None = None
         self._response: Deferred[Any] | None = None
         self._in_segment = 0
         self._manifest_written = False
@@ -490,19 +321,19 @@ class _Upload:
     def _open(self) -> None:
         if self.single:
             path = f"/{quote(self.store.container)}/{quote(self.name)}"
-            self._pipe = _Pipe(self.length)
+            self._pipe = Pipe(self.length)
         else:
             path = f"/{quote(self.store.segments)}/{quote(self._segment_name())}"
-            self._pipe = _Pipe(None)
+            self._pipe = Pipe(None)
         self._path = path
         self._in_segment = 0
         body: IBodyProducer = self._pipe
         if self.single and self.length == 0:
-            body = _Bytes(b"")
+            body = Bytes(b"")
         # A failed PUT becomes a value, reported by _send() or _close(), never "unhandled".
         self._response = Deferred.fromCoroutine(
             self.store._request(b"PUT", path, body=body, retry=False)
-        ).addErrback(_FailedRequest)
+        ).addErrback(FailedRequest)
 
     async def _close(self) -> None:
         """Finish the current PUT and record it (as a segment when segmenting)."""
@@ -511,7 +342,7 @@ class _Upload:
         self._pipe = self._response = None
         pipe.finish()
         response = await response_d
-        if isinstance(response, _FailedRequest):
+        if isinstance(response, FailedRequest):
             response.failure.raiseException()
         await _drain(response)
         if response.code != 201:
@@ -528,7 +359,7 @@ class _Upload:
         hashed = self.store._hash(self.digests, data)
         sent = self._order.run(lambda: Deferred.fromCoroutine(self._send_all(data)))
         both: Deferred[Any] = gatherResults([hashed, sent], consumeErrors=True)
-        return both.addCallbacks(lambda _: None, _first_error)
+        return both.addCallbacks(lambda _: None, first_error)
 
     async def _send_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -549,7 +380,7 @@ class _Upload:
         if response_d.called:
             # Swift answered before the body was complete: that is a refusal.
             response = await response_d
-            if isinstance(response, _FailedRequest):
+            if isinstance(response, FailedRequest):
                 response.failure.raiseException()
             await _drain(response)
             raise _unavailable("PUT", f"HTTP {response.code}")
@@ -566,7 +397,7 @@ class _Upload:
             return
         manifest = json.dumps(self.segments).encode()
         path = f"/{quote(self.store.container)}/{quote(self.name)}?multipart-manifest=put"
-        response = await self.store._request(b"PUT", path, body=_Bytes(manifest), retry=False)
+        response = await self.store._request(b"PUT", path, body=Bytes(manifest), retry=False)
         body = await _read_all(response)
         if response.code != 201:
             raise _unavailable("manifest", f"HTTP {response.code}: {body[:200]!r}")
@@ -588,29 +419,13 @@ class _Upload:
                 self.store.log.warn("could not remove {path} from Swift: {e}", path=path, e=e)
 
 
-def _first_error(failure: Failure) -> Failure:
-    """The failure that made ``gatherResults`` fail, rather than its wrapper."""
-    if failure.check(FirstError):
-        sub: Failure = failure.value.subFailure  # type: ignore[union-attr]
-        return sub
-    return failure
-
-
-class _FailedRequest:
-    """A request that failed, kept as a value until someone asks."""
-
-    def __init__(self, failure: Failure) -> None:
-        self.failure = failure
 
 
 async def _read_all(response: Any) -> bytes:
     try:
-        body: bytes = await treq.content(response)
-    except PotentialDataLoss:
-        return b""
-    except _NETWORK_ERRORS as e:
+        return await read_all(response)
+    except NETWORK_ERRORS as e:
         raise _unavailable("read", e) from None
-    return body
 
 
 async def _drain(response: Any) -> None:
