@@ -206,6 +206,9 @@ class IBlobStore(Interface):
     def delete(location):
         """Remove a blob; a missing blob is not an error. @return: ``Deferred``."""
 
+    def close():
+        """Release the store's threads and connections. @return: ``Deferred``."""
+
     def stored_before(timestamp):
         """
         @return: ``Deferred`` firing with the locations of the blobs completed before

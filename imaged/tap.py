@@ -18,13 +18,14 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
 from .errors import BadRequest
 from .hashing import check_algorithm
+from .interfaces import IBlobStore
 from .service import ImageService, Limits
 from .store.files import FileBlobStore
 from .store.sql import SchemaOutOfDate, SQLMetadataStore, describe
@@ -74,6 +75,7 @@ class Options(usage.Options):
     #: the options dict.
     keystone_password: str | None = None
     swift_key: str | None = None
+    s3_secret_key: str | None = None
     longdesc = "imaged: an OpenStack Image service (Glance Image API v2)."
 
     optParameters = [
@@ -155,7 +157,12 @@ class Options(usage.Options):
             "Uploads one project may have in progress at once (-1 or unset: unlimited).",
             _limit,
         ],
-        ["store", None, "file", "Where image bytes live: 'file' (--data-dir) or 'swift'."],
+        [
+            "store",
+            None,
+            "file",
+            "Where image bytes live: 'file' (--data-dir), 'swift' or 's3'.",
+        ],
         ["swift-auth-url", None, None, "Swift tempauth URL (http://host:8080/auth/v1.0)."],
         ["swift-user", None, None, "Swift user (account:user)."],
         [
@@ -170,6 +177,29 @@ class Options(usage.Options):
             None,
             1024**3,
             "Images longer than this (or of unknown length) are stored as segments.",
+            _positive_int,
+        ],
+        ["s3-endpoint", None, None, "S3 endpoint URL (https://s3.eu-west-1.amazonaws.com)."],
+        ["s3-bucket", None, "imaged", "S3 bucket for images (created if missing)."],
+        ["s3-access-key", None, None, "S3 access key id."],
+        [
+            "s3-secret-key-file",
+            None,
+            None,
+            "File holding the S3 secret key (or set IMAGED_S3_SECRET_KEY).",
+        ],
+        ["s3-region", None, "us-east-1", "S3 region (signing scope)."],
+        [
+            "s3-addressing",
+            None,
+            "path",
+            "'path' (endpoint/bucket/key: Ceph RGW, MinIO) or 'virtual' (bucket.endpoint).",
+        ],
+        [
+            "s3-part-size",
+            None,
+            16 * 1024 * 1024,
+            "Multipart part size in bytes (at least 5 MiB); parts are buffered in memory.",
             _positive_int,
         ],
         [
@@ -205,10 +235,12 @@ class Options(usage.Options):
             )
         if self["auth"] == "keystone":
             self._check_keystone()
-        if self["store"] not in ("file", "swift"):
-            raise usage.UsageError(f"--store: '{self['store']}' is not one of file, swift")
+        if self["store"] not in ("file", "swift", "s3"):
+            raise usage.UsageError(f"--store: '{self['store']}' is not one of file, swift, s3")
         if self["store"] == "swift":
             self._check_swift()
+        if self["store"] == "s3":
+            self._check_s3()
         try:
             check_algorithm(self["hash-algo"])
         except BadRequest as e:
@@ -227,6 +259,25 @@ class Options(usage.Options):
         )
         if self["swift-segment-size"] > SWIFT_MAX_OBJECT:
             raise usage.UsageError("--swift-segment-size: at most 5 GiB (Swift's object limit)")
+
+    def _check_s3(self) -> None:
+        for name in ("s3-endpoint", "s3-access-key"):
+            if not self[name]:
+                raise usage.UsageError(f"--store s3 needs --{name}")
+        self.s3_secret_key = _secret(
+            self["s3-secret-key-file"], "IMAGED_S3_SECRET_KEY", "--s3-secret-key-file",
+            "--store s3",
+        )
+        if self["s3-addressing"] not in ("path", "virtual"):
+            raise usage.UsageError("--s3-addressing: 'path' or 'virtual'")
+        if self["s3-part-size"] < 5 * 1024 * 1024:
+            raise usage.UsageError("--s3-part-size: at least 5 MiB (S3's smallest part)")
+        try:
+            import botocore  # noqa: F401
+        except ImportError:
+            raise usage.UsageError(
+                "--store s3 needs botocore: pip install 'imaged[s3]'"
+            ) from None
 
     def _check_keystone(self) -> None:
         for name in ("keystone-url", "keystone-user"):
@@ -269,7 +320,7 @@ class _Stores(Service):
     def __init__(
         self,
         metadata: SQLMetadataStore,
-        blobs: FileBlobStore | SwiftBlobStore,
+        blobs: IBlobStore,
         service: ImageService,
         single_node: bool,
     ) -> None:
@@ -290,7 +341,7 @@ class _Stores(Service):
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
-        closing: list[Deferred[Any]] = [maybeDeferred(self.blobs.close), self.metadata.close()]
+        closing: list[Deferred[Any]] = [self.blobs.close(), self.metadata.close()]
         return gatherResults(closing, consumeErrors=True).addCallback(lambda _: None)
 
 
@@ -377,8 +428,22 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
             f"imaged: cannot use the database {describe(options['database'])}: "
             f"{str(e.orig if hasattr(e, 'orig') and e.orig else e).strip()}"
         ) from None
-    blobs: FileBlobStore | SwiftBlobStore
-    if options["store"] == "swift":
+    blobs: IBlobStore
+    if options["store"] == "s3":
+        from .store.s3 import S3BlobStore  # botocore is an extra
+
+        blobs = S3BlobStore(
+            options["s3-endpoint"],
+            options["s3-bucket"],
+            options["s3-access-key"],
+            getattr(options, "s3_secret_key", None) or "",
+            reactor,
+            region=options["s3-region"],
+            addressing=options["s3-addressing"],
+            part_size=options["s3-part-size"],
+        )
+        images_at = f"S3 bucket {options['s3-bucket']} at {options['s3-endpoint']}"
+    elif options["store"] == "swift":
         blobs = SwiftBlobStore(
             options["swift-auth-url"],
             options["swift-user"],

@@ -88,6 +88,9 @@ class MemoryBlobStore:
     def stored_before(self, timestamp: float) -> Deferred[list[str]]:
         return succeed([loc for loc, at in self.written_at.items() if at < timestamp])
 
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
 
 def memory_image_service(hash_algo: str = "sha512", limits: Limits = Limits()) -> ImageService:
     """The real ``ImageService`` over in-memory stores."""

@@ -24,6 +24,7 @@ from zope.interface.verify import verifyObject
 from imaged.errors import NotFound, StoreFailure, TooLarge
 from imaged.interfaces import IBlobStore
 from imaged.store.files import FileBlobStore
+from imaged.store.s3 import S3BlobStore
 from imaged.store.swift import SwiftBlobStore
 from imaged.testing import MemoryBlobStore, producer_of
 
@@ -34,10 +35,15 @@ DATA = os.urandom(12 * 1024 * 1024 + 17)
 SEGMENT = 5 * 1024 * 1024
 
 
-@pytest.fixture(params=["files", "memory", "swift"])
+@pytest.fixture(params=["files", "memory", "swift", "s3"])
 def store(request: Any, tmp_path: Any) -> Any:
     if request.param == "memory":
         yield MemoryBlobStore()
+        return
+    if request.param == "s3":
+        blobs = s3_store(request.getfixturevalue("swift"))
+        yield blobs
+        pytest_twisted.blockon(blobs.close())
         return
     if request.param == "swift":
         swift = request.getfixturevalue("swift")
@@ -136,6 +142,8 @@ async def test_failed_producer_stores_nothing(store: Any, tmp_path: Any) -> None
         assert leftovers == []
     elif isinstance(store, SwiftBlobStore):
         assert await swift_objects(store) == []
+    elif isinstance(store, S3BlobStore):
+        assert await s3_leftovers(store) == ([], [])
     else:
         assert store.blobs == {}
 
@@ -219,8 +227,11 @@ async def test_stored_before(store: Any) -> None:
 
     from twisted.internet.task import deferLater
 
+    # S3 lists modification times to the second, rounded either way: the store allows a
+    # second of doubt, so "old" must be more than two seconds old.
+    gap = 2.05 if isinstance(store, S3BlobStore) else 0.05
     old = await store.write("image-old", producer_of(b"old"), "sha512")
-    await deferLater(reactor, 0.05, lambda: None)
+    await deferLater(reactor, gap, lambda: None)
     cut = time.time()
     await deferLater(reactor, 0.05, lambda: None)
     await store.write("image-new", producer_of(b"new"), "sha512")
@@ -296,3 +307,101 @@ async def test_swift_refuses_foreign_locations(swift: Any) -> None:
                 await store.read(location)
     finally:
         await store.close()
+
+
+# -- S3 (Swift's s3api: a real S3 implementation that checks SigV4) ----------------------------
+
+
+def s3_store(swift: Any, **kwargs: Any) -> S3BlobStore:
+    options: dict[str, Any] = dict(part_size=SEGMENT)
+    options.update(kwargs)
+    return S3BlobStore(swift.url, "b" + uuid.uuid4().hex[:12], swift.user, swift.key, reactor,
+                       **options)
+
+
+async def s3_leftovers(store: S3BlobStore) -> tuple[list[str], list[str]]:
+    """The bucket's objects, and its multipart uploads not completed nor aborted."""
+    from xml.etree import ElementTree
+
+    import treq
+
+    found = []
+    for query, tag in (("list-type=2", "Key"), ("uploads", "UploadId")):
+        response = await store._request("GET", query=query)
+        body = await treq.content(response)
+        assert response.code == 200, body
+        found.append([e.text for e in ElementTree.fromstring(body).iter()
+                      if e.tag.endswith("}" + tag) or e.tag == tag])
+    return found[0], found[1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_s3_multipart_for_unknown_and_large_lengths(swift: Any) -> None:
+    store = s3_store(swift)
+    try:
+        unknown = producer_of(DATA, 100_000)
+        unknown.length = UNKNOWN_LENGTH
+        blob = await store.write("big", unknown, "sha512")  # 12 MiB: parts of 5, 5, 2
+        assert blob.checksum == hashlib.md5(DATA).hexdigest()
+        assert await read(store, blob.location) == DATA
+        assert await read(store, blob.location, SEGMENT - 5, 10) == DATA[SEGMENT - 5:SEGMENT + 5]
+        known = await store.write("known", producer_of(DATA, 100_000), "sha512")
+        assert await read(store, known.location) == DATA
+        small = producer_of(b"tiny", 2)
+        small.length = UNKNOWN_LENGTH
+        tiny = await store.write("tiny", small, "sha512")  # less than a part: one PUT
+        assert await read(store, tiny.location) == b"tiny"
+        keys, uploads = await s3_leftovers(store)
+        assert len(keys) == 3 and uploads == []
+        for location in (blob.location, known.location, tiny.location):
+            await store.delete(location)
+        assert await s3_leftovers(store) == ([], [])
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_s3_size_cap_midway_aborts_the_upload(swift: Any) -> None:
+    store = s3_store(swift)
+    try:
+        unknown = producer_of(DATA, 100_000)
+        unknown.length = UNKNOWN_LENGTH
+        with pytest.raises(TooLarge):
+            await store.write("capped", unknown, "sha512", size_cap=SEGMENT + 1024)
+        assert await s3_leftovers(store) == ([], [])
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_s3_wrong_secret_or_no_server_is_a_store_failure(swift: Any) -> None:
+    for store in (S3BlobStore(swift.url, "bucket", swift.user, "wrong", reactor),
+                  S3BlobStore("http://127.0.0.1:1", "bucket", "k", "s", reactor)):
+        try:
+            with pytest.raises(StoreFailure, match="S3 image store is unavailable"):
+                await store.write("nope", producer_of(b"data"), "sha512")
+            with pytest.raises(StoreFailure):
+                await store.read("s3://bucket/x")
+        finally:
+            await store.close()
+
+
+def test_s3_addressing_styles() -> None:
+    path = S3BlobStore("https://s3.example.test:9000/", "images", "k", "s", reactor)
+    virtual = S3BlobStore("https://s3.example.test", "images", "k", "s", reactor,
+                          addressing="virtual", region="eu-west-1")
+    assert path.url("a.b") == "https://s3.example.test:9000/images/a.b"
+    assert path.url() == "https://s3.example.test:9000/images"
+    assert path.url(query="uploads") == "https://s3.example.test:9000/images?uploads"
+    assert virtual.url("a.b") == "https://images.s3.example.test/a.b"
+    assert virtual.url() == "https://images.s3.example.test/"
+    headers = virtual.signer.headers("GET", virtual.url("a.b"), {}, b"")
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=k/")
+    assert "/eu-west-1/s3/aws4_request" in headers["Authorization"]
+    unsigned = path.signer.headers("PUT", path.url("a.b"), {}, None)
+    assert unsigned["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+    for store in (path, virtual):
+        store._checksum_lane.stop()
+        store._multihash_lane.stop()
+    with pytest.raises(ValueError):
+        S3BlobStore("http://x", "b", "k", "s", reactor, part_size=1024)

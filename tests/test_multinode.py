@@ -1,6 +1,7 @@
 """
 Several imaged nodes as one service: two ``twistd imaged`` processes on one PostgreSQL
-database and one Swift container, as operators run them behind a load balancer.
+database and one object store (Swift, then S3 through Swift's s3api), as operators run them
+behind a load balancer.
 """
 
 from __future__ import annotations
@@ -27,24 +28,29 @@ MANAGE = os.path.join(os.path.dirname(sys.executable), "imaged-manage")
 MIB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def nodes(postgres: Any, swift: Any, tmp_path_factory: pytest.TempPathFactory
+@pytest.fixture(scope="module", params=["swift", "s3"])
+def nodes(request: pytest.FixtureRequest, postgres: Any, swift: Any,
+          tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[TwistdDaemon, TwistdDaemon]]:
     url = postgres.database("multinode_" + uuid.uuid4().hex[:8])
     subprocess.run([MANAGE, "--database", url, "db", "upgrade"], check=True,
                    capture_output=True)
-    key_file = tmp_path_factory.mktemp("secrets") / "swift-key"
+    key_file = tmp_path_factory.mktemp("secrets") / "key"
     key_file.write_text(swift.key)
     container = "multinode" + uuid.uuid4().hex[:8]
+    if request.param == "swift":
+        store = ["--store", "swift", "--swift-auth-url", swift.auth_url,
+                 "--swift-user", swift.user, "--swift-key-file", str(key_file),
+                 "--swift-container", container, "--swift-segment-size", str(4 * MIB)]
+    else:
+        store = ["--store", "s3", "--s3-endpoint", swift.url, "--s3-bucket", container,
+                 "--s3-access-key", swift.user, "--s3-secret-key-file", str(key_file),
+                 "--s3-part-size", str(5 * MIB)]
     started = []
     for name in ("a", "b"):
         workdir = tmp_path_factory.mktemp(f"node-{name}")
         started.append(TwistdDaemon(str(workdir), args=[
-            "--database", url, "--data-dir", str(workdir),
-            "--store", "swift", "--swift-auth-url", swift.auth_url,
-            "--swift-user", swift.user, "--swift-key-file", str(key_file),
-            "--swift-container", container, "--swift-segment-size", str(4 * MIB),
-        ]).start())
+            "--database", url, "--data-dir", str(workdir), *store]).start())
     yield started[0], started[1]
     for node in started:
         node.stop()
@@ -82,7 +88,7 @@ def upload(node: TwistdDaemon, image_id: str, data: Any, length: int | None = No
 
 def test_upload_via_one_node_download_via_the_other(nodes: Any) -> None:
     a, b = nodes
-    data = os.urandom(9 * MIB + 5)  # known length above the segment size: segments
+    data = os.urandom(9 * MIB + 5)  # known length above a segment or part: several
     image_id = create(a)
     assert upload(a, image_id, data, len(data))[0] == 204
     code, shown = call(b, "GET", f"/v2/images/{image_id}")
@@ -154,7 +160,9 @@ def test_delete_via_one_node_while_the_other_downloads(nodes: Any, swift: Any) -
         assert call(node, "GET", f"/v2/images/{image_id}")[0] == 404
         assert call(node, "GET", f"/v2/images/{image_id}/file")[0] == 404
     token, storage = swift.token()
-    listing = _swift_names(storage, token)
+    # s3api removes a deleted multipart object's parts ("+segments") asynchronously, through
+    # Swift's object expirer, which this test cluster does not run; everything else is gone.
+    listing = [n for n in _swift_names(storage, token) if "+segments/" not in n]
     assert not [name for name in listing if image_id in name], listing
 
 
@@ -176,5 +184,5 @@ def _swift_names(storage: str, token: str) -> list[str]:
 def test_nodes_log_where_they_store(nodes: Any) -> None:
     for node in nodes:
         log = Path(node.log_path).read_text()
-        assert "Swift container multinode" in log
+        assert "Swift container multinode" in log or "S3 bucket multinode" in log
         assert "postgresql+psycopg://postgres@127.0.0.1" in log

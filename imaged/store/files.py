@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
@@ -78,9 +78,10 @@ class FileBlobStore:
             os.unlink(os.path.join(self._partial, name))
             self.log.warn("removed partial upload {name} left by an earlier run", name=name)
 
-    def close(self) -> None:
+    def close(self) -> Deferred[None]:
         for runner in (self._runner, self._checksum_lane, self._multihash_lane, self._write_lane):
             runner.stop()
+        return succeed(None)
 
     # -- locations ---------------------------------------------------------------------------
 
