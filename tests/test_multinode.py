@@ -186,3 +186,26 @@ def test_nodes_log_where_they_store(nodes: Any) -> None:
         log = Path(node.log_path).read_text()
         assert "Swift container multinode" in log or "S3 bucket multinode" in log
         assert "postgresql+psycopg://postgres@127.0.0.1" in log
+
+
+@pytest.mark.parametrize("store", [
+    ["--store", "swift", "--swift-auth-url", "http://127.0.0.1:1/auth/v1.0",
+     "--swift-user", "test:tester"],
+    ["--store", "s3", "--s3-endpoint", "http://127.0.0.1:1", "--s3-access-key", "k"],
+])
+def test_a_store_that_is_down_is_503_and_the_image_stays_queued(
+    store: list[str], tmp_path: Path
+) -> None:
+    env = {"IMAGED_SWIFT_KEY": "x", "IMAGED_S3_SECRET_KEY": "x"}
+    node = TwistdDaemon(str(tmp_path), args=["--data-dir", str(tmp_path), *store],
+                        env=env).start()
+    try:
+        image_id = create(node)
+        code, body = upload(node, image_id, b"x" * 100_000, 100_000)
+        assert code == 503, body
+        assert b"image store is unavailable" in body
+        code, shown = call(node, "GET", f"/v2/images/{image_id}")
+        assert json.loads(shown)["status"] == "queued"
+        assert call(node, "GET", f"/v2/images/{image_id}/file")[0] == 204
+    finally:
+        node.stop()

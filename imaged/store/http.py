@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import treq
-from twisted.internet.defer import Deferred, FirstError, succeed
+from twisted.internet.defer import Deferred, FirstError
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Protocol
@@ -178,24 +178,47 @@ class ResponseProducer:
 
 @implementer(IBodyProducer)
 class Bytes:
-    """A small request body (a manifest)."""
+    """
+    A request body held in memory (a manifest, an S3 part), written in slices.
+
+    Handing a transport one 16 MiB write makes it keep a copy until the socket has taken it
+    all; slices written as the transport asks keep that at a slice.
+    """
+
+    SLICE = 256 * 1024
 
     def __init__(self, data: bytes) -> None:
-        self._data = data
+        self._view = memoryview(data)
         self.length = len(data)
+        self._position = 0
+        self._paused = False
+        self._consumer: IConsumer | None = None
+        self._done: Deferred[None] = Deferred()
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
+        self._consumer = consumer
+        self._write()
+        return self._done
+
+    def _write(self) -> None:
+        while not self._paused and self._position < self.length and self._consumer:
+            end = self._position + self.SLICE
+            self._consumer.write(bytes(self._view[self._position:end]))
+            self._position = end
+        if self._position >= self.length and not self._done.called:
+            self._view.release()
+            self._done.callback(None)
 
     def pauseProducing(self) -> None:
-        pass
+        self._paused = True
 
     def resumeProducing(self) -> None:
-        pass
+        self._paused = False
+        self._write()
 
     def stopProducing(self) -> None:
-        pass
+        self._paused = True
+        self._consumer = None
 
 
 def first_error(failure: Failure) -> Failure:

@@ -400,7 +400,9 @@ class _Multipart:
         if length is not None:
             # Enough room for the whole image in S3's 10,000 parts.
             self.part_size = max(self.part_size, -(-length // MAX_PARTS))
-        self.buffer = bytearray()
+        # Chunks of the part being gathered (joined once, when full: one copy per part).
+        self.buffer: list[bytes] = []
+        self.buffered = 0
         self.upload_id: str | None = None
         self.began: Deferred[Any] | None = None
         self.etags: dict[int, str] = {}
@@ -412,11 +414,15 @@ class _Multipart:
 
     def write(self, data: bytes) -> Deferred[Any]:
         hashed = self.store._hash(self.digests, data)
-        self.buffer += data
+        self.buffer.append(data)
+        self.buffered += len(data)
         pending: list[Deferred[Any]] = [hashed]
-        while len(self.buffer) >= self.part_size:
-            part = bytes(self.buffer[: self.part_size])
-            del self.buffer[: self.part_size]
+        while self.buffered >= self.part_size:
+            whole = b"".join(self.buffer)
+            part, rest = whole[: self.part_size], whole[self.part_size:]
+            del whole
+            self.buffer = [rest] if rest else []
+            self.buffered = len(rest)
             pending.append(self._queue(part))
         both: Deferred[Any] = gatherResults(pending, consumeErrors=True)
         return both.addCallbacks(lambda _: None, first_error)
@@ -486,14 +492,16 @@ class _Multipart:
     async def finish(self) -> None:
         if not self.queued:
             # Shorter than one part: one PUT of what was buffered.
-            self.single = _SinglePut(self.store, self.key, len(self.buffer), self.digests)
-            if self.buffer:
-                await self.single.pipe.send(bytes(self.buffer))
+            data = b"".join(self.buffer)
+            self.buffer, self.buffered = [], 0
+            self.single = _SinglePut(self.store, self.key, len(data), self.digests)
+            if data:
+                await self.single.pipe.send(data)
             await self.single.finish()
             return
         if self.buffer:
-            tail = bytes(self.buffer)
-            self.buffer.clear()
+            tail = b"".join(self.buffer)
+            self.buffer, self.buffered = [], 0
             await self._queue(tail)
         await gatherResults(list(self.sending), consumeErrors=True)
         if self.failure is not None:
