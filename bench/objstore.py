@@ -138,6 +138,7 @@ def main() -> None:
                                                      *options]).start()
             try:
                 results: dict[str, list[float]] = {}
+                failed_log = node.log_path
                 for _ in range(args.runs):
                     for label, (up, down) in (
                         ("direct", direct[name](swift, path)),
@@ -148,6 +149,9 @@ def main() -> None:
                         results.setdefault(label + " down", []).append(down)
                 assert node.process is not None
                 rss = peak_rss_mib(node.process.pid)
+            except subprocess.CalledProcessError:
+                print(Path(failed_log).read_text()[-4000:], file=sys.stderr)
+                raise
             finally:
                 node.stop()
             best = {k: size / MiB / statistics.median(v) for k, v in results.items()}

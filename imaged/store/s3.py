@@ -166,8 +166,11 @@ class S3BlobStore:
                        if k.lower() != "content-length"})
         try:
             request = self._agent.request(method.encode(), url.encode(), raw, body)
-            streaming = isinstance(body, Pipe)
-            timer = None if streaming else self._reactor.callLater(self.timeout, request.cancel)
+            # Only requests without a body get a deadline for their answer: a part upload or
+            # a multipart completion of a large image may legitimately take minutes.
+            timer = None if body is not None else self._reactor.callLater(
+                self.timeout, request.cancel
+            )
             try:
                 return await request
             finally:
