@@ -11,8 +11,10 @@ import gc
 import os
 import re
 import shlex
+import sys
 import time
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -76,9 +78,17 @@ class Options(usage.Options):
     keystone_password: str | None = None
     swift_key: str | None = None
     s3_secret_key: str | None = None
+    config_path: str | None = None
     longdesc = "imaged: an OpenStack Image service (Glance Image API v2)."
 
     optParameters = [
+        [
+            "config",
+            "c",
+            None,
+            "TOML configuration file; its keys are these options' long names, and the "
+            "command line overrides it.",
+        ],
         ["listen", "l", DEFAULT_LISTEN, "Twisted endpoint string to listen on."],
         ["data-dir", "d", "imaged-data", "Directory for the database and image files."],
         [
@@ -227,6 +237,46 @@ class Options(usage.Options):
         ],
     ]
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """The configuration file first (``--config``), then the command line over it."""
+        args = list(sys.argv[1:] if options is None else options)
+        path = _config_path(args)
+        if path is not None:
+            self.apply_config(path)
+        super().parseOptions(args)
+
+    def apply_config(self, path: str) -> None:
+        """
+        Set options from a TOML file.  Unknown keys, wrong types and values the option's own
+        parser refuses are errors naming the file and the key, before anything starts.
+        """
+        try:
+            with open(path, "rb") as f:
+                table = tomllib.load(f)
+        except OSError as e:
+            raise usage.UsageError(f"--config: {e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise usage.UsageError(f"{path}: not valid TOML: {e}") from None
+        declared: list[list[Any]] = self.optParameters  # type: ignore[assignment]
+        parameters = {p[0]: p for p in declared}
+        flags = {f[0] for f in self.optFlags}
+        for key, value in table.items():
+            if key == "config" or (key not in parameters and key not in flags):
+                raise usage.UsageError(f"{path}: unknown option '{key}'")
+            if key in flags:
+                if not isinstance(value, bool):
+                    raise usage.UsageError(f"{path}: '{key}' must be true or false")
+                self[key] = int(value)
+                continue
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise usage.UsageError(f"{path}: '{key}' must be a string or a number")
+            coerce = parameters[key][4] if len(parameters[key]) > 4 else None
+            try:
+                self[key] = coerce(str(value)) if coerce else str(value)
+            except ValueError as e:
+                raise usage.UsageError(f"{path}: '{key}': {e}") from None
+        self.config_path = path
+
     def postOptions(self) -> None:
         if self["auth"] not in (*STRATEGIES, "keystone"):
             raise usage.UsageError(
@@ -306,6 +356,18 @@ def _secret(path: str | None, variable: str, option: str, needed_by: str) -> str
     if not secret:
         raise usage.UsageError(f"{needed_by} needs {option} or {variable}")
     return secret
+
+
+def _config_path(args: Sequence[str]) -> str | None:
+    """``--config``/``-c`` from a command line, before the full parse."""
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg.startswith("-c") and len(arg) > 2:
+            return arg[2:]
+    return None
 
 
 class _Stores(Service):
@@ -497,12 +559,25 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
     return top
 
 
+#: Where imaged.tac looks for its configuration when ``IMAGED_CONFIG`` does not say.
+DEFAULT_CONFIG = "/etc/imaged/imaged.conf"
+
+
 def options_from_environment(environ: dict[str, str] | None = None) -> Options:
-    """Options for imaged.tac, from the ``IMAGED_ARGS`` environment variable."""
-    args: Sequence[str] = shlex.split((environ or os.environ).get("IMAGED_ARGS", ""))
+    """
+    Options for imaged.tac: the configuration file named by ``IMAGED_CONFIG`` (or
+    ``/etc/imaged/imaged.conf`` when it exists), overridden by ``IMAGED_ARGS``.
+    """
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    args: list[str] = shlex.split(env.get("IMAGED_ARGS", ""))
+    config = env.get("IMAGED_CONFIG")
+    if config is None and os.path.exists(DEFAULT_CONFIG):
+        config = DEFAULT_CONFIG
+    if config and _config_path(args) is None:
+        args = ["--config", config, *args]
     options = Options()
-    options.parseOptions(list(args))
+    options.parseOptions(args)
     return options
 
 
-__all__ = ["Options", "makeService", "options_from_environment"]
+__all__ = ["DEFAULT_CONFIG", "Options", "makeService", "options_from_environment"]

@@ -147,6 +147,27 @@ def test_tac_runs_the_same_service(tmp_path: Any) -> None:
         daemon.stop()
 
 
+def test_tac_reads_the_shipped_config_format(tmp_path: Any) -> None:
+    """imaged.tac with a configuration file (IMAGED_CONFIG), as the packaged service runs."""
+    repo = os.path.dirname(os.path.dirname(__file__))
+    shipped = open(os.path.join(repo, "etc", "imaged.conf")).read()
+    config = tmp_path / "imaged.conf"
+    config.write_text(shipped + f'\ndata-dir = "{tmp_path / "confdata"}"\n'
+                      'image-size-cap = 100\n')
+    daemon = Daemon(str(tmp_path), tac=os.path.join(repo, "imaged.tac"),
+                    env={"IMAGED_CONFIG": str(config)})
+    daemon.start()
+    try:
+        image = json.loads(curl(f"{daemon.url}/v2/images", "-X", "POST", "-H",
+                                "Content-Type: application/json", "-d", "{}")[2])
+        status = curl(f"{daemon.url}/v2/images/{image['id']}/file", "-X", "PUT", "-H",
+                      "Content-Type: application/octet-stream", "--data-binary", "x" * 101)[0]
+        assert status == 413  # the file's cap, not the default 1 TiB
+        assert (tmp_path / "confdata" / "imaged.sqlite").exists()
+    finally:
+        daemon.stop()
+
+
 def test_bad_options_fail_clearly(tmp_path: Any) -> None:
     from .daemon import TWISTD
 

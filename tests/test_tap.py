@@ -29,6 +29,7 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
     options = tap.Options()
     options.parseOptions([])
     assert dict(options) == {
+        "config": None,
         "listen": "tcp:9292",
         "data-dir": str(tmp_path / "imaged-data"),
         "database": f"sqlite:///{tmp_path / 'imaged-data' / 'imaged.sqlite'}",
@@ -153,3 +154,58 @@ def test_options_from_environment(tmp_path: Any) -> None:
     options = tap.options_from_environment(
         {"IMAGED_ARGS": f"--listen 'tcp:1234' --data-dir {tmp_path}"})
     assert options["listen"] == "tcp:1234" and options["data-dir"] == str(tmp_path)
+
+
+CONFIG = """
+# imaged's configuration
+listen = "tcp:9393:interface=127.0.0.1"
+data-dir = "/var/lib/imaged"
+image-size-cap = 1048576
+user-storage-quota = "5GB"
+show-locations = true
+auth = "trusted-headers"
+"""
+
+
+def test_config_file_sets_options_and_the_command_line_wins(tmp_path: Any) -> None:
+    path = tmp_path / "imaged.conf"
+    path.write_text(CONFIG)
+    options = tap.Options()
+    options.parseOptions(["--config", str(path), "--listen", "tcp:1"])
+    assert options["listen"] == "tcp:1"
+    assert options["data-dir"] == "/var/lib/imaged"
+    assert options["image-size-cap"] == 1048576
+    assert options["user-storage-quota"] == 5 * 1024**3
+    assert options["show-locations"] == 1 and options["auth"] == "trusted-headers"
+    from_env = tap.options_from_environment(
+        {"IMAGED_CONFIG": str(path), "IMAGED_ARGS": "--image-size-cap 7"})
+    assert from_env["image-size-cap"] == 7 and from_env["listen"] == "tcp:9393:interface=127.0.0.1"
+
+
+@pytest.mark.parametrize("text, named", [
+    ('lisen = "tcp:1"', "unknown option 'lisen'"),
+    ("image-size-cap = -4", "'image-size-cap'"),
+    ('show-locations = "yes"', "'show-locations' must be true or false"),
+    ("listen = [1, 2]", "'listen' must be a string or a number"),
+    ("listen = ", "not valid TOML"),
+    ('auth = "kerberos"', "--auth: 'kerberos'"),
+])
+def test_config_file_errors_name_the_option(tmp_path: Any, text: str, named: str) -> None:
+    path = tmp_path / "bad.conf"
+    path.write_text(text + "\n")
+    with pytest.raises(UsageError, match=named):
+        tap.Options().parseOptions(["--config", str(path)])
+    with pytest.raises(UsageError, match="--config"):
+        tap.Options().parseOptions(["--config", str(tmp_path / "missing.conf")])
+
+
+def test_the_shipped_config_documents_every_option() -> None:
+    import os
+    import tomllib
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "etc", "imaged.conf")
+    text = open(path).read()
+    assert tomllib.loads(text) == {}  # all commented out: the defaults
+    names = [p[0] for p in tap.Options.optParameters] + [f[0] for f in tap.Options.optFlags]
+    missing = [n for n in names if n != "config" and f"# {n} = " not in text]
+    assert missing == []
