@@ -14,13 +14,13 @@ import shlex
 import sys
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -32,6 +32,7 @@ from .service import ImageService, Limits
 from .store.files import FileBlobStore
 from .store.sql import SchemaOutOfDate, SQLMetadataStore, describe
 from .store.swift import SWIFT_MAX_OBJECT, SwiftBlobStore
+from .systemd import notify
 from .web.app import APIConfig, routes
 from .web.auth import STRATEGIES, Authenticator, NoAuth
 from .web.keystone import KeystoneTokens, ServiceCredentials
@@ -139,6 +140,13 @@ class Options(usage.Options):
             "While this file exists /healthcheck answers 503 (drain before maintenance).",
         ],
         ["hash-algo", None, "sha512", "Multihash algorithm (os_hash_algo)."],
+        [
+            "shutdown-timeout",
+            None,
+            30.0,
+            "Seconds a stopping imaged lets uploads in progress finish before it aborts them.",
+            float,
+        ],
         [
             "image-size-cap",
             None,
@@ -385,11 +393,13 @@ class _Stores(Service):
         blobs: IBlobStore,
         service: ImageService,
         single_node: bool,
+        drain: Callable[[], Deferred[None]] | None = None,
     ) -> None:
         self.metadata = metadata
         self.blobs = blobs
         self.service = service
         self.single_node = single_node
+        self.drain = drain
         self.started_at = time.time()
         self.recovered: Deferred[Any] | None = None
 
@@ -402,9 +412,18 @@ class _Stores(Service):
             )
 
     def stopService(self) -> Deferred[Any]:
+        """
+        Twisted stops sibling services all at once, so the order is kept here: uploads in
+        progress drain first (they need the stores), then the stores close.
+        """
         super().stopService()
-        closing: list[Deferred[Any]] = [self.blobs.close(), self.metadata.close()]
-        return gatherResults(closing, consumeErrors=True).addCallback(lambda _: None)
+        drained = self.drain() if self.drain is not None else succeed(None)
+
+        def close(_: Any) -> Deferred[None]:
+            closing: list[Deferred[Any]] = [self.blobs.close(), self.metadata.close()]
+            return gatherResults(closing, consumeErrors=True).addCallback(lambda _: None)
+
+        return drained.addBoth(close)
 
 
 class _FreezeStartupObjects(Service):
@@ -427,10 +446,25 @@ class _FreezeStartupObjects(Service):
 class _Listener(StreamServerEndpointService):
     """Logs the address actually bound (tests listen on port 0 and read it from the log)."""
 
-    def __init__(self, endpoint: Any, factory: Any, description: str) -> None:
+    def __init__(
+        self,
+        endpoint: Any,
+        factory: Any,
+        description: str,
+        reactor: Any,
+        notify_ready: bool = False,
+    ) -> None:
         super().__init__(endpoint, factory)
         self.description = description
+        self.notify_ready = notify_ready
+        self.reactor = reactor
         self.port: Any | None = None
+
+    def stopService(self) -> Deferred[None]:
+        if self.notify_ready:
+            notify("STOPPING=1")
+        stopped: Deferred[None] = super().stopService()
+        return stopped
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -444,6 +478,9 @@ class _Listener(StreamServerEndpointService):
                 description=self.description,
                 address=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}",
             )
+            if self.notify_ready:
+                # Ready means serving: once the reactor runs (now, or when it starts).
+                self.reactor.callWhenRunning(notify, "READY=1")
             return port
 
         self._waitingForPort.addCallback(bound)
@@ -547,9 +584,21 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
 
     top = MultiService()
     single_node = metadata.dialect == "sqlite"
-    _Stores(metadata, blobs, image_service, single_node).setServiceParent(top)
+    _Stores(
+        metadata,
+        blobs,
+        image_service,
+        single_node,
+        drain=lambda: api.drain(reactor, options["shutdown-timeout"]),
+    ).setServiceParent(top)
     _FreezeStartupObjects().setServiceParent(top)
-    listener = _Listener(serverFromString(reactor, options["listen"]), site, options["listen"])
+    listener = _Listener(
+        serverFromString(reactor, options["listen"]),
+        site,
+        options["listen"],
+        reactor,
+        notify_ready=True,
+    )
     listener.setServiceParent(top)
     log.info(
         "imaged storing metadata in {database} and images in {images}",

@@ -49,6 +49,7 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "keystone-user-domain": "default",
         "keystone-project-domain": "default",
         "keystone-cache-seconds": 300.0,
+        "shutdown-timeout": 30.0,
         "user-storage-quota": None,
         "image-count-total": None,
         "image-count-uploading": None,

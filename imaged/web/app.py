@@ -19,7 +19,8 @@ from urllib.parse import unquote
 
 import attrs
 from klein import Klein
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -124,9 +125,40 @@ class ImagesAPI:
     def __init__(self, config: APIConfig) -> None:
         self.config = config
         self.service = config.image_service
+        #: Requests whose upload is being received, each with a Deferred that fires when its
+        #: response has gone out (for a graceful shutdown).
+        self.uploads: dict[Any, Deferred[None]] = {}
 
     def resource(self) -> IResource:
         return APIResource(self.app.resource())
+
+    def drain(self, reactor: Any, timeout: float) -> Deferred[None]:
+        """
+        Fires when every upload in progress has been answered.  Uploads still running after
+        ``timeout`` seconds have their connections aborted, which fails them the way a client
+        going away does: the image goes back to ``queued`` and nothing is kept.
+        """
+        pending = list(self.uploads.values())
+        if not pending:
+            return succeed(None)
+        self.log.info("waiting for {count} upload(s) to finish", count=len(pending))
+
+        def abort() -> None:
+            for request in list(self.uploads):
+                self.log.warn("aborting an unfinished upload at shutdown")
+                request.transport.abortConnection()
+
+        timer = reactor.callLater(timeout, abort)
+        done: Deferred[Any] = gatherResults(pending)
+
+        def answered(_: Any) -> Deferred[None]:
+            if timer.active():
+                timer.cancel()
+            # The last responses are in the transports' buffers; the reactor sends them on its
+            # next turns, before shutting connections.
+            return deferLater(reactor, 0.2, lambda: None)
+
+        return done.addCallback(answered)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -352,6 +384,15 @@ class ImagesAPI:
             return failure
 
         upload.addErrback(abandon)
+        answered: Deferred[None] = Deferred()
+        self.uploads[request] = answered
+
+        def forget(result: Any) -> None:
+            self.uploads.pop(request, None)
+            if not answered.called:
+                answered.callback(None)
+
+        request.notifyFinish().addBoth(forget)
         # If the client goes before upload_data runs, nobody else will look at the outcome.
         request.notifyFinish().addErrback(lambda _: upload.addErrback(lambda _: None))
         request.imaged_upload = upload  # type: ignore[attr-defined]
