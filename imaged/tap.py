@@ -91,6 +91,13 @@ class Options(usage.Options):
             "command line overrides it.",
         ],
         ["listen", "l", DEFAULT_LISTEN, "Twisted endpoint string to listen on."],
+        [
+            "metrics-listen",
+            None,
+            None,
+            "Endpoint serving Prometheus metrics at /metrics (e.g. tcp:9393:interface="
+            "127.0.0.1); off by default.",
+        ],
         ["data-dir", "d", "imaged-data", "Directory for the database and image files."],
         [
             "database",
@@ -600,6 +607,15 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
         notify_ready=True,
     )
     listener.setServiceParent(top)
+    if options["metrics-listen"]:
+        from .metrics import metrics_site
+
+        _Listener(
+            serverFromString(reactor, options["metrics-listen"]),
+            metrics_site(),
+            f"{options['metrics-listen']} (metrics)",
+            reactor,
+        ).setServiceParent(top)
     log.info(
         "imaged storing metadata in {database} and images in {images}",
         database=describe(options["database"]),

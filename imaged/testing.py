@@ -108,7 +108,8 @@ def producer_of(data: bytes, chunk: int = 64 * 1024) -> IBodyProducer:
 # -- the daemon as users run it ---------------------------------------------------------------
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-_LISTENING = re.compile(r"imaged listening on .* \(127\.0\.0\.1:(\d+)\)")
+# The API's listener (not the metrics listener, whose description ends "(metrics)").
+_LISTENING = re.compile(r"imaged listening on (?:(?!\(metrics\)).)* \(127\.0\.0\.1:(\d+)\)")
 
 
 

@@ -236,3 +236,61 @@ def test_stopping_aborts_an_upload_that_outlasts_the_timeout(tmp_path: Path) -> 
         assert [p for p in (tmp_path / "images").rglob("*") if p.is_file()] == []
     finally:
         again.stop()
+
+
+def test_json_access_log_and_prometheus_metrics(tmp_path: Path) -> None:
+    daemon = Twistd(tmp_path, [], command=[
+        TWISTD, "-n", "--pidfile=", "--logger", "imaged.logs.json_observer", "imaged",
+        "--data-dir", str(tmp_path), "--listen", "tcp:0:interface=127.0.0.1",
+        "--metrics-listen", "tcp:0:interface=127.0.0.1"])
+    try:
+        ports: dict[str, str] = {}
+        deadline = time.monotonic() + 30
+        while len(ports) < 2 and time.monotonic() < deadline:
+            for line in daemon.log_path.read_text().splitlines():
+                if line.startswith("{") and "imaged listening on" in line:
+                    event = json.loads(line)  # JSON lines: the fields, not the text
+                    kind = "metrics" if "(metrics)" in event["description"] else "api"
+                    ports[kind] = event["address"].rsplit(":", 1)[1]
+            time.sleep(0.05)
+        metrics_port, api_port = ports["metrics"], ports["api"]
+        api = f"http://127.0.0.1:{api_port}"
+        request_id = f"req-{os.getpid()}-{time.monotonic_ns()}"
+        code, body = curl("-X", "POST", "-H", "Content-Type: application/json", "-H",
+                          f"X-Openstack-Request-Id: {request_id}", "-d",
+                          '{"disk_format": "raw", "container_format": "bare"}', f"{api}/v2/images")
+        assert code == 201
+        image_id = json.loads(body)["id"]
+        assert curl("-X", "PUT", "-H", "Content-Type: application/octet-stream",
+                    "--data-binary", "x" * 5000, f"{api}/v2/images/{image_id}/file")[0] == 204
+        assert curl(f"{api}/v2/images/{image_id}/file")[0] == 200
+        code, body = curl(f"{api}/metrics")  # never on the API's port (Glance: 300 there)
+        assert code == 300 and b"imaged_http" not in body
+
+        code, scraped = curl(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert code == 200
+        page = scraped.decode()
+        assert ('imaged_http_requests_total{code="201",method="POST",route="/v2/images"} 1.0'
+                in page)
+        assert ('imaged_http_requests_total{code="204",method="PUT",'
+                'route="/v2/images/{image_id}/file"} 1.0' in page)
+        assert "imaged_uploads_in_progress 0.0" in page
+        received = float(re.search(r"^imaged_http_received_bytes_total (\S+)$", page,
+                                   re.M).group(1))  # type: ignore[union-attr]
+        assert received >= 5000
+        writes = float(re.search(r'^imaged_db_transaction_seconds_count\{kind="write"\} (\S+)$',
+                                 page, re.M).group(1))  # type: ignore[union-attr]
+        assert writes >= 2
+    finally:
+        daemon.stop()
+    events = [json.loads(line) for line in daemon.log_path.read_text().splitlines()
+              if line.startswith("{")]
+    assert events, "no JSON lines"
+    access = [e for e in events if e.get("log_namespace") == "imaged.access"]
+    mine = [e for e in access if e.get("request_id") == request_id]
+    assert len(mine) == 1
+    assert (mine[0]["method"], mine[0]["path"], mine[0]["code"]) == ("POST", "/v2/images", 201)
+    assert mine[0]["duration_ms"] >= 0 and mine[0]["user_agent"].startswith("curl/")
+    upload = [e for e in access if e["method"] == "PUT"]
+    assert len(upload) == 1 and upload[0]["received"] == 5000
+    assert all(e["request_id"].startswith("req-") for e in access)

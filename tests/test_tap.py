@@ -31,6 +31,7 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
     assert dict(options) == {
         "config": None,
         "listen": "tcp:9292",
+        "metrics-listen": None,
         "data-dir": str(tmp_path / "imaged-data"),
         "database": f"sqlite:///{tmp_path / 'imaged-data' / 'imaged.sqlite'}",
         "public-url": None,

@@ -27,6 +27,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
+from .. import metrics
 from ..context import RequestContext
 from ..errors import BadRequest, NotFound, UnsupportedMediaType
 from ..interfaces import IImageService
@@ -386,9 +387,11 @@ class ImagesAPI:
         upload.addErrback(abandon)
         answered: Deferred[None] = Deferred()
         self.uploads[request] = answered
+        metrics.UPLOADS.inc()
 
         def forget(result: Any) -> None:
             self.uploads.pop(request, None)
+            metrics.UPLOADS.dec()
             if not answered.called:
                 answered.callback(None)
 

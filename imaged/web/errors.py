@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
-from .. import errors
+from .. import errors, metrics
 
 log = Logger()
 
@@ -158,6 +158,7 @@ def render_failure(request: IRequest, failure: Failure) -> bytes:
             headers["WWW-Authenticate"] = error.challenge
         if code >= 500:
             log.error("request failed: {message}", message=error.message)
+            metrics.STORE_ERRORS.labels(type(error).__name__).inc()
         return write_error(request, code, error.message, headers)
     if isinstance(error, HTTPException):
         headers = {}

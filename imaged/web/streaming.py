@@ -24,6 +24,7 @@ loudly if an upgrade changes them):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -175,6 +176,11 @@ class StreamingRequest(Request):
 
     body_stream: BodyStream | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: When the request began (its headers arrived), for the access log's duration.
+        self.began = time.monotonic()
+
     def gotLength(self, length: int | None) -> None:
         router: BodyRouter | None = getattr(
             getattr(self.channel, "site", None), "body_router", None
@@ -206,6 +212,18 @@ class StreamingSite(Site):
 
     requestFactory = StreamingRequest
 
-    def __init__(self, resource: Any, body_router: BodyRouter | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        resource: Any,
+        body_router: BodyRouter | None = None,
+        on_finished: Callable[[Request], None] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(resource, **kwargs)
         self.body_router = body_router
+        self.on_finished = on_finished
+
+    def log(self, request: Any) -> None:
+        """Twisted's hook when a response is complete: imaged's own access log instead."""
+        if self.on_finished is not None:
+            self.on_finished(request)

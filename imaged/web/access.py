@@ -1,0 +1,59 @@
+"""
+One access-log event per request, carrying its request id, and the request metrics.
+
+Twisted's own access log (a combined-format line through the legacy logging API) is replaced
+by a structured ``twisted.logger`` event in the ``imaged.access`` namespace: its fields
+(``method``, ``path``, ``code``, ``request_id``, ``duration_ms``, ...) come out as keys when
+the daemon logs JSON lines (``twistd --logger imaged.logs.json_observer``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.logger import Logger
+
+from .. import metrics
+
+log = Logger(namespace="imaged.access")
+
+
+def request_finished(request: Any) -> None:
+    """The site's hook: a response has been sent completely (or the client went away)."""
+    now = time.monotonic()
+    duration = now - getattr(request, "began", now)
+    method = request.method.decode("ascii", "replace")
+    path = request.path.decode("utf-8", "replace")
+    code = int(request.code)
+    request_id = request.responseHeaders.getRawHeaders(b"x-openstack-request-id", [b"-"])[0]
+    body = getattr(request, "body_stream", None)
+    received = body.received if body is not None else _content_length(request)
+    sent = int(getattr(request, "sentLength", 0) or 0)
+    client = request.getClientAddress()
+    route = metrics.route_of(path)
+    metrics.REQUESTS.labels(route, method, str(code)).inc()
+    metrics.LATENCY.labels(route, method).observe(duration)
+    metrics.RECEIVED.inc(received)
+    metrics.SENT.inc(sent)
+    log.info(
+        "{client} {method} {path} {code} {sent} bytes in {duration_ms:.1f} ms {request_id}",
+        client=getattr(client, "host", str(client)),
+        method=method,
+        path=path,
+        query=request.uri.decode("utf-8", "replace").partition("?")[2],
+        code=code,
+        received=received,
+        sent=sent,
+        duration_ms=duration * 1000,
+        request_id=request_id.decode("ascii", "replace"),
+        user_agent=(request.getHeader(b"user-agent") or b"").decode("latin-1"),
+    )
+
+
+def _content_length(request: Any) -> int:
+    value = request.getHeader(b"content-length")
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0
