@@ -5,22 +5,51 @@
 stands.  imaged migrates an embedded SQLite database itself when it starts (one node owns it);
 a server database shared by several nodes is migrated only by this command, once, by the
 operator, and every node refuses to start until it has been (``SQLMetadataStore.open``).
+
+``scrub`` repairs what crashes leave on a shared deployment: images stuck in ``saving`` with no
+upload for a long time go back to ``queued``, and blobs no image refers to are deleted.
+(imaged deletes image data at once, so there are no delayed deletes to finish.)  ``verify``
+reads stored images back and compares size, md5 and the multihash with their records.  Both
+read the daemon's configuration (``--config``, the same TOML file), so they reach the same
+database and store.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import time
 from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.usage import UsageError
+
+from .errors import NotFound
+from .hashing import Digests
+from .model import Image, Status, utcnow
 from .store.sql import describe, make_engine, schema_revision, upgrade_schema
+from .streams import consume
+from .tap import Options, build_image_service
+
+
+def _options(args: argparse.Namespace) -> Options:
+    """The daemon's options: its configuration file, with --database/--data-dir over it."""
+    argv: list[str] = []
+    if args.config:
+        argv += ["--config", args.config]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    if args.database:
+        argv += ["--database", args.database]
+    options = Options()
+    options.parseOptions(argv)
+    return options
 
 
 def _database_url(args: argparse.Namespace) -> str:
-    if args.database:
-        return str(args.database)
-    return "sqlite:///" + os.path.join(os.path.abspath(args.data_dir), "imaged.sqlite")
+    return str(_options(args)["database"])
 
 
 def _db_upgrade(url: str) -> int:
@@ -51,11 +80,11 @@ def _db_current(url: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="imaged-manage", description=__doc__.split("\n\n")[0])
+    top.add_argument("--config", help="imaged's TOML configuration file (as the daemon's)")
     where = top.add_mutually_exclusive_group()
     where.add_argument("--database", help="SQLAlchemy URL of imaged's database")
     where.add_argument(
         "--data-dir",
-        default="imaged-data",
         help="data directory of an embedded (SQLite) imaged (default ./imaged-data)",
     )
     commands = top.add_subparsers(dest="command", required=True)
@@ -65,21 +94,141 @@ def parser() -> argparse.ArgumentParser:
     db_commands.add_parser(
         "current", help="print the schema revision; exit 1 if it needs an upgrade"
     )
+    scrub = commands.add_parser("scrub", help="repair what interrupted uploads left")
+    scrub.add_argument(
+        "--saving-older-than",
+        type=float,
+        default=6 * 3600,
+        metavar="SECONDS",
+        help="reset images saving with no change for this long (default 6 hours)",
+    )
+    scrub.add_argument(
+        "--orphans-older-than",
+        type=float,
+        default=3600,
+        metavar="SECONDS",
+        help="delete unreferenced blobs stored this long ago (default 1 hour)",
+    )
+    verify = commands.add_parser("verify", help="re-hash stored images against their records")
+    verify.add_argument("image_ids", nargs="*", help="images to check (default: all active)")
     return top
+
+
+async def _scrub(reactor: Any, options: Options, args: argparse.Namespace) -> int:
+    metadata, blobs, service, _ = build_image_service(options, reactor)
+    try:
+        stuck_before = utcnow() - timedelta(seconds=args.saving_older_than)
+        reset, removed = await service.scrub(stuck_before, time.time() - args.orphans_older_than)
+    finally:
+        await blobs.close()
+        await metadata.close()
+    for image_id in reset:
+        print(f"reset to queued: {image_id}")
+    for location in removed:
+        print(f"deleted unreferenced data: {location}")
+    print(f"scrub: {len(reset)} image(s) reset, {len(removed)} blob(s) deleted")
+    return 0
+
+
+async def _verify(reactor: Any, options: Options, args: argparse.Namespace) -> int:
+    metadata, blobs, _, _ = build_image_service(options, reactor)
+    bad = checked = 0
+    try:
+        ids = args.image_ids or await metadata.ids_with_status(Status.ACTIVE)
+        for image_id in ids:
+            image = await metadata.get(image_id)
+            if image is None or image.location is None:
+                print(f"MISSING {image_id}: no such image with data")
+                bad += 1
+                continue
+            problem = await _check(blobs, image)
+            checked += 1
+            if problem:
+                bad += 1
+                print(f"MISMATCH {image_id}: {problem}")
+            else:
+                print(f"ok {image_id}")
+    finally:
+        await blobs.close()
+        await metadata.close()
+    print(f"verify: {checked} image(s) read, {bad} problem(s)")
+    return 1 if bad else 0
+
+
+async def _check(blobs: Any, image: Image) -> str | None:
+    """What is wrong with ``image``'s stored bytes, or ``None``."""
+    digests = Digests(image.os_hash_algo or "sha512")
+    try:
+        producer = await blobs.read(image.location)
+
+        def hash_chunk(data: bytes) -> Deferred[None]:
+            digests.update(data)  # an operator command: hashing here blocks nobody
+            return succeed(None)
+
+        await consume(producer, hash_chunk)
+    except NotFound:
+        return "its data is missing from the store"
+    found = {
+        "size": digests.size,
+        "checksum": digests.checksum,
+        "os_hash_value": digests.hash_value,
+    }
+    wrong = [
+        f"{name} {found[name]} (recorded {getattr(image, name)})"
+        for name in found
+        if getattr(image, name) != found[name]
+    ]
+    return "; ".join(wrong) or None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    url = _database_url(args)
+    try:
+        options = _options(args)
+    except UsageError as e:
+        print(f"imaged-manage: {e}", file=sys.stderr)
+        return 2
+    url = str(options["database"])
     try:
         if args.command == "db" and args.db_command == "upgrade":
             return _db_upgrade(url)
         if args.command == "db" and args.db_command == "current":
             return _db_current(url)
+        run = _scrub if args.command == "scrub" else _verify
+        outcome: list[int] = []
+
+        def go(reactor: Any) -> Deferred[None]:
+            return Deferred.fromCoroutine(run(reactor, options, args)).addCallback(
+                outcome.append
+            )
+
+        _react(go)
+        return outcome[0] if outcome else 2
+    except SystemExit as e:
+        if isinstance(e.code, int):
+            return e.code
+        print(f"imaged-manage: {e.code}", file=sys.stderr)
+        return 2
     except Exception as e:  # an operator command: one clear line, not a traceback
         print(f"imaged-manage: {describe(url)}: {e}", file=sys.stderr)
         return 2
-    raise AssertionError("unreachable: argparse requires a command")
+
+
+def _react(go: Any) -> None:
+    """Run ``go(reactor)`` to completion on the global reactor (once per process)."""
+    from twisted.internet import reactor
+
+    failures: list[Any] = []
+
+    def start() -> None:
+        d = go(reactor)
+        d.addErrback(failures.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    if failures:
+        failures[0].raiseException()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -583,17 +584,36 @@ class ImageService:
         return self._guarded_modify(context, image_id, action, mutate).addCallback(lambda _: None)
 
     def recover(self, started_at: float) -> Deferred[tuple[builtins.list[str], builtins.list[str]]]:
-        return Deferred.fromCoroutine(self._recover(started_at))
+        return Deferred.fromCoroutine(self._scrub(None, started_at))
 
-    async def _recover(self, started_at: float) -> tuple[builtins.list[str], builtins.list[str]]:
+    def scrub(
+        self, saving_since_before: datetime, blobs_before: float
+    ) -> Deferred[tuple[builtins.list[str], builtins.list[str]]]:
+        """
+        What ``imaged-manage scrub`` does on a shared deployment, where other nodes may be
+        uploading: images ``saving`` whose record has not changed since before
+        ``saving_since_before`` go back to ``queued``; blobs stored before ``blobs_before``
+        (seconds since the epoch) that no image refers to are deleted.
+
+        @return: ``Deferred`` firing with ``(image ids reset, locations removed)``.
+        """
+        return Deferred.fromCoroutine(self._scrub(saving_since_before, blobs_before))
+
+    async def _scrub(
+        self, saving_since_before: datetime | None, blobs_before: float
+    ) -> tuple[builtins.list[str], builtins.list[str]]:
         reset: builtins.list[str] = []
         for image_id in await self.metadata.ids_with_status(Status.SAVING):
+            if saving_since_before is not None:
+                image = await self.metadata.get(image_id)
+                if image is None or image.updated_at >= saving_since_before:
+                    continue  # recent: an upload may well be running on some node
             if await self._restore(image_id):
                 reset.append(image_id)
         # Blobs first, references second: a blob published after the listing is not looked
         # at, and one published before it is referenced by the time references are read
-        # (uploads in progress now started after started_at, so their blobs are younger).
-        candidates = await self.blobs.stored_before(started_at)
+        # (uploads in progress now started after blobs_before, so their blobs are younger).
+        candidates = await self.blobs.stored_before(blobs_before)
         referenced = await self.metadata.locations()
         removed = [location for location in candidates if location not in referenced]
         for location in removed:

@@ -514,11 +514,13 @@ def _authenticator(options: usage.Options, reactor: Any) -> Authenticator:
     return STRATEGIES[options["auth"]]()
 
 
-def makeService(options: usage.Options, reactor: Any = None) -> IService:
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-
-        reactor = default_reactor
+def build_image_service(
+    options: usage.Options, reactor: Any
+) -> tuple[SQLMetadataStore, IBlobStore, ImageService, str]:
+    """
+    The stores and the service ``options`` describe, for the daemon and for
+    ``imaged-manage``: (metadata store, blob store, image service, where images are kept).
+    """
     data_dir = options["data-dir"]
     os.makedirs(data_dir, exist_ok=True)
     images_dir = os.path.join(data_dir, "images")
@@ -578,10 +580,19 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
         limits,
         require_format_match=not options["no-require-format-match"],
     )
+    return metadata, blobs, image_service, images_at
+
+
+def makeService(options: usage.Options, reactor: Any = None) -> IService:
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    metadata, blobs, image_service, images_at = build_image_service(options, reactor)
     config = APIConfig(
         image_service=image_service,
         public_base_url=options["public-url"],
-        limits=limits,
+        limits=image_service.limits,
         show_locations=bool(options["show-locations"]),
         auth=_authenticator(options, reactor),
         healthcheck_disable_file=options["healthcheck-disable-file"],

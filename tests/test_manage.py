@@ -5,9 +5,11 @@ run as operators run them (the installed console script, ``twistd imaged``).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -70,3 +72,76 @@ def test_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
     assert refused.returncode != 0
     out = refused.stdout + refused.stderr
     assert "imaged: cannot use the database" in out and "secret" not in out
+
+
+def _image_with_data(url: str, data: bytes) -> str:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{url}/v2/images", method="POST", data=b'{"disk_format": "raw", '
+        b'"container_format": "bare"}', headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as reply:
+        image_id = str(json.loads(reply.read())["id"])
+    if data:
+        upload = urllib.request.Request(
+            f"{url}/v2/images/{image_id}/file", method="PUT", data=data,
+            headers={"Content-Type": "application/octet-stream"})
+        urllib.request.urlopen(upload).close()
+    return image_id
+
+
+def test_verify_finds_corrupt_and_missing_data(tmp_path: Path) -> None:
+    daemon = TwistdDaemon(str(tmp_path), args=["--data-dir", str(tmp_path)]).start()
+    try:
+        good, corrupt, missing = (_image_with_data(daemon.url, os.urandom(70_000))
+                                  for _ in range(3))
+    finally:
+        daemon.stop()
+    assert manage("--data-dir", str(tmp_path), "verify").returncode == 0
+    blob = tmp_path / "images" / corrupt
+    data = bytearray(blob.read_bytes())
+    data[1234] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    (tmp_path / "images" / missing).unlink()
+    result = manage("--data-dir", str(tmp_path), "verify")
+    assert result.returncode == 1
+    assert f"ok {good}" in result.stdout
+    assert f"MISMATCH {corrupt}: checksum" in result.stdout and "os_hash_value" in result.stdout
+    assert f"MISMATCH {missing}: its data is missing" in result.stdout
+    assert "verify: 3 image(s) read, 2 problem(s)" in result.stdout
+    only = manage("--data-dir", str(tmp_path), "verify", good)
+    assert only.returncode == 0 and "1 image(s) read, 0 problem(s)" in only.stdout
+
+
+def test_scrub_resets_stuck_uploads_and_deletes_orphans(tmp_path: Path) -> None:
+    import sqlite3
+
+    daemon = TwistdDaemon(str(tmp_path), args=["--data-dir", str(tmp_path)]).start()
+    try:
+        stuck, recent, kept = (_image_with_data(daemon.url, b"") for _ in range(3))
+        active = _image_with_data(daemon.url, b"data")
+    finally:
+        daemon.stop()
+    database = sqlite3.connect(tmp_path / "imaged.sqlite")
+    database.execute("UPDATE images SET status = 'saving', updated_at = '2020-01-01 00:00:00' "
+                     "WHERE id = ?", (stuck,))
+    database.execute("UPDATE images SET status = 'saving' WHERE id = ?", (recent,))
+    database.commit()
+    database.close()
+    old_orphan, new_orphan = tmp_path / "images" / "old-orphan", tmp_path / "images" / "new"
+    old_orphan.write_bytes(b"left by a crash")
+    os.utime(old_orphan, (time.time() - 7200, time.time() - 7200))
+    new_orphan.write_bytes(b"maybe an upload finishing now")
+
+    result = manage("--data-dir", str(tmp_path), "scrub")
+    assert result.returncode == 0, result.stderr
+    assert f"reset to queued: {stuck}" in result.stdout
+    assert recent not in result.stdout and kept not in result.stdout
+    assert "old-orphan" in result.stdout and not old_orphan.exists()
+    assert new_orphan.exists()
+    assert (tmp_path / "images" / active).exists()
+    assert "scrub: 1 image(s) reset, 1 blob(s) deleted" in result.stdout
+    statuses = dict(sqlite3.connect(tmp_path / "imaged.sqlite").execute(
+        "SELECT id, status FROM images").fetchall())
+    assert (statuses[stuck], statuses[recent], statuses[active]) == ("queued", "saving",
+                                                                     "active")
