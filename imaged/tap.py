@@ -260,6 +260,17 @@ class Options(usage.Options):
             self.apply_config(path)
         super().parseOptions(args)
 
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> Options:
+        """
+        Options from a mapping with the configuration file's keys, for programs that embed
+        imaged (``makeService(Options.from_mapping({...}))``): checked as the file is.
+        """
+        options = cls()
+        options.apply_settings(settings, "settings")
+        options.postOptions()
+        return options
+
     def apply_config(self, path: str) -> None:
         """
         Set options from a TOML file.  Unknown keys, wrong types and values the option's own
@@ -272,6 +283,11 @@ class Options(usage.Options):
             raise usage.UsageError(f"--config: {e}") from None
         except tomllib.TOMLDecodeError as e:
             raise usage.UsageError(f"{path}: not valid TOML: {e}") from None
+        self.apply_settings(table, path)
+        self.config_path = path
+
+    def apply_settings(self, table: Mapping[str, Any], path: str) -> None:
+        """Set options from ``table`` (``path`` names its origin in errors)."""
         declared: list[list[Any]] = self.optParameters  # type: ignore[assignment]
         parameters = {p[0]: p for p in declared}
         flags = {f[0] for f in self.optFlags}
@@ -290,7 +306,6 @@ class Options(usage.Options):
                 self[key] = coerce(str(value)) if coerce else str(value)
             except ValueError as e:
                 raise usage.UsageError(f"{path}: '{key}': {e}") from None
-        self.config_path = path
 
     def postOptions(self) -> None:
         if self["auth"] not in (*STRATEGIES, "keystone"):

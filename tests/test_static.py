@@ -18,11 +18,11 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(BIN, "mypy")), reason="mypy not installed")
 def test_mypy() -> None:
-    result = _run(os.path.join(BIN, "mypy"), "imaged")
+    result = _run(os.path.join(BIN, "mypy"), "imaged", "examples")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(BIN, "ruff")), reason="ruff not installed")
 def test_ruff() -> None:
-    result = _run(os.path.join(BIN, "ruff"), "check", "imaged", "tests", "twisted", "bench")
+    result = _run(os.path.join(BIN, "ruff"), "check", "imaged", "tests", "twisted", "bench", "examples")
     assert result.returncode == 0, result.stdout + result.stderr
