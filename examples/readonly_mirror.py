@@ -49,6 +49,9 @@ class ReadOnlyImages:
     def usage(self, context: Any) -> Deferred[Any]:
         return self.source.usage(context)  # type: ignore[no-any-return]
 
+    def health(self) -> Deferred[Any]:
+        return self.source.health()  # type: ignore[no-any-return]
+
     def recover(self, started_at: float) -> Deferred[Any]:
         return self.source.recover(started_at)  # type: ignore[no-any-return]
 

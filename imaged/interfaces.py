@@ -101,6 +101,13 @@ class IImageService(Interface):
         @return: ``Deferred`` firing with a ``QuotaUsage``.
         """
 
+    def health():
+        """
+        Whether the service can serve: its database answers.
+
+        @return: ``Deferred`` firing with ``None`` when healthy, or with a short reason.
+        """
+
     def recover(started_at):
         """
         After an unclean stop of a single-node deployment: put images left ``saving`` back to
@@ -172,6 +179,9 @@ class IMetadataStore(Interface):
 
     def locations():
         """@return: ``Deferred`` firing with the set of blob locations images still refer to."""
+
+    def ping():
+        """@return: ``Deferred`` firing when the database answers (failing if it cannot)."""
 
     def close():
         """Release connections and threads. @return: ``Deferred`` firing when done."""

@@ -195,6 +195,17 @@ class ImageService:
             raise TooLarge(_storage_quota_message(size, remaining))
         return remaining
 
+    def health(self) -> Deferred[str | None]:
+        return Deferred.fromCoroutine(self._health())
+
+    async def _health(self) -> str | None:
+        try:
+            await self.metadata.ping()
+        except Exception as e:
+            self.log.error("health check: the database does not answer: {error}", error=e)
+            return "DATABASE UNREACHABLE"
+        return None
+
     def usage(self, context: RequestContext) -> Deferred[QuotaUsage]:
         return Deferred.fromCoroutine(self._usage(context))
 

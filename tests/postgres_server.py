@@ -74,6 +74,8 @@ class PostgreSQL:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
+        if not self.root.exists():
+            return  # stopped already
         try:
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
         except subprocess.CalledProcessError:

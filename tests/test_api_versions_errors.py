@@ -154,3 +154,17 @@ def test_healthcheck(tmp_path) -> None:
     assert reply.code == 503 and reply.body == b"DISABLED BY FILE"
     assert client.request("HEAD", "/healthcheck").code == 503
     assert client.post("/healthcheck").code == 405
+
+
+def test_healthcheck_is_503_while_the_database_does_not_answer() -> None:
+    from twisted.internet.defer import fail
+
+    service = memory_image_service()
+    client = Client(routes(APIConfig(image_service=service)).resource())
+    assert client.get("/healthcheck").code == 200
+    service.metadata.ping = lambda: fail(ConnectionError("database gone"))
+    reply = client.get("/healthcheck")
+    assert reply.code == 503 and reply.body == b"DATABASE UNREACHABLE"
+    assert client.request("HEAD", "/healthcheck").code == 503
+    detailed = client.get("/healthcheck", headers={"Accept": "application/json"})
+    assert detailed.json() == {"detailed": False, "reasons": ["DATABASE UNREACHABLE"]}

@@ -72,6 +72,11 @@ def test_provides_interface(store: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_ping(store: Any) -> None:
+    assert await store.ping() is None
+
+
+@pytest_twisted.ensureDeferred
 async def test_insert_get_roundtrip(store: Any) -> None:
     image = make(name="n", tags=frozenset({"a", "b"}), properties={"k": "v", "x": "y"},
                  size=2**40, owner="p")

@@ -209,3 +209,24 @@ def test_a_store_that_is_down_is_503_and_the_image_stays_queued(
         assert call(node, "GET", f"/v2/images/{image_id}/file")[0] == 204
     finally:
         node.stop()
+
+
+def test_healthcheck_follows_the_database(tmp_path: Path) -> None:
+    """A node whose PostgreSQL goes away says so on /healthcheck (load balancers drain it)."""
+    from .postgres_server import PostgreSQL
+
+    cluster = PostgreSQL().start()
+    try:
+        url = cluster.database("health")
+        subprocess.run([MANAGE, "--database", url, "db", "upgrade"], check=True,
+                       capture_output=True)
+        node = TwistdDaemon(str(tmp_path), args=["--database", url, "--data-dir",
+                                                 str(tmp_path)]).start()
+        try:
+            assert call(node, "GET", "/healthcheck") == (200, b"OK")
+            cluster.stop()
+            assert call(node, "GET", "/healthcheck") == (503, b"DATABASE UNREACHABLE")
+        finally:
+            node.stop()
+    finally:
+        cluster.stop()

@@ -24,5 +24,6 @@ def test_mypy() -> None:
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(BIN, "ruff")), reason="ruff not installed")
 def test_ruff() -> None:
-    result = _run(os.path.join(BIN, "ruff"), "check", "imaged", "tests", "twisted", "bench", "examples")
+    result = _run(os.path.join(BIN, "ruff"), "check", "imaged", "tests", "twisted", "bench",
+                  "examples")
     assert result.returncode == 0, result.stdout + result.stderr

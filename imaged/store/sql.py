@@ -657,6 +657,12 @@ class SQLMetadataStore:
 
         return self._write(txn)
 
+    def ping(self) -> Deferred[None]:
+        def query(connection: Connection) -> None:
+            connection.exec_driver_sql("SELECT 1").scalar()
+
+        return self._read(query)
+
     def usage(self, owner: str) -> Deferred[ProjectUsage]:
         def query(connection: Connection) -> ProjectUsage:
             statement = select(

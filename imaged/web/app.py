@@ -219,11 +219,19 @@ class ImagesAPI:
     # -- health -------------------------------------------------------------------------
 
     @app.route("/healthcheck", methods=["GET", "HEAD"], strict_slashes=False)
-    def healthcheck(self, request: IRequest) -> bytes:
-        """oslo.middleware's healthcheck as Glance mounts it: no auth, outside ``/v2``."""
+    async def healthcheck(self, request: IRequest) -> bytes:
+        """
+        oslo.middleware's healthcheck as Glance mounts it (no auth, outside ``/v2``), with
+        the database's answer as a second check: 503 while the disable file exists or the
+        database does not answer.
+        """
         disable = self.config.healthcheck_disable_file
-        healthy = not (disable and os.path.exists(disable))
-        reason = "OK" if healthy else "DISABLED BY FILE"
+        if disable and os.path.exists(disable):
+            problem: str | None = "DISABLED BY FILE"
+        else:
+            problem = await self.service.health()
+        healthy = problem is None
+        reason = problem or "OK"
         code = 200 if healthy else 503
         if request.method == b"HEAD":
             request.setResponseCode(204 if healthy else 503)
