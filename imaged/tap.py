@@ -22,7 +22,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 
 from .errors import BadRequest
@@ -147,6 +147,13 @@ class Options(usage.Options):
             "While this file exists /healthcheck answers 503 (drain before maintenance).",
         ],
         ["hash-algo", None, "sha512", "Multihash algorithm (os_hash_algo)."],
+        [
+            "log-format",
+            None,
+            "text",
+            "'text' (twistd's lines) or 'json' (one JSON object per line on standard "
+            "output, for journald or a log shipper).",
+        ],
         [
             "shutdown-timeout",
             None,
@@ -315,6 +322,8 @@ class Options(usage.Options):
             )
         if self["auth"] == "keystone":
             self._check_keystone()
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(f"--log-format: '{self['log-format']}' is not text or json")
         if self["store"] not in ("file", "swift", "s3"):
             raise usage.UsageError(f"--store: '{self['store']}' is not one of file, swift, s3")
         if self["store"] == "swift":
@@ -446,6 +455,25 @@ class _Stores(Service):
             return gatherResults(closing, consumeErrors=True).addCallback(lambda _: None)
 
         return drained.addBoth(close)
+
+
+class _Imaged(MultiService):
+    """
+    imaged's service tree.  With ``log_format`` "json", joining an application (twistd's,
+    or imaged.tac's) makes JSON lines that application's log observer, which twistd uses
+    unless ``--logger`` names another.
+    """
+
+    def __init__(self, log_format: str = "text") -> None:
+        super().__init__()
+        self.log_format = log_format
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        if self.log_format == "json" and hasattr(parent, "setComponent"):
+            from .logs import json_observer
+
+            parent.setComponent(ILogObserver, json_observer())
 
 
 class _FreezeStartupObjects(Service):
@@ -615,7 +643,7 @@ def makeService(options: usage.Options, reactor: Any = None) -> IService:
     api = routes(config)
     site = make_site(api.resource(), body_router=api.stream_upload)
 
-    top = MultiService()
+    top = _Imaged(options["log-format"])
     single_node = metadata.dialect == "sqlite"
     _Stores(
         metadata,

@@ -294,3 +294,20 @@ def test_json_access_log_and_prometheus_metrics(tmp_path: Path) -> None:
     upload = [e for e in access if e["method"] == "PUT"]
     assert len(upload) == 1 and upload[0]["received"] == 5000
     assert all(e["request_id"].startswith("req-") for e in access)
+
+
+def test_log_format_json_from_the_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "imaged.conf"
+    config.write_text('log-format = "json"\nlisten = "tcp:0:interface=127.0.0.1"\n')
+    daemon = Twistd(tmp_path, ["--config", str(config)])
+    try:
+        deadline = time.monotonic() + 30
+        while "imaged listening on" not in daemon.log_path.read_text():
+            assert time.monotonic() < deadline and daemon.process.poll() is None
+            time.sleep(0.05)
+    finally:
+        daemon.stop()
+    lines = [line for line in daemon.log_path.read_text().splitlines() if line.strip()]
+    events = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert any(e.get("log_namespace") == "imaged.tap" for e in events)
+    assert any("Server Shut Down" in json.dumps(e) for e in events)

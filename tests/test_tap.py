@@ -36,6 +36,7 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "database": f"sqlite:///{tmp_path / 'imaged-data' / 'imaged.sqlite'}",
         "public-url": None,
         "hash-algo": "sha512",
+        "log-format": "text",
         "image-size-cap": 1024**4,
         "show-locations": 0,
         "no-require-format-match": 0,
