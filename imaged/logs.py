@@ -12,5 +12,10 @@ from twisted.logger import ILogObserver, jsonFileLogObserver
 
 
 def json_observer() -> ILogObserver:
-    """JSON lines on standard output (no record separator: one event, one line)."""
-    return jsonFileLogObserver(sys.stdout, recordSeparator="")
+    """
+    JSON lines on standard output (no record separator: one event, one line), written
+    through at each line: twistd ends by re-raising SIGTERM, which would lose whatever a
+    buffer still held (the shutdown's own events).
+    """
+    out = open(sys.stdout.fileno(), "w", buffering=1, encoding="utf-8", closefd=False)
+    return jsonFileLogObserver(out, recordSeparator="")

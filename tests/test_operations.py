@@ -305,6 +305,10 @@ def test_log_format_json_from_the_configuration(tmp_path: Path) -> None:
         while "imaged listening on" not in daemon.log_path.read_text():
             assert time.monotonic() < deadline and daemon.process.poll() is None
             time.sleep(0.05)
+        listening = next(json.loads(line) for line in daemon.log_path.read_text().splitlines()
+                         if "imaged listening on" in line)
+        # Serving (the reactor runs and handles SIGTERM) before it is stopped.
+        assert curl(f"http://{listening['address']}/healthcheck")[0] == 200
     finally:
         daemon.stop()
     lines = [line for line in daemon.log_path.read_text().splitlines() if line.strip()]
