@@ -401,7 +401,6 @@ def test_s3_addressing_styles() -> None:
     unsigned = path.signer.headers("PUT", path.url("a.b"), {}, None)
     assert unsigned["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
     for store in (path, virtual):
-        store._checksum_lane.stop()
-        store._multihash_lane.stop()
+        store.close()
     with pytest.raises(ValueError):
         S3BlobStore("http://x", "b", "k", "s", reactor, part_size=1024)

@@ -9,17 +9,23 @@ an ``IBodyProducer`` that pauses the connection with its consumer (``ResponsePro
 from __future__ import annotations
 
 from typing import Any
+from typing import Protocol as Interface
 
 import treq
-from twisted.internet.defer import Deferred, FirstError
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone, ResponseFailed
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
+
+from ..hashing import Digests
+from ..model import StoredBlob
+from ..streams import consume
+from ..threads import ThreadRunner
 
 #: What a request to an object store can fail with when the store is not there.
 NETWORK_ERRORS = (ConnectError, DNSLookupError, TimeoutError, ResponseFailed, ConnectionLost)
@@ -252,7 +258,74 @@ async def drain(response: Any) -> None:
 
 
 
+class Upload(Interface):
+    """One image being written to an object store (a Swift or an S3 upload)."""
+
+    def write(self, data: bytes) -> Deferred[Any]: ...
+
+    async def finish(self) -> None: ...
+
+    async def remove(self) -> None: ...
+
+
+class ObjectStoreClient:
+    """
+    What the object stores share: pooled HTTP connections to the store, two ordered hashing
+    threads (md5 and the multihash, each seeing an upload's chunks in order, as the file store
+    does), and the shape of an upload: stream it, finish it, or remove what it wrote.
+    """
+
+    def __init__(self, reactor: Any, name: str) -> None:
+        self.reactor = reactor
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = 16
+        self.agent = Agent(reactor, pool=self.pool)
+        self._checksum_lane = ThreadRunner(reactor, 1, f"imaged-{name}-md5")
+        self._multihash_lane = ThreadRunner(reactor, 1, f"imaged-{name}-multihash")
+
+    def hash(self, digests: Digests, data: bytes) -> Deferred[Any]:
+        lanes: Deferred[Any] = gatherResults(
+            [
+                self._checksum_lane.run(digests.update_checksum, data),
+                self._multihash_lane.run(digests.update_multihash, data),
+            ],
+            consumeErrors=True,
+        )
+        return lanes.addErrback(first_error)
+
+    async def upload(
+        self,
+        upload: Upload,
+        producer: IBodyProducer,
+        size_cap: int | None,
+        digests: Digests,
+        location: str,
+    ) -> StoredBlob:
+        """Feed ``producer`` to ``upload``; on any failure nothing it wrote is left."""
+        try:
+            await consume(producer, upload.write, size_cap)
+            await upload.finish()
+        except Exception:  # not GeneratorExit: a coroutine being closed must not await
+            failure = Failure()
+            await upload.remove()
+            failure.raiseException()
+        return StoredBlob(
+            size=digests.size,
+            checksum=digests.checksum,
+            hash_algo=digests.hash_algo,
+            hash_value=digests.hash_value,
+            location=location,
+        )
+
+    def close(self) -> Deferred[None]:
+        self._checksum_lane.stop()
+        self._multihash_lane.stop()
+        closed: Deferred[None] = self.pool.closeCachedConnections()
+        return closed
+
+
 __all__ = [
-    "NETWORK_ERRORS", "Bytes", "FailedRequest", "Pipe", "ResponseProducer", "drain",
+    "NETWORK_ERRORS", "Bytes", "FailedRequest", "ObjectStoreClient", "Pipe", "ResponseProducer",
+    "Upload", "drain",
     "first_error", "read_all",
 ]

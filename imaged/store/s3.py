@@ -34,7 +34,6 @@ from botocore.credentials import Credentials
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -43,12 +42,11 @@ from ..errors import NotFound, StoreFailure
 from ..hashing import Digests
 from ..interfaces import IBlobStore
 from ..model import StoredBlob
-from ..streams import consume
-from ..threads import ThreadRunner
 from .http import (
     NETWORK_ERRORS,
     Bytes,
     FailedRequest,
+    ObjectStoreClient,
     Pipe,
     ResponseProducer,
     first_error,
@@ -123,17 +121,12 @@ class S3BlobStore:
         self.timeout = timeout
         self.signer = Signer(access_key, secret_key, region)
         self._reactor = reactor
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = 16
-        self._agent = Agent(reactor, pool=self._pool)
+        self._client = ObjectStoreClient(reactor, "s3")
+        self._agent = self._client.agent
         self._bucket_ready = False
-        self._checksum_lane = ThreadRunner(reactor, 1, "imaged-s3-md5")
-        self._multihash_lane = ThreadRunner(reactor, 1, "imaged-s3-multihash")
 
     def close(self) -> Deferred[None]:
-        self._checksum_lane.stop()
-        self._multihash_lane.stop()
-        return self._pool.closeCachedConnections()
+        return self._client.close()
 
     # -- requests --------------------------------------------------------------------------
 
@@ -222,14 +215,7 @@ class S3BlobStore:
         return key
 
     def _hash(self, digests: Digests, data: bytes) -> Deferred[Any]:
-        lanes: Deferred[Any] = gatherResults(
-            [
-                self._checksum_lane.run(digests.update_checksum, data),
-                self._multihash_lane.run(digests.update_multihash, data),
-            ],
-            consumeErrors=True,
-        )
-        return lanes.addErrback(first_error)
+        return self._client.hash(digests, data)
 
     # -- IBlobStore ------------------------------------------------------------------------
 
@@ -254,20 +240,8 @@ class S3BlobStore:
             upload = _SinglePut(self, key, length, digests)
         else:
             upload = _Multipart(self, key, digests, length)
-        try:
-            await consume(producer, upload.write, size_cap)
-            await upload.finish()
-        except Exception:  # not GeneratorExit: a coroutine being closed must not await
-            failure = Failure()
-            await upload.remove()
-            failure.raiseException()
-        return StoredBlob(
-            size=digests.size,
-            checksum=digests.checksum,
-            hash_algo=hash_algo,
-            hash_value=digests.hash_value,
-            location=f"s3://{self.bucket}/{key}",
-        )
+        location = f"s3://{self.bucket}/{key}"
+        return await self._client.upload(upload, producer, size_cap, digests, location)
 
     def read(
         self, location: str, offset: int = 0, length: int | None = None

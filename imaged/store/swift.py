@@ -27,7 +27,6 @@ from twisted.internet.defer import Deferred, DeferredLock, gatherResults
 from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -36,12 +35,11 @@ from ..errors import NotFound, StoreFailure
 from ..hashing import Digests
 from ..interfaces import IBlobStore
 from ..model import StoredBlob
-from ..streams import consume
-from ..threads import ThreadRunner
 from .http import (
     NETWORK_ERRORS,
     Bytes,
     FailedRequest,
+    ObjectStoreClient,
     Pipe,
     ResponseProducer,
     first_error,
@@ -82,19 +80,14 @@ class SwiftBlobStore:
         self.segment_size = segment_size
         self.timeout = timeout
         self._reactor = reactor
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = 16
-        self._agent = Agent(reactor, pool=self._pool)
+        self._client = ObjectStoreClient(reactor, "swift")
+        self._agent = self._client.agent
         self._token: str | None = None
         self._storage_url: str | None = None
         self._containers_ready = False
-        self._checksum_lane = ThreadRunner(reactor, 1, "imaged-swift-md5")
-        self._multihash_lane = ThreadRunner(reactor, 1, "imaged-swift-multihash")
 
     def close(self) -> Deferred[None]:
-        self._checksum_lane.stop()
-        self._multihash_lane.stop()
-        return self._pool.closeCachedConnections()
+        return self._client.close()
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -181,22 +174,10 @@ class SwiftBlobStore:
         await self._ensure_containers()
         name = f"{image_id}.{uuid.uuid4().hex}"
         length = None if producer.length is UNKNOWN_LENGTH else int(producer.length)
-        upload = _Upload(self, name, length, Digests(hash_algo))
-        try:
-            await consume(producer, upload.write, size_cap)
-            await upload.finish()
-        except Exception:  # not GeneratorExit: a coroutine being closed must not await
-            failure = Failure()
-            await upload.remove()
-            failure.raiseException()
-        digests = upload.digests
-        return StoredBlob(
-            size=digests.size,
-            checksum=digests.checksum,
-            hash_algo=hash_algo,
-            hash_value=digests.hash_value,
-            location=f"swift://{self.container}/{name}",
-        )
+        digests = Digests(hash_algo)
+        upload = _Upload(self, name, length, digests)
+        location = f"swift://{self.container}/{name}"
+        return await self._client.upload(upload, producer, size_cap, digests, location)
 
     def read(
         self, location: str, offset: int = 0, length: int | None = None
@@ -286,14 +267,7 @@ class SwiftBlobStore:
     # -- used by _Upload -------------------------------------------------------------------
 
     def _hash(self, digests: Digests, data: bytes) -> Deferred[Any]:
-        lanes: Deferred[Any] = gatherResults(
-            [
-                self._checksum_lane.run(digests.update_checksum, data),
-                self._multihash_lane.run(digests.update_multihash, data),
-            ],
-            consumeErrors=True,
-        )
-        return lanes.addErrback(first_error)
+        return self._client.hash(digests, data)
 
 
 class _Upload:
