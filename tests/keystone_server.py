@@ -66,6 +66,7 @@ class Keystone:
         self.venv = ensure_venv()
         self.config = workdir / "keystone.conf"
         self._admin_token: str | None = None
+        self._admin_renew_at = 0.0
 
     # -- process ----------------------------------------------------------------------------
 
@@ -182,8 +183,10 @@ class Keystone:
         return headers["X-Subject-Token"]
 
     def admin_token(self) -> str:
-        if self._admin_token is None:
+        """The bootstrap admin's token, renewed at half its lifetime (tests use short ones)."""
+        if self._admin_token is None or time.monotonic() > self._admin_renew_at:
             self._admin_token = self.token("admin", ADMIN_PASSWORD, "admin")
+            self._admin_renew_at = time.monotonic() + self.token_seconds / 2
         return self._admin_token
 
     def _admin(self, method: str, path: str, body: Any = None) -> Any:

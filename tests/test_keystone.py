@@ -220,3 +220,46 @@ def test_log_never_holds_tokens_or_the_password(daemon: TwistdDaemon) -> None:
     log = Path(daemon.log_path).read_text()
     assert PASSWORD not in log
     assert "gAAAA" not in log
+
+
+def test_openstack_cli_through_keystone_and_the_catalog(
+    daemon: TwistdDaemon, keystone: Keystone, tmp_path: Path
+) -> None:
+    """
+    The way clouds are used: the openstack CLI logs into Keystone with a password, finds
+    imaged in the service catalog (type "image") and sends it the token it got.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    openstack = shutil.which("openstack", path=os.path.dirname(__import__("sys").executable))
+    if openstack is None:
+        pytest.skip("the [clients] extra is not installed")
+    admin = keystone.admin_token()
+    _, _, service = keystone.call("POST", "/v3/services", {"service": {
+        "type": "image", "name": "glance", "enabled": True}}, token=admin)
+    keystone.call("POST", "/v3/endpoints", {"endpoint": {
+        "service_id": service["service"]["id"], "interface": "public",
+        "url": daemon.url, "region_id": "RegionOne"}}, token=admin)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update(OS_AUTH_URL=keystone.url + "/v3", OS_USERNAME="alice", OS_PASSWORD=PASSWORD,
+               OS_PROJECT_NAME="alpha", OS_USER_DOMAIN_ID="default",
+               OS_PROJECT_DOMAIN_ID="default", OS_IDENTITY_API_VERSION="3",
+               OS_INTERFACE="public", OS_REGION_NAME="RegionOne")
+    data = tmp_path / "disk.raw"
+    data.write_bytes(b"\0" * 1024 * 1024)
+
+    def cli(*args: str) -> Any:
+        result = subprocess.run([openstack, *args, "-f", "json"], capture_output=True,
+                                text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    created = cli("image", "create", "--disk-format", "raw", "--container-format", "bare",
+                  "--file", str(data), "via-keystone")
+    assert created["owner"] == keystone.project("alpha")
+    assert created["status"] == "active"
+    assert "via-keystone" in [i["Name"] for i in cli("image", "list")]
+    env.update(OS_USERNAME="bob", OS_PROJECT_NAME="beta")
+    assert "via-keystone" not in [i["Name"] for i in cli("image", "list")]
