@@ -7,8 +7,12 @@ Blob stores feed bytes through a ``Digests`` while they write them, so the data 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
+
+from twisted.internet.defer import Deferred
 
 from .errors import BadRequest
+from .threads import ThreadRunner, all_done
 
 
 def check_algorithm(name: str) -> str:
@@ -52,3 +56,29 @@ class Digests:
     @property
     def hash_value(self) -> str:
         return self._multihash.hexdigest()
+
+
+class HashingLanes:
+    """
+    md5 and the multihash of uploads, each in a thread of its own: the two run in parallel
+    (hashlib releases the GIL on large buffers), and each lane sees an upload's chunks in the
+    order they are given, off the reactor thread.  Every blob store that writes uploads has
+    one.
+    """
+
+    def __init__(self, reactor: Any, name: str) -> None:
+        self._checksum = ThreadRunner(reactor, 1, f"imaged-{name}-md5")
+        self._multihash = ThreadRunner(reactor, 1, f"imaged-{name}-multihash")
+
+    def update(self, digests: Digests, data: bytes) -> Deferred[None]:
+        """Feed ``data`` to both digests; fires when both have it."""
+        return all_done(
+            [
+                self._checksum.run(digests.update_checksum, data),
+                self._multihash.run(digests.update_multihash, data),
+            ]
+        )
+
+    def stop(self) -> None:
+        self._checksum.stop()
+        self._multihash.stop()

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.failure import Failure
 
@@ -84,3 +84,20 @@ class InlineRunner:
 
     def stop(self) -> None:
         pass
+
+
+def all_done(work: list[Deferred[Any]]) -> Deferred[None]:
+    """
+    Fires with ``None`` once every piece of ``work`` (run in parallel, say in several
+    threads) has finished, or fails with the first failure itself, not ``gatherResults``'
+    wrapper around it.
+    """
+    gathered: Deferred[Any] = gatherResults(work, consumeErrors=True)
+
+    def unwrap(failure: Failure) -> Failure:
+        if failure.check(FirstError):
+            sub: Failure = failure.value.subFailure  # type: ignore[union-attr]
+            return sub
+        return failure
+
+    return gathered.addCallbacks(lambda _: None, unwrap)

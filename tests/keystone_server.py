@@ -11,47 +11,18 @@ need over Keystone's own REST API: projects, users, role grants, tokens, revocat
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).parent
-REPO = HERE.parent
-REQUIREMENTS = HERE / "keystone-requirements.txt"
-VENV = Path(os.environ.get("IMAGED_KEYSTONE_VENV", REPO / ".venv-keystone"))
+from .servers import HERE, ensure_venv, free_port
+
 ADMIN_PASSWORD = "admin-secret"
-
-
-def ensure_venv() -> Path:
-    """The virtualenv with Keystone in it, (re)built when the requirements change."""
-    want = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-    stamp = VENV / ".imaged-keystone"
-    if stamp.exists() and stamp.read_text() == want:
-        return VENV
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-    pip = subprocess.run(
-        [str(VENV / "bin" / "pip"), "install", "-q", "-r", str(REQUIREMENTS)],
-        capture_output=True,
-        text=True,
-    )
-    if pip.returncode != 0:
-        raise RuntimeError("installing Keystone failed:\n" + pip.stderr[-5000:])
-    stamp.write_text(want)
-    return VENV
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Keystone:
@@ -63,7 +34,7 @@ class Keystone:
         self.url = f"http://127.0.0.1:{self.port}"
         self.token_seconds = token_seconds
         self.process: subprocess.Popen[bytes] | None = None
-        self.venv = ensure_venv()
+        self.venv = ensure_venv("keystone")
         self.config = workdir / "keystone.conf"
         self._admin_token: str | None = None
         self._admin_renew_at = 0.0

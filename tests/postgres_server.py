@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .keystone_server import free_port
+from .servers import free_port
 
 
 def _bindir() -> Path:

@@ -11,40 +11,19 @@ group.  Ready means a tempauth token is issued and the account answers.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .keystone_server import REPO, free_port
+from .servers import ensure_venv, free_port
 
-HERE = Path(__file__).parent
-REQUIREMENTS = HERE / "swift-requirements.txt"
-VENV = Path(os.environ.get("IMAGED_SWIFT_VENV", REPO / ".venv-swift"))
 ACCOUNT, USER, KEY = "test", "tester", "testing"
-
-
-def ensure_venv() -> Path:
-    want = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-    stamp = VENV / ".imaged-swift"
-    if stamp.exists() and stamp.read_text() == want:
-        return VENV
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-    pip = subprocess.run(
-        [str(VENV / "bin" / "pip"), "install", "-q", "-r", str(REQUIREMENTS)],
-        capture_output=True, text=True,
-    )
-    if pip.returncode != 0:
-        raise RuntimeError("installing Swift failed:\n" + pip.stderr[-5000:])
-    stamp.write_text(want)
-    return VENV
 
 
 _SERVER = """[DEFAULT]
@@ -139,7 +118,7 @@ class Swift:
     """One Swift cluster; ``auth_url``, ``user``, ``key`` and ``s3_endpoint`` reach it."""
 
     def __init__(self) -> None:
-        self.venv = ensure_venv()
+        self.venv = ensure_venv("swift")
         if shutil.which("memcached") is None:
             raise RuntimeError("memcached is missing: apt-get install memcached (./dev test does)")
         self.root = Path(tempfile.mkdtemp(prefix="imaged-swift-"))

@@ -238,6 +238,13 @@ async def test_stored_before(store: Any) -> None:
     assert await store.stored_before(cut) == [old.location]
 
 
+def of_unknown_length(data: bytes, chunk: int) -> Any:
+    """A producer of ``data`` that does not say its length (as a chunked upload)."""
+    producer = producer_of(data, chunk)
+    producer.length = UNKNOWN_LENGTH
+    return producer
+
+
 async def swift_objects(store: SwiftBlobStore) -> list[str]:
     """Every object in the store's containers (segments included)."""
     import treq
@@ -255,8 +262,7 @@ async def test_swift_segments_large_and_unknown_length_images(swift: Any) -> Non
     store = SwiftBlobStore(swift.auth_url, swift.user, swift.key, reactor,
                            container="seg" + uuid.uuid4().hex[:8], segment_size=SEGMENT)
     try:
-        unknown = producer_of(DATA, 100_000)
-        unknown.length = UNKNOWN_LENGTH
+        unknown = of_unknown_length(DATA, 100_000)
         blob = await store.write("big", unknown, "sha512")
         objects = await swift_objects(store)
         segments = [o for o in objects if o.startswith(store.segments + "/")]
@@ -277,8 +283,7 @@ async def test_swift_size_cap_midway_leaves_no_segments(swift: Any) -> None:
     store = SwiftBlobStore(swift.auth_url, swift.user, swift.key, reactor,
                            container="cap" + uuid.uuid4().hex[:8], segment_size=SEGMENT)
     try:
-        unknown = producer_of(DATA, 100_000)
-        unknown.length = UNKNOWN_LENGTH
+        unknown = of_unknown_length(DATA, 100_000)
         with pytest.raises(TooLarge):
             await store.write("capped", unknown, "sha512", size_cap=SEGMENT + 1024)
         assert await swift_objects(store) == []
@@ -339,16 +344,14 @@ async def s3_leftovers(store: S3BlobStore) -> tuple[list[str], list[str]]:
 async def test_s3_multipart_for_unknown_and_large_lengths(swift: Any) -> None:
     store = s3_store(swift)
     try:
-        unknown = producer_of(DATA, 100_000)
-        unknown.length = UNKNOWN_LENGTH
+        unknown = of_unknown_length(DATA, 100_000)
         blob = await store.write("big", unknown, "sha512")  # 12 MiB: parts of 5, 5, 2
         assert blob.checksum == hashlib.md5(DATA).hexdigest()
         assert await read(store, blob.location) == DATA
         assert await read(store, blob.location, SEGMENT - 5, 10) == DATA[SEGMENT - 5:SEGMENT + 5]
         known = await store.write("known", producer_of(DATA, 100_000), "sha512")
         assert await read(store, known.location) == DATA
-        small = producer_of(b"tiny", 2)
-        small.length = UNKNOWN_LENGTH
+        small = of_unknown_length(b"tiny", 2)
         tiny = await store.write("tiny", small, "sha512")  # less than a part: one PUT
         assert await read(store, tiny.location) == b"tiny"
         keys, uploads = await s3_leftovers(store)
@@ -364,8 +367,7 @@ async def test_s3_multipart_for_unknown_and_large_lengths(swift: Any) -> None:
 async def test_s3_size_cap_midway_aborts_the_upload(swift: Any) -> None:
     store = s3_store(swift)
     try:
-        unknown = producer_of(DATA, 100_000)
-        unknown.length = UNKNOWN_LENGTH
+        unknown = of_unknown_length(DATA, 100_000)
         with pytest.raises(TooLarge):
             await store.write("capped", unknown, "sha512", size_cap=SEGMENT + 1024)
         assert await s3_leftovers(store) == ([], [])

@@ -15,18 +15,17 @@ import uuid
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from ..errors import NotFound, StoreFailure, TooLarge
-from ..hashing import Digests
+from ..hashing import Digests, HashingLanes
 from ..interfaces import IBlobStore
 from ..model import StoredBlob
 from ..streams import ChunkProducer, consume
-from ..threads import ThreadRunner
+from ..threads import ThreadRunner, all_done
 
 _PARTIAL = ".partial"
 
@@ -37,13 +36,6 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _first_error(failure: Failure) -> Failure:
-    """The failure of the lane that failed, rather than gatherResults' wrapper."""
-    if failure.check(FirstError):
-        return failure.value.subFailure  # type: ignore[no-any-return,union-attr]
-    return failure
 
 
 def _store_errors(fn: Any, *args: Any) -> Any:
@@ -67,8 +59,7 @@ class FileBlobStore:
         self._partial = os.path.join(self.root, _PARTIAL)
         os.makedirs(self._partial, exist_ok=True)
         self._runner = ThreadRunner(reactor, threads, "imaged-files")
-        self._checksum_lane = ThreadRunner(reactor, 1, "imaged-md5")
-        self._multihash_lane = ThreadRunner(reactor, 1, "imaged-multihash")
+        self._hashing = HashingLanes(reactor, "files")
         self._write_lane = ThreadRunner(reactor, 1, "imaged-write")
         self._remove_leftovers()
 
@@ -79,8 +70,9 @@ class FileBlobStore:
             self.log.warn("removed partial upload {name} left by an earlier run", name=name)
 
     def close(self) -> Deferred[None]:
-        for runner in (self._runner, self._checksum_lane, self._multihash_lane, self._write_lane):
+        for runner in (self._runner, self._write_lane):
             runner.stop()
+        self._hashing.stop()
         return succeed(None)
 
     # -- locations ---------------------------------------------------------------------------
@@ -157,15 +149,12 @@ class FileBlobStore:
         def write_chunk(data: bytes) -> Deferred[None]:
             # Three ordered lanes in parallel: md5, the multihash, the file.  Each lane is one
             # thread, so every lane sees this upload's chunks in order.
-            lanes = gatherResults(
+            return all_done(
                 [
-                    self._checksum_lane.run(digests.update_checksum, data),
-                    self._multihash_lane.run(digests.update_multihash, data),
+                    self._hashing.update(digests, data),
                     self._write_lane.run(_store_errors, write_data, data),
-                ],
-                consumeErrors=True,
+                ]
             )
-            return lanes.addCallbacks(lambda _: None, _first_error)
 
         written: Deferred[Any] = consume(producer, write_chunk, size_cap)
         written.addCallback(lambda _: self._write_lane.run(_store_errors, publish))

@@ -12,7 +12,7 @@ from typing import Any
 from typing import Protocol as Interface
 
 import treq
-from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Protocol
@@ -22,10 +22,9 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from ..hashing import Digests
+from ..hashing import Digests, HashingLanes
 from ..model import StoredBlob
 from ..streams import consume
-from ..threads import ThreadRunner
 
 #: What a request to an object store can fail with when the store is not there.
 NETWORK_ERRORS = (ConnectError, DNSLookupError, TimeoutError, ResponseFailed, ConnectionLost)
@@ -227,14 +226,6 @@ class Bytes:
         self._consumer = None
 
 
-def first_error(failure: Failure) -> Failure:
-    """The failure that made ``gatherResults`` fail, rather than its wrapper."""
-    if failure.check(FirstError):
-        sub: Failure = failure.value.subFailure  # type: ignore[union-attr]
-        return sub
-    return failure
-
-
 class FailedRequest:
     """A request that failed, kept as a value until someone asks."""
 
@@ -270,9 +261,8 @@ class Upload(Interface):
 
 class ObjectStoreClient:
     """
-    What the object stores share: pooled HTTP connections to the store, two ordered hashing
-    threads (md5 and the multihash, each seeing an upload's chunks in order, as the file store
-    does), and the shape of an upload: stream it, finish it, or remove what it wrote.
+    What the object stores share: pooled HTTP connections to the store, the hashing lanes, and
+    the shape of an upload: stream it, finish it, or remove what it wrote.
     """
 
     def __init__(self, reactor: Any, name: str) -> None:
@@ -280,18 +270,7 @@ class ObjectStoreClient:
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 16
         self.agent = Agent(reactor, pool=self.pool)
-        self._checksum_lane = ThreadRunner(reactor, 1, f"imaged-{name}-md5")
-        self._multihash_lane = ThreadRunner(reactor, 1, f"imaged-{name}-multihash")
-
-    def hash(self, digests: Digests, data: bytes) -> Deferred[Any]:
-        lanes: Deferred[Any] = gatherResults(
-            [
-                self._checksum_lane.run(digests.update_checksum, data),
-                self._multihash_lane.run(digests.update_multihash, data),
-            ],
-            consumeErrors=True,
-        )
-        return lanes.addErrback(first_error)
+        self.hashing = HashingLanes(reactor, name)
 
     async def upload(
         self,
@@ -318,8 +297,7 @@ class ObjectStoreClient:
         )
 
     def close(self) -> Deferred[None]:
-        self._checksum_lane.stop()
-        self._multihash_lane.stop()
+        self.hashing.stop()
         closed: Deferred[None] = self.pool.closeCachedConnections()
         return closed
 
@@ -327,5 +305,5 @@ class ObjectStoreClient:
 __all__ = [
     "NETWORK_ERRORS", "Bytes", "FailedRequest", "ObjectStoreClient", "Pipe", "ResponseProducer",
     "Upload", "drain",
-    "first_error", "read_all",
+    "read_all",
 ]

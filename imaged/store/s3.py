@@ -31,7 +31,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
+from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -42,6 +42,7 @@ from ..errors import NotFound, StoreFailure
 from ..hashing import Digests
 from ..interfaces import IBlobStore
 from ..model import StoredBlob
+from ..threads import all_done
 from .http import (
     NETWORK_ERRORS,
     Bytes,
@@ -49,7 +50,6 @@ from .http import (
     ObjectStoreClient,
     Pipe,
     ResponseProducer,
-    first_error,
     read_all,
 )
 
@@ -214,8 +214,8 @@ class S3BlobStore:
             raise NotFound(f"Location {location!r} is not in this store")
         return key
 
-    def _hash(self, digests: Digests, data: bytes) -> Deferred[Any]:
-        return self._client.hash(digests, data)
+    def _hash(self, digests: Digests, data: bytes) -> Deferred[None]:
+        return self._client.hashing.update(digests, data)
 
     # -- IBlobStore ------------------------------------------------------------------------
 
@@ -327,8 +327,7 @@ class _SinglePut:
     def write(self, data: bytes) -> Deferred[Any]:
         hashed = self.store._hash(self.digests, data)
         sent = Deferred.fromCoroutine(self._send(data))
-        both: Deferred[Any] = gatherResults([hashed, sent], consumeErrors=True)
-        return both.addCallbacks(lambda _: None, first_error)
+        return all_done([hashed, sent])
 
     async def _send(self, data: bytes) -> None:
         if self.response.called:
@@ -395,14 +394,23 @@ class _Multipart:
         self.buffered += len(data)
         pending: list[Deferred[Any]] = [hashed]
         while self.buffered >= self.part_size:
-            whole = b"".join(self.buffer)
-            part, rest = whole[: self.part_size], whole[self.part_size:]
-            del whole
-            self.buffer = [rest] if rest else []
-            self.buffered = len(rest)
-            pending.append(self._queue(part))
-        both: Deferred[Any] = gatherResults(pending, consumeErrors=True)
-        return both.addCallbacks(lambda _: None, first_error)
+            pending.append(self._queue(self._take_part()))
+        return all_done(pending)
+
+    def _take_part(self) -> bytes:
+        """The first ``part_size`` buffered bytes, joined once (only the chunk that straddles
+        the boundary is split)."""
+        chunks: list[bytes] = []
+        needed = self.part_size
+        while needed:
+            chunk = self.buffer.pop(0)
+            if len(chunk) > needed:
+                self.buffer.insert(0, chunk[needed:])
+                chunk = chunk[:needed]
+            chunks.append(chunk)
+            needed -= len(chunk)
+        self.buffered -= self.part_size
+        return b"".join(chunks)
 
     def _queue(self, part: bytes) -> Deferred[Any]:
         """Start sending a part; fires when it may be followed (the window has room)."""
@@ -480,7 +488,7 @@ class _Multipart:
             tail = b"".join(self.buffer)
             self.buffer, self.buffered = [], 0
             await self._queue(tail)
-        await gatherResults(list(self.sending), consumeErrors=True)
+        await all_done(list(self.sending))
         if self.failure is not None:
             self.failure.raiseException()
         upload_id = await self._begin()

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from twisted.internet.defer import Deferred, DeferredLock, gatherResults
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -35,6 +35,7 @@ from ..errors import NotFound, StoreFailure
 from ..hashing import Digests
 from ..interfaces import IBlobStore
 from ..model import StoredBlob
+from ..threads import all_done
 from .http import (
     NETWORK_ERRORS,
     Bytes,
@@ -42,7 +43,6 @@ from .http import (
     ObjectStoreClient,
     Pipe,
     ResponseProducer,
-    first_error,
     read_all,
 )
 
@@ -266,8 +266,8 @@ class SwiftBlobStore:
 
     # -- used by _Upload -------------------------------------------------------------------
 
-    def _hash(self, digests: Digests, data: bytes) -> Deferred[Any]:
-        return self._client.hash(digests, data)
+    def _hash(self, digests: Digests, data: bytes) -> Deferred[None]:
+        return self._client.hashing.update(digests, data)
 
 
 class _Upload:
@@ -332,8 +332,7 @@ class _Upload:
     def write(self, data: bytes) -> Deferred[Any]:
         hashed = self.store._hash(self.digests, data)
         sent = self._order.run(lambda: Deferred.fromCoroutine(self._send_all(data)))
-        both: Deferred[Any] = gatherResults([hashed, sent], consumeErrors=True)
-        return both.addCallbacks(lambda _: None, first_error)
+        return all_done([hashed, sent])
 
     async def _send_all(self, data: bytes) -> None:
         view = memoryview(data)

@@ -39,6 +39,7 @@ from . import wire
 from .auth import Authenticator, HeaderIdentity
 from .errors import render_failure
 from .streaming import BodyStream, tune_for_bulk
+from .wire import header
 
 API_PORT = 9292
 
@@ -75,9 +76,6 @@ class APIConfig:
     healthcheck_disable_file: str | None = None
 
 
-def _header(request: IRequest, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    return value.decode("latin-1") if value is not None else None
 
 
 def _has_body(request: IRequest) -> bool:
@@ -167,7 +165,7 @@ class ImagesAPI:
         if self.config.public_base_url:
             return self.config.public_base_url.rstrip("/")
         scheme = "https" if request.isSecure() else "http"
-        host = _header(request, b"host")
+        host = header(request, b"host")
         if not host:
             address = request.getHost()
             host = f"{getattr(address, 'host', 'localhost')}:{getattr(address, 'port', 0)}"
@@ -236,7 +234,7 @@ class ImagesAPI:
         if request.method == b"HEAD":
             request.setResponseCode(204 if healthy else 503)
             return b""
-        if "application/json" in (_header(request, b"accept") or ""):
+        if "application/json" in (header(request, b"accept") or ""):
             return _json(request, {"detailed": False, "reasons": [reason]}, code)
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
@@ -278,7 +276,7 @@ class ImagesAPI:
     @app.route("/v2/images/<image_id>", methods=["PATCH"], strict_slashes=False)
     async def update_image(self, request: IRequest, image_id: str) -> bytes:
         context = await self._context(request)
-        content_type = _header(request, b"content-type")
+        content_type = header(request, b"content-type")
         changes = wire.decode_patch(content_type, wire.decode_json(_read_body(request)))
         image = await self.service.update(context, image_id, changes)
         return _json(request, self._image(image))
@@ -432,7 +430,7 @@ class ImagesAPI:
         context = await self._context(request)
         _reject_body(request)
         byte_range = wire.decode_range(
-            _header(request, b"range") or _content_range_as_range(request)
+            header(request, b"range") or _content_range_as_range(request)
         )
         download = await self.service.download(context, image_id, byte_range)
         if download.producer is None:
@@ -486,14 +484,14 @@ _UPLOAD_PATH = re.compile(rb"^/v2(?:\.\d+)?/images/([^/?]+)/file/?(?:\?.*)?$")
 
 def _upload_size(request: IRequest) -> int | None:
     """Check an upload's headers; return the size it declares, if any."""
-    content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
+    content_type = (header(request, b"content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/octet-stream":
         raise UnsupportedMediaType(
             f"Unsupported Content-Type '{content_type}': image data must be sent as "
             "application/octet-stream."
         )
     return wire.declared_size(
-        _header(request, b"x-openstack-image-size"), _header(request, b"content-length")
+        header(request, b"x-openstack-image-size"), header(request, b"content-length")
     )
 
 
@@ -512,7 +510,7 @@ def _spooled_body(content: Any) -> ChunkProducer:
 
 def _content_range_as_range(request: IRequest) -> str | None:
     """Glance honours a request ``Content-Range: bytes a-b/*`` as a range, for old clients."""
-    value = _header(request, b"content-range")
+    value = header(request, b"content-range")
     if value is None:
         return None
     unit, _, spec = value.strip().partition(" ")
@@ -568,7 +566,7 @@ class APIResource(Resource):
         self._inner = inner
 
     def render(self, request: IRequest) -> Any:
-        offered = _header(request, b"x-openstack-request-id")
+        offered = header(request, b"x-openstack-request-id")
         if offered and _REQUEST_ID.match(offered):
             request_id = offered if offered.startswith("req-") else f"req-{offered}"
         else:

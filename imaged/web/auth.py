@@ -28,33 +28,29 @@ from twisted.web.iweb import IRequest
 
 from ..context import RequestContext
 from ..errors import Unauthorized
-
-
-def _header(request: IRequest, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    return value.decode("latin-1") if value is not None else None
+from .wire import header
 
 
 def _project(request: IRequest) -> str | None:
     return (
-        _header(request, b"x-project-id")
-        or _header(request, b"x-tenant-id")
-        or _header(request, b"x-tenant")
+        header(request, b"x-project-id")
+        or header(request, b"x-tenant-id")
+        or header(request, b"x-tenant")
     )
 
 
 def _keystone_identity(request: IRequest) -> RequestContext | None:
     """The identity in keystonemiddleware's headers, or ``None`` if there is none at all."""
     project = _project(request)
-    user = _header(request, b"x-user-id") or _header(request, b"x-user")
-    roles = _header(request, b"x-roles") or _header(request, b"x-role")
+    user = header(request, b"x-user-id") or header(request, b"x-user")
+    roles = header(request, b"x-roles") or header(request, b"x-role")
     if project is None and user is None and roles is None:
         return None
     return RequestContext.from_roles(
         project,
         user,
         frozenset((roles or "").split(",")),
-        _header(request, b"x-openstack-request-id"),
+        header(request, b"x-openstack-request-id"),
     )
 
 
@@ -71,7 +67,7 @@ class HeaderIdentity:
     def context(self, request: IRequest) -> RequestContext:
         identity = _keystone_identity(request)
         if identity is None:
-            return RequestContext.unauthenticated(_header(request, b"x-openstack-request-id"))
+            return RequestContext.unauthenticated(header(request, b"x-openstack-request-id"))
         return identity
 
 
@@ -80,7 +76,7 @@ class TrustedHeaders:
     """keystonemiddleware's verdict decides: ``Confirmed`` or 401."""
 
     def context(self, request: IRequest) -> RequestContext:
-        status = (_header(request, b"x-identity-status") or "").strip().lower()
+        status = (header(request, b"x-identity-status") or "").strip().lower()
         identity = _keystone_identity(request)
         if status != "confirmed" or identity is None:
             raise Unauthorized("The request you have made requires authentication.")
@@ -96,9 +92,9 @@ class NoAuth:
     def context(self, request: IRequest) -> RequestContext:
         return RequestContext.from_roles(
             _project(request) or self.default_project,
-            _header(request, b"x-user-id"),
+            header(request, b"x-user-id"),
             frozenset({"admin", "member", "reader"}),
-            _header(request, b"x-openstack-request-id"),
+            header(request, b"x-openstack-request-id"),
         )
 
 

@@ -42,6 +42,7 @@ from twisted.web.iweb import IRequest
 
 from ..context import RequestContext
 from ..errors import IdentityUnavailable, Unauthorized
+from .wire import header
 
 log = Logger()
 
@@ -139,8 +140,8 @@ class KeystoneTokens:
     # -- the strategy ---------------------------------------------------------------------
 
     def context(self, request: IRequest) -> Deferred[RequestContext]:
-        request_id = _header(request, b"x-openstack-request-id")
-        token = _header(request, b"x-auth-token")
+        request_id = header(request, b"x-openstack-request-id")
+        token = header(request, b"x-auth-token")
         if not token:
             return fail(self._unauthorized())
         key = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
@@ -289,9 +290,6 @@ class KeystoneTokens:
         )
 
 
-def _header(request: IRequest, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    return value.decode("latin-1") if value is not None else None
 
 
 class _Shared:

@@ -54,6 +54,13 @@ def isotime(value: datetime) -> str:
     return value.isoformat(timespec="seconds") + "Z"
 
 
+
+def header(request: Any, name: bytes) -> str | None:
+    """A request header as text (HTTP headers are Latin-1), or ``None``."""
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
+
+
 def image_document(image: Image, show_locations: bool = False) -> dict[str, Any]:
     """
     An image as Glance shows it, plus the seed's ``locations`` key.
