@@ -35,7 +35,12 @@ DATA = os.urandom(12 * 1024 * 1024 + 17)
 SEGMENT = 5 * 1024 * 1024
 
 
-@pytest.fixture(params=["files", "memory", "swift", "s3"])
+@pytest.fixture(params=[
+    "files",
+    "memory",
+    pytest.param("swift", marks=pytest.mark.servers),
+    pytest.param("s3", marks=pytest.mark.servers),
+])
 def store(request: Any, tmp_path: Any) -> Any:
     if request.param == "memory":
         yield MemoryBlobStore()
@@ -251,12 +256,13 @@ async def swift_objects(store: SwiftBlobStore) -> list[str]:
 
     names = []
     for container in (store.container, store.segments):
-        response = await store._request(b"GET", f"/{container}?format=json")
+        response = await store.request("GET", f"/{container}?format=json")
         body = await treq.content(response)
         names += [f"{container}/{o['name']}" for o in (json.loads(body) if body else [])]
     return names
 
 
+@pytest.mark.servers
 @pytest_twisted.ensureDeferred
 async def test_swift_segments_large_and_unknown_length_images(swift: Any) -> None:
     store = SwiftBlobStore(swift.auth_url, swift.user, swift.key, reactor,
@@ -278,6 +284,7 @@ async def test_swift_segments_large_and_unknown_length_images(swift: Any) -> Non
         await store.close()
 
 
+@pytest.mark.servers
 @pytest_twisted.ensureDeferred
 async def test_swift_size_cap_midway_leaves_no_segments(swift: Any) -> None:
     store = SwiftBlobStore(swift.auth_url, swift.user, swift.key, reactor,
@@ -291,6 +298,7 @@ async def test_swift_size_cap_midway_leaves_no_segments(swift: Any) -> None:
         await store.close()
 
 
+@pytest.mark.servers
 @pytest_twisted.ensureDeferred
 async def test_swift_down_is_a_store_failure(swift: Any) -> None:
     store = SwiftBlobStore("http://127.0.0.1:1/auth/v1.0", swift.user, swift.key, reactor)
@@ -303,6 +311,7 @@ async def test_swift_down_is_a_store_failure(swift: Any) -> None:
         await store.close()
 
 
+@pytest.mark.servers
 @pytest_twisted.ensureDeferred
 async def test_swift_refuses_foreign_locations(swift: Any) -> None:
     store = SwiftBlobStore(swift.auth_url, swift.user, swift.key, reactor, container="own")
@@ -332,7 +341,7 @@ async def s3_leftovers(store: S3BlobStore) -> tuple[list[str], list[str]]:
 
     found = []
     for query, tag in (("list-type=2", "Key"), ("uploads", "UploadId")):
-        response = await store._request("GET", query=query)
+        response = await store.request("GET", query=query)
         body = await treq.content(response)
         assert response.code == 200, body
         found.append([e.text for e in ElementTree.fromstring(body).iter()
@@ -340,6 +349,7 @@ async def s3_leftovers(store: S3BlobStore) -> tuple[list[str], list[str]]:
     return found[0], found[1]
 
 
+@pytest.mark.servers
 @pytest_twisted.ensureDeferred
 async def test_s3_multipart_for_unknown_and_large_lengths(swift: Any) -> None:
     store = s3_store(swift)
@@ -363,6 +373,7 @@ async def test_s3_multipart_for_unknown_and_large_lengths(swift: Any) -> None:
         await store.close()
 
 
+@pytest.mark.servers
 @pytest_twisted.ensureDeferred
 async def test_s3_size_cap_midway_aborts_the_upload(swift: Any) -> None:
     store = s3_store(swift)
@@ -375,6 +386,7 @@ async def test_s3_size_cap_midway_aborts_the_upload(swift: Any) -> None:
         await store.close()
 
 
+@pytest.mark.servers
 @pytest_twisted.ensureDeferred
 async def test_s3_wrong_secret_or_no_server_is_a_store_failure(swift: Any) -> None:
     for store in (S3BlobStore(swift.url, "bucket", swift.user, "wrong", reactor),

@@ -1,15 +1,16 @@
 """
-Streaming HTTP pieces shared by the object-store blob stores (Swift, S3).
+Streaming HTTP pieces of the object stores (Swift, S3): request and response bodies, answers.
 
 Twisted's ``Agent`` does the HTTP; these adapt it to imaged's streams: an upload's chunks
 become a request body with the transport's back-pressure (``Pipe``), a response body becomes
-an ``IBodyProducer`` that pauses the connection with its consumer (``ResponseProducer``).
+an ``IBodyProducer`` that pauses the connection with its consumer (``ResponseProducer``);
+``Shared`` keeps a request's answer until someone asks, ``Gather`` cuts chunks into parts.  They
+know nothing of any store, so ``imaged.store.objstore`` and the dialects share them as they are.
 """
 
 from __future__ import annotations
 
-from typing import Any
-from typing import Protocol as Interface
+from typing import Generic, TypeVar, cast
 
 import treq
 from twisted.internet.defer import Deferred
@@ -17,17 +18,22 @@ from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError,
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed
+from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from ..hashing import Digests, HashingLanes
-from ..model import StoredBlob
-from ..streams import consume
+T = TypeVar("T")
 
 #: What a request to an object store can fail with when the store is not there.
 NETWORK_ERRORS = (ConnectError, DNSLookupError, TimeoutError, ResponseFailed, ConnectionLost)
+
+
+def _push_producer(protocol: Protocol | None) -> IPushProducer | None:
+    """The transport a response body is delivered over: what pauses the connection."""
+    transport = getattr(protocol, "transport", None)
+    return None if transport is None else IPushProducer(transport, None)
 
 
 @implementer(IBodyProducer)
@@ -36,7 +42,7 @@ class Pipe:
     The body of an outgoing PUT, fed chunk by chunk by an upload.
 
     ``send(data)`` fires when the transport has taken the chunk and is not asking us to
-    pause, which is how Swift's pace reaches ``consume`` and from there the client.
+    pause, which is how the store's pace reaches ``consume`` and from there the client.
     """
 
     def __init__(self, length: int | None) -> None:
@@ -70,7 +76,7 @@ class Pipe:
         if self._consumer is None:
             await self._started
         if self._stopped:
-            raise ConnectionLost("Swift stopped reading the upload")
+            raise ConnectionLost("the store stopped reading the upload")
         assert self._consumer is not None
         self._consumer.write(data)
         if self._paused and not self._stopped:
@@ -81,14 +87,16 @@ class Pipe:
         if not self._finished.called:
             self._finished.callback(None)
 
-    def abort(self, failure: Failure) -> None:
+    def abort(self, reason: Exception) -> None:
+        """Fail the request; a ``send`` waiting for the transport gives up too."""
         if not self._finished.called:
-            self._finished.errback(failure)
+            self._finished.errback(reason)
+        self.stopProducing()
 
 
 class _Body(Protocol):
     """
-    Delivers a response body to a consumer, pausing Swift's connection with it.  What
+    Delivers a response body to a consumer, pausing the store's connection with it.  What
     arrives while paused (a response's first bytes can come before anyone asked) is held
     until resumed.
     """
@@ -106,7 +114,7 @@ class _Body(Protocol):
             return
         if self.paused:
             self._held.append(data)
-            transport: Any = self.transport
+            transport = _push_producer(self)
             if transport is not None:
                 transport.pauseProducing()
             return
@@ -120,6 +128,7 @@ class _Body(Protocol):
             ended, self._ended = self._ended, None
             self._end(ended)
 
+    # Protocol declares ``reason: Failure = connectionDone``; a response body always gets one.
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         if self._held:
             self._ended = reason  # finish once what is held has been delivered
@@ -129,7 +138,7 @@ class _Body(Protocol):
     def _end(self, reason: Failure) -> None:
         if self.stopped or self._done.called:
             return
-        if reason.check(ResponseDone, PotentialDataLoss):
+        if isinstance(reason.value, ResponseDone | PotentialDataLoss):
             self._done.callback(None)
         else:
             self._done.errback(reason)
@@ -137,9 +146,9 @@ class _Body(Protocol):
 
 @implementer(IBodyProducer, IPushProducer)
 class ResponseProducer:
-    """A GET's body as an ``IBodyProducer`` with back-pressure onto Swift's connection."""
+    """A GET's body as an ``IBodyProducer`` with back-pressure onto the store's connection."""
 
-    def __init__(self, response: Any, length: int) -> None:
+    def __init__(self, response: IResponse, length: int) -> None:
         self.length = length
         self._response = response
         self._protocol: _Body | None = None
@@ -154,8 +163,8 @@ class ResponseProducer:
             self.pauseProducing()
         return done
 
-    def _transport(self) -> Any:
-        return getattr(self._protocol, "transport", None)
+    def _transport(self) -> IPushProducer | None:
+        return _push_producer(self._protocol)
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -226,84 +235,88 @@ class Bytes:
         self._consumer = None
 
 
-class FailedRequest:
-    """A request that failed, kept as a value until someone asks."""
-
-    def __init__(self, failure: Failure) -> None:
-        self.failure = failure
 
 
-async def read_all(response: Any) -> bytes:
+class Shared(Generic[T]):
+    """
+    One ``Deferred``'s outcome (a request's answer, say) for any number of awaiters.
+
+    A ``Deferred`` hands its result to its first awaiter only (the next one sees what that
+    awaiter's callback returned), and a failure nobody awaits yet would be logged as an
+    unhandled error when collected.  Here the outcome is kept as a value until someone asks.
+    """
+
+    def __init__(self, work: Deferred[T]) -> None:
+        self.called = False
+        self._outcome: T | Failure | None = None
+        self._waiters: list[Deferred[T]] = []
+        work.addBoth(self._settle)
+
+    def _settle(self, outcome: T | Failure) -> None:
+        self.called, self._outcome = True, outcome
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            self._fire(waiter)
+
+    def _fire(self, waiter: Deferred[T]) -> None:
+        if isinstance(self._outcome, Failure):
+            waiter.errback(self._outcome)
+        else:
+            waiter.callback(cast(T, self._outcome))
+
+    def get(self) -> Deferred[T]:
+        waiter: Deferred[T] = Deferred()
+        if self.called:
+            self._fire(waiter)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+
+class Gather:
+    """
+    Chunks gathered into pieces of a set size (S3 parts, whose length S3 needs up front).
+    A piece is joined once; only the chunk that straddles its end is split: one copy a piece.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.size += len(data)
+
+    def take(self, size: int | None = None) -> bytes:
+        """The first ``size`` bytes gathered (all of them, for ``None``)."""
+        needed = self.size if size is None else min(size, self.size)
+        self.size -= needed
+        chunks: list[bytes] = []
+        while needed:
+            chunk = self._chunks.pop(0)
+            if len(chunk) > needed:
+                self._chunks.insert(0, chunk[needed:])
+                chunk = chunk[:needed]
+            chunks.append(chunk)
+            needed -= len(chunk)
+        return b"".join(chunks)
+
+
+def header(response: IResponse, name: bytes) -> str:
+    """The first value of a response header, ``""`` when it is absent."""
+    headers: Headers = response.headers  # an Attribute of IResponse: untyped there
+    return headers.getRawHeaders(name, [b""])[0].decode()
+
+
+async def read_all(response: IResponse) -> bytes:
+    """A response's whole body (a body cut short without a length counts as empty)."""
     try:
-        body: bytes = await treq.content(response)
+        return await treq.content(response)
     except PotentialDataLoss:
         return b""
-    except NETWORK_ERRORS:
-        raise
-    return body
-
-
-async def drain(response: Any) -> None:
-    await read_all(response)
-
-
-
-
-class Upload(Interface):
-    """One image being written to an object store (a Swift or an S3 upload)."""
-
-    def write(self, data: bytes) -> Deferred[Any]: ...
-
-    async def finish(self) -> None: ...
-
-    async def remove(self) -> None: ...
-
-
-class ObjectStoreClient:
-    """
-    What the object stores share: pooled HTTP connections to the store, the hashing lanes, and
-    the shape of an upload: stream it, finish it, or remove what it wrote.
-    """
-
-    def __init__(self, reactor: Any, name: str) -> None:
-        self.reactor = reactor
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.pool.maxPersistentPerHost = 16
-        self.agent = Agent(reactor, pool=self.pool)
-        self.hashing = HashingLanes(reactor, name)
-
-    async def upload(
-        self,
-        upload: Upload,
-        producer: IBodyProducer,
-        size_cap: int | None,
-        digests: Digests,
-        location: str,
-    ) -> StoredBlob:
-        """Feed ``producer`` to ``upload``; on any failure nothing it wrote is left."""
-        try:
-            await consume(producer, upload.write, size_cap)
-            await upload.finish()
-        except Exception:  # not GeneratorExit: a coroutine being closed must not await
-            failure = Failure()
-            await upload.remove()
-            failure.raiseException()
-        return StoredBlob(
-            size=digests.size,
-            checksum=digests.checksum,
-            hash_algo=digests.hash_algo,
-            hash_value=digests.hash_value,
-            location=location,
-        )
-
-    def close(self) -> Deferred[None]:
-        self.hashing.stop()
-        closed: Deferred[None] = self.pool.closeCachedConnections()
-        return closed
 
 
 __all__ = [
-    "NETWORK_ERRORS", "Bytes", "FailedRequest", "ObjectStoreClient", "Pipe", "ResponseProducer",
-    "Upload", "drain",
+    "NETWORK_ERRORS", "Bytes", "Gather", "Pipe", "ResponseProducer", "Shared", "header",
     "read_all",
 ]

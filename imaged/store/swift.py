@@ -1,13 +1,15 @@
 """
-Image bytes in OpenStack Swift, streamed through with treq: nothing is staged locally.
+Image bytes in OpenStack Swift, streamed through: nothing is staged locally.
 
-An upload goes straight from the client's connection to a Swift ``PUT`` (chunked), through
-``consume``'s back-pressure: when Swift is slower than the client, the client is paused.  md5
-and the multihash are computed on the way in two ordered hashing threads, as the file store
-does.  An image whose length is known and at most ``segment_size`` is one object; anything
-else (longer, or of unknown length, as chunked uploads are) is a Static Large Object: segments
-of ``segment_size`` bytes in ``<container>_segments``, then a manifest, so images above
-Swift's 5 GiB object limit work and the manifest appears only once every segment is stored.
+This module is Swift's dialect of ``imaged.store.objstore``: tempauth, container names, Static
+Large Objects, listings.  An upload goes straight from the client's connection to a Swift
+``PUT`` (chunked), through ``consume``'s back-pressure: when Swift is slower than the client,
+the client is paused.  md5 and the multihash are computed on the way in two ordered hashing
+threads, as the file store does.  An image whose length is known and at most ``segment_size`` is
+one object; anything else (longer, or of unknown length, as chunked uploads are) is a Static
+Large Object: segments of ``segment_size`` bytes in ``<container>_segments``, then a manifest,
+so images above Swift's 5 GiB object limit work and the manifest appears only once every
+segment is stored.
 
 Locations are ``swift://<container>/<object>``, relative to the account the store logs into
 (tempauth's ``/auth/v1.0``), so a location survives a change of Swift endpoint or token.  Any
@@ -18,57 +20,43 @@ unreachable or erring is ``StoreFailure`` (503).
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import quote
 
 from twisted.internet.defer import Deferred, DeferredLock
-from twisted.internet.error import ConnectionLost
-from twisted.logger import Logger
-from twisted.python.failure import Failure
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from ..errors import NotFound, StoreFailure
+from ..coroutines import deferred
+from ..errors import NotFound
 from ..hashing import Digests
 from ..interfaces import IBlobStore
 from ..model import StoredBlob
 from ..threads import all_done
-from .http import (
-    NETWORK_ERRORS,
-    Bytes,
-    FailedRequest,
-    ObjectStoreClient,
-    Pipe,
-    ResponseProducer,
-    read_all,
-)
+from .http import Bytes, header
+from .objstore import ObjectStore, StreamedRequest
 
 #: Swift's default largest single object.
 SWIFT_MAX_OBJECT = 5 * 1024**3
-
-
-def _unavailable(what: str, detail: object) -> StoreFailure:
-    return StoreFailure(f"The Swift image store is unavailable ({what}: {detail}).")
 
 
 @implementer(IBlobStore)
 class SwiftBlobStore:
     """``IBlobStore`` in one Swift container (segments of large images in a second one)."""
 
-    log = Logger()
-
     def __init__(
         self,
         auth_url: str,
         user: str,
         key: str,
-        reactor: Any,
+        reactor: IReactorTime,
         container: str = "imaged",
         segment_size: int = 1024**3,
         timeout: float = 60.0,
+        *,
+        agent: IAgent | None = None,
     ) -> None:
         if not 0 < segment_size <= SWIFT_MAX_OBJECT:
             raise ValueError(f"segment size must be 1 byte to 5 GiB, not {segment_size}")
@@ -79,76 +67,56 @@ class SwiftBlobStore:
         self.segments = container + "_segments"
         self.segment_size = segment_size
         self.timeout = timeout
-        self._reactor = reactor
-        self._client = ObjectStoreClient(reactor, "swift")
-        self._agent = self._client.agent
+        self.core = ObjectStore(reactor, "Swift", timeout, agent)
         self._token: str | None = None
         self._storage_url: str | None = None
         self._containers_ready = False
 
     def close(self) -> Deferred[None]:
-        return self._client.close()
+        return self.core.close()
 
     # -- HTTP ------------------------------------------------------------------------------
 
     async def _log_in(self) -> None:
-        try:
-            response = await self._agent.request(
-                b"GET",
-                self.auth_url.encode(),
-                Headers(
-                    {b"X-Auth-User": [self.user.encode()], b"X-Auth-Key": [self._key.encode()]}
-                ),
-            )
-            await _drain(response)
-        except NETWORK_ERRORS as e:
-            raise _unavailable("auth", e) from None
-        token = response.headers.getRawHeaders(b"x-auth-token", [None])[0]
-        storage = response.headers.getRawHeaders(b"x-storage-url", [None])[0]
-        if response.code // 100 != 2 or token is None or storage is None:
-            raise _unavailable("auth", f"HTTP {response.code}")
-        self._token, self._storage_url = token.decode(), storage.decode().rstrip("/")
+        credentials = {b"X-Auth-User": [self.user.encode()], b"X-Auth-Key": [self._key.encode()]}
+        response = await self.core.send("GET", self.auth_url, Headers(credentials), what="auth")
+        await self.core.drain(response)
+        token, storage = header(response, b"x-auth-token"), header(response, b"x-storage-url")
+        if response.code // 100 != 2 or not token or not storage:
+            raise self.core.unavailable("auth", f"HTTP {response.code}")
+        self._token, self._storage_url = token, storage.rstrip("/")
 
-    async def _request(
+    async def request(
         self,
-        method: bytes,
+        method: str,
         path: str,
         body: IBodyProducer | None = None,
-        headers: dict[bytes, bytes] | None = None,
+        headers: dict[str, str] | None = None,
         retry: bool = True,
-    ) -> Any:
-        """One request to the account; logs in (again, on 401) when it can retry."""
+    ) -> IResponse:
+        """
+        One request to the account (``path`` quoted, from ``/<container>``); logs in (again,
+        on 401) when it can retry: once, and only without a body, which cannot be sent twice.
+        """
         if self._token is None:
             await self._log_in()
         assert self._token is not None and self._storage_url is not None
-        raw = {b"X-Auth-Token": [self._token.encode()]}
-        raw.update({k: [v] for k, v in (headers or {}).items()})
-        try:
-            request = self._agent.request(
-                method, (self._storage_url + path).encode(), Headers(raw), body
-            )
-            timer = self._reactor.callLater(self.timeout, request.cancel) if body is None else None
-            try:
-                response = await request
-            finally:
-                if timer is not None and timer.active():
-                    timer.cancel()
-        except NETWORK_ERRORS as e:
-            raise _unavailable(method.decode(), e) from None
+        raw = Headers({b"X-Auth-Token": [self._token.encode()]})
+        for name, value in (headers or {}).items():
+            raw.setRawHeaders(name.encode(), [value.encode()])
+        response = await self.core.send(method, self._storage_url + path, raw, body)
         if response.code == 401 and retry and body is None:
-            await _drain(response)
+            await self.core.drain(response)
             self._token = None
-            return await self._request(method, path, body, headers, retry=False)
+            return await self.request(method, path, body, headers, retry=False)
         return response
 
     async def _ensure_containers(self) -> None:
         if self._containers_ready:
             return
         for container in (self.container, self.segments):
-            response = await self._request(b"PUT", "/" + quote(container))
-            await _drain(response)
-            if response.code not in (201, 202, 204):
-                raise _unavailable("container", f"HTTP {response.code}")
+            response = await self.request("PUT", "/" + quote(container))
+            await self.core.expect(response, (201, 202, 204), "container")
         self._containers_ready = True
 
     def _object_path(self, location: str) -> str:
@@ -159,102 +127,61 @@ class SwiftBlobStore:
 
     # -- IBlobStore ------------------------------------------------------------------------
 
-    def write(
-        self,
-        image_id: str,
-        producer: IBodyProducer,
-        hash_algo: str,
-        size_cap: int | None = None,
-    ) -> Deferred[StoredBlob]:
-        return Deferred.fromCoroutine(self._write(image_id, producer, hash_algo, size_cap))
-
-    async def _write(
-        self, image_id: str, producer: IBodyProducer, hash_algo: str, size_cap: int | None
+    @deferred
+    async def write(
+        self, image_id: str, producer: IBodyProducer, hash_algo: str, size_cap: int | None = None
     ) -> StoredBlob:
         await self._ensure_containers()
-        name = f"{image_id}.{uuid.uuid4().hex}"
-        length = None if producer.length is UNKNOWN_LENGTH else int(producer.length)
-        digests = Digests(hash_algo)
-        upload = _Upload(self, name, length, digests)
-        location = f"swift://{self.container}/{name}"
-        return await self._client.upload(upload, producer, size_cap, digests, location)
+        new = self.core.new_object(image_id, producer, hash_algo)
+        upload = _Upload(self, new.name, new.length, new.digests)
+        location = f"swift://{self.container}/{new.name}"
+        return await self.core.upload(upload, producer, size_cap, new.digests, location)
 
-    def read(
+    @deferred
+    async def read(
         self, location: str, offset: int = 0, length: int | None = None
-    ) -> Deferred[IBodyProducer]:
-        return Deferred.fromCoroutine(self._read(location, offset, length))
-
-    async def _read(self, location: str, offset: int, length: int | None) -> IBodyProducer:
+    ) -> IBodyProducer:
         path = self._object_path(location)
-        headers = {}
-        if length == 0:
-            # Nothing to fetch; still say whether the object exists.
-            head = await self._request(b"HEAD", path)
-            await _drain(head)
-            if head.code == 404:
-                raise NotFound(f"Image data at {location} is missing")
-            return Bytes(b"")
-        if offset or length is not None:
-            end = "" if length is None else str(offset + length - 1)
-            headers[b"Range"] = f"bytes={offset}-{end}".encode()
-        response = await self._request(b"GET", path, headers=headers)
-        if response.code == 404:
-            await _drain(response)
-            raise NotFound(f"Image data at {location} is missing")
-        if response.code == 416:
-            await _drain(response)
-            return Bytes(b"")
-        if response.code not in (200, 206):
-            await _drain(response)
-            raise _unavailable("GET", f"HTTP {response.code}")
-        size = response.length
-        if size is UNKNOWN_LENGTH:
-            raise _unavailable("GET", "no Content-Length")
-        return ResponseProducer(response, int(size))
+        return await self.core.read(
+            location, lambda method, headers: self.request(method, path, headers=headers),
+            offset, length,
+        )
 
-    def delete(self, location: str) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._delete(location))
-
-    async def _delete(self, location: str) -> None:
+    @deferred
+    async def delete(self, location: str) -> None:
         path = self._object_path(location)
-        head = await self._request(b"HEAD", path)
-        await _drain(head)
+        head = await self.request("HEAD", path)
+        await self.core.drain(head)
         if head.code == 404:
             return
         if head.code // 100 != 2:
-            raise _unavailable("HEAD", f"HTTP {head.code}")
+            raise self.core.unavailable("HEAD", f"HTTP {head.code}")
         # A Static Large Object goes with its segments; a plain object as it is.
-        large = head.headers.getRawHeaders(b"x-static-large-object", [b""])[0].lower() == b"true"
-        response = await self._request(
-            b"DELETE",
+        large = header(head, b"x-static-large-object").lower() == "true"
+        response = await self.request(
+            "DELETE",
             path + ("?multipart-manifest=delete" if large else ""),
-            headers={b"Accept": b"application/json"},
+            headers={"Accept": "application/json"},
         )
-        body = await _read_all(response)
-        if response.code not in (200, 204, 404):
-            raise _unavailable("DELETE", f"HTTP {response.code}")
+        body = await self.core.expect(response, (200, 204, 404), "DELETE")
         if large and body:
             # SLO reports per-segment outcomes in a 200's body.
             outcome = json.loads(body)
             if outcome.get("Errors") or not str(outcome.get("Response Status", "")).startswith(
                 ("200", "404")
             ):
-                raise _unavailable("DELETE", outcome.get("Response Status"))
+                raise self.core.unavailable("DELETE", outcome.get("Response Status"))
 
-    def stored_before(self, timestamp: float) -> Deferred[list[str]]:
-        return Deferred.fromCoroutine(self._stored_before(timestamp))
-
-    async def _stored_before(self, timestamp: float) -> list[str]:
+    @deferred
+    async def stored_before(self, timestamp: float) -> list[str]:
         await self._ensure_containers()
         found: list[str] = []
         marker = ""
         while True:
-            response = await self._request(
-                b"GET", f"/{quote(self.container)}?format=json&marker={quote(marker)}"
+            response = await self.request(
+                "GET", f"/{quote(self.container)}?format=json&marker={quote(marker)}"
             )
-            body = await _read_all(response)
-            if response.code not in (200, 204):
-                raise _unavailable("listing", f"HTTP {response.code}")
+            body = await self.core.expect(response, (200, 204), "listing")
             entries = json.loads(body) if body else []
             if not entries:
                 return found
@@ -264,11 +191,6 @@ class SwiftBlobStore:
                     found.append(f"swift://{self.container}/{entry['name']}")
             marker = entries[-1]["name"]
 
-    # -- used by _Upload -------------------------------------------------------------------
-
-    def _hash(self, digests: Digests, data: bytes) -> Deferred[None]:
-        return self._client.hashing.update(digests, data)
-
 
 class _Upload:
     """One image being written: a single object, or segments then a manifest."""
@@ -277,132 +199,93 @@ class _Upload:
         self, store: SwiftBlobStore, name: str, length: int | None, digests: Digests
     ) -> None:
         self.store = store
+        self.core = store.core
         self.name = name
         self.digests = digests
         self.single = length is not None and length <= store.segment_size
         self.length = length
-        self.segments: list[dict[str, Any]] = []
-        self._pipe: Pipe | None = None
-        self._response: Deferred[Any] | None = None
+        self.segments: list[dict[str, object]] = []
+        self._put: StreamedRequest | None = None
         self._in_segment = 0
         self._manifest_written = False
         # consume() may hand over the next chunk before this one is sent: keep them in order.
         self._order = DeferredLock()
 
-    def _segment_name(self) -> str:
-        return f"{self.name}/{len(self.segments) + 1:08d}"
+    def _segment_path(self) -> str:
+        """The (unquoted) path of the segment being written, as the manifest names it."""
+        return f"/{self.store.segments}/{self.name}/{len(self.segments) + 1:08d}"
 
     def _open(self) -> None:
         if self.single:
-            path = f"/{quote(self.store.container)}/{quote(self.name)}"
-            self._pipe = Pipe(self.length)
+            path, length = f"/{self.store.container}/{self.name}", self.length
         else:
-            path = f"/{quote(self.store.segments)}/{quote(self._segment_name())}"
-            self._pipe = Pipe(None)
-        self._path = path
+            path, length = self._segment_path(), None
+        self._put = StreamedRequest(
+            self.core,
+            length,
+            lambda body: self.store.request("PUT", quote(path), body=body, retry=False),
+        )
         self._in_segment = 0
-        body: IBodyProducer = self._pipe
-        if self.single and self.length == 0:
-            body = Bytes(b"")
-        # A failed PUT becomes a value, reported by _send() or _close(), never "unhandled".
-        self._response = Deferred.fromCoroutine(
-            self.store._request(b"PUT", path, body=body, retry=False)
-        ).addErrback(FailedRequest)
 
     async def _close(self) -> None:
         """Finish the current PUT and record it (as a segment when segmenting)."""
-        assert self._pipe is not None and self._response is not None
-        pipe, response_d = self._pipe, self._response
-        self._pipe = self._response = None
-        pipe.finish()
-        response = await response_d
-        if isinstance(response, FailedRequest):
-            response.failure.raiseException()
-        await _drain(response)
-        if response.code != 201:
-            raise _unavailable("PUT", f"HTTP {response.code}")
+        assert self._put is not None
+        put, self._put = self._put, None
+        response = await put.close()
+        await self.core.expect(response, (201,), "PUT")
         if not self.single:
-            etag = response.headers.getRawHeaders(b"etag", [b""])[0].decode().strip('"')
             self.segments.append({
-                "path": f"/{self.store.segments}/{self._segment_name()}",
-                "etag": etag,
+                "path": self._segment_path(),
+                "etag": header(response, b"etag").strip('"'),
                 "size_bytes": self._in_segment,
             })
 
-    def write(self, data: bytes) -> Deferred[Any]:
-        hashed = self.store._hash(self.digests, data)
-        sent = self._order.run(lambda: Deferred.fromCoroutine(self._send_all(data)))
+    def write(self, data: bytes) -> Deferred[None]:
+        hashed = self.core.hash(self.digests, data)
+        sent = self._order.run(self._send_all, data)
         return all_done([hashed, sent])
 
     async def _send_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            if self._pipe is None:
+            if self._put is None:
                 self._open()
-            assert self._pipe is not None
+            assert self._put is not None
             room = len(view) if self.single else self.store.segment_size - self._in_segment
             piece, view = view[:room], view[room:]
-            await self._send(piece.tobytes() if len(piece) != len(data) else data)
+            await self._put.send(piece.tobytes() if len(piece) != len(data) else data)
             self._in_segment += len(piece)
             if not self.single and self._in_segment >= self.store.segment_size:
                 await self._close()
 
-    async def _send(self, data: bytes) -> None:
-        assert self._pipe is not None and self._response is not None
-        response_d = self._response
-        if response_d.called:
-            # Swift answered before the body was complete: that is a refusal.
-            response = await response_d
-            if isinstance(response, FailedRequest):
-                response.failure.raiseException()
-            await _drain(response)
-            raise _unavailable("PUT", f"HTTP {response.code}")
-        await self._pipe.send(data)
-
     async def finish(self) -> None:
-        if self._pipe is None and not self.segments and not self.single:
-            self._open()  # an empty image of unknown length: one empty segment
-        if self._pipe is None and self.single:
-            self._open()  # an empty image of known (zero) length
-        if self._pipe is not None:
+        if self._put is None and (self.single or not self.segments):
+            self._open()  # an empty image: one empty object, or one empty segment
+        if self._put is not None:
             await self._close()
         if self.single:
             return
         manifest = json.dumps(self.segments).encode()
         path = f"/{quote(self.store.container)}/{quote(self.name)}?multipart-manifest=put"
-        response = await self.store._request(b"PUT", path, body=Bytes(manifest), retry=False)
-        body = await _read_all(response)
+        response = await self.store.request("PUT", path, body=Bytes(manifest), retry=False)
+        body = await self.core.content(response)
         if response.code != 201:
-            raise _unavailable("manifest", f"HTTP {response.code}: {body[:200]!r}")
+            raise self.core.unavailable("manifest", f"HTTP {response.code}: {body[:200]!r}")
         self._manifest_written = True
 
     async def remove(self) -> None:
         """Best effort: take away everything this upload wrote."""
-        if self._pipe is not None:
-            self._pipe.abort(Failure(ConnectionLost("upload abandoned")))
-            self._pipe = None
-        paths = [s["path"] for s in self.segments]
+        if self._put is not None:
+            put, self._put = self._put, None
+            await put.abandon()
+        paths = [str(s["path"]) for s in self.segments]
         if self.single or self._manifest_written:
             paths.append(f"/{self.store.container}/{self.name}")
         for path in paths:
-            try:
-                response = await self.store._request(b"DELETE", quote(path))
-                await _drain(response)
-            except Exception as e:
-                self.store.log.warn("could not remove {path} from Swift: {e}", path=path, e=e)
+            await self.core.remove(path, self._delete(path))
 
-
-
-
-async def _read_all(response: Any) -> bytes:
-    try:
-        return await read_all(response)
-    except NETWORK_ERRORS as e:
-        raise _unavailable("read", e) from None
-
-
-async def _drain(response: Any) -> None:
-    await _read_all(response)
+    async def _delete(self, path: str) -> None:
+        await self.core.drain(await self.store.request("DELETE", quote(path)))
 
 
 __all__ = ["SWIFT_MAX_OBJECT", "SwiftBlobStore"]
