@@ -21,12 +21,13 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert
 
-from imaged.model import ContainerFormat, DiskFormat, Image, Status, Visibility, utcnow
-from imaged.store.sql import image_row, make_engine, upgrade_schema
+from imaged.model import ContainerFormat, DiskFormat, Image, Status, Visibility
+from imaged.store.database import make_engine, upgrade_schema
+from imaged.store.rows import image_row
 from imaged.store.tables import image_properties, image_tags, images
 from imaged.testing import TwistdDaemon
 
@@ -45,7 +46,7 @@ def seed(database: str, count: int) -> str:
     """Insert ``count`` images (one tag, one property each); return one image id to show."""
     engine = make_engine(database)
     upgrade_schema(engine)
-    start = utcnow() - timedelta(days=30)
+    start = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=30)
     batch: list[dict] = []
     tags: list[dict] = []
     properties: list[dict] = []

@@ -1,6 +1,8 @@
 """
 imaged's public Python surface, the Pythonic form of the seed's ``openstack/image`` package.
 
+Typed (the package ships ``py.typed``): embedding programs type-check against it.
+
 Other Twisted programs import from here::
 
     from imaged.api import APIConfig, routes
@@ -17,18 +19,25 @@ from .model import (
     DiskFormat,
     Download,
     Image,
+    ImageChange,
     ImageQuery,
     Link,
+    Member,
+    MemberStatus,
+    Mutation,
     Page,
     PatchOp,
+    Scrubbed,
     Status,
     StoredBlob,
     Version,
     VersionStatus,
     Visibility,
 )
-from .service import ImageService, Limits
-from .web.app import API_PORT, VERSIONS, APIConfig, ImagesAPI, routes
+from .quotas import Limits
+from .service import ImageService
+from .web.app import API_PORT, APIConfig, ImagesAPI, routes
+from .web.routing import VERSIONS
 
 __all__ = [
     "API_PORT",
@@ -44,14 +53,19 @@ __all__ = [
     "IImageService",
     "IMetadataStore",
     "Image",
+    "ImageChange",
     "ImageQuery",
     "ImageService",
     "ImagesAPI",
     "Limits",
     "Link",
+    "Member",
+    "MemberStatus",
+    "Mutation",
     "Page",
     "PatchOp",
     "RequestContext",
+    "Scrubbed",
     "Status",
     "StoredBlob",
     "Version",

@@ -233,5 +233,6 @@ def _vhdx_metadata_item(table: bytes, wanted: uuid.UUID) -> int | None:
     for n in range(min(count, (len(table) - 32) // 32)):
         base = 32 + 32 * n
         if uuid.UUID(bytes_le=table[base : base + 16]) == wanted:
-            return struct.unpack_from("<I", table, base + 16)[0]
+            offset: int = struct.unpack_from("<I", table, base + 16)[0]
+            return offset
     return None

@@ -1,190 +1,202 @@
 """
-The three seams of imaged, as zope interfaces.
+The three seams of imaged, as typed zope interfaces: what flows between web, service and stores.
 
 ``IImageService`` is what the web layer needs (the seed's ``Service``): anyone can mount imaged's
 HTTP API over their own implementation.  ``IMetadataStore`` and ``IBlobStore`` are what the
 standard service is built on; they are chosen by configuration (SQLite or PostgreSQL; local files,
 Swift or S3).  Every method that may wait returns a ``Deferred``; none of them may block the
-reactor thread.
+reactor thread.  Errors are ``imaged.errors`` exceptions delivered as the ``Deferred``'s failure.
 """
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Sequence
+from datetime import datetime
+
+from twisted.internet.defer import Deferred
+from twisted.web.iweb import IBodyProducer
 from zope.interface import Attribute, Interface
+
+from .context import RequestContext
+from .model import (
+    ByteRange,
+    Change,
+    CreateImageRequest,
+    Download,
+    Image,
+    ImageChange,
+    ImageQuery,
+    Member,
+    MemberStatus,
+    Mutation,
+    Page,
+    ProjectUsage,
+    QuotaUsage,
+    Scope,
+    Scrubbed,
+    Status,
+    StoredBlob,
+)
 
 
 class IImageService(Interface):
     """
     Glance's image operations with their rules (status state machine, policy, quotas).
 
-    Every method takes the caller's ``RequestContext`` first and returns a ``Deferred``.  Errors
-    are ``imaged.errors`` exceptions delivered as failures of that ``Deferred``.
+    Every method takes the caller's ``RequestContext`` first.  An image the caller may not see
+    is ``ImageNotFound``; one it may see but not change is ``Forbidden``.
     """
 
     hash_algo = Attribute("Name of the multihash algorithm (``os_hash_algo``), e.g. 'sha512'.")
 
-    def create(context, request):
+    def create(context: RequestContext, request: CreateImageRequest) -> Deferred[Image]:
+        """Create a queued image; fires with it."""
+
+    def list(context: RequestContext, query: ImageQuery) -> Deferred[Page]:
+        """One page of the images visible to the caller that match ``query``."""
+
+    def get(context: RequestContext, image_id: str) -> Deferred[Image]:
+        """The image, if the caller may see it."""
+
+    def update(
+        context: RequestContext, image_id: str, changes: Sequence[Change]
+    ) -> Deferred[Image]:
+        """Apply ``changes`` atomically, all of them or none; fires with the updated image."""
+
+    def delete(context: RequestContext, image_id: str) -> Deferred[None]:
+        """Delete the image and its data."""
+
+    def upload(
+        context: RequestContext,
+        image_id: str,
+        producer: IBodyProducer,
+        size: int | None = None,
+    ) -> Deferred[Image]:
         """
-        Create a queued image from an ``imaged.model.CreateImageRequest``.
+        Store the image's data from ``producer`` and make the image active.
 
-        @return: ``Deferred`` firing with the new ``Image``.
-        """
-
-    def list(context, query):
-        """
-        List images visible to the caller matching an ``imaged.model.ImageQuery``.
-
-        @return: ``Deferred`` firing with a ``Page``.
-        """
-
-    def get(context, image_id):
-        """@return: ``Deferred`` firing with the ``Image``; ``ImageNotFound`` if invisible."""
-
-    def update(context, image_id, changes):
-        """
-        Apply a sequence of ``Change`` steps atomically: all of them or none.
-
-        @return: ``Deferred`` firing with the updated ``Image``.
-        """
-
-    def delete(context, image_id):
-        """Delete the image and its data. @return: ``Deferred`` firing with ``None``."""
-
-    def upload(context, image_id, producer, size=None):
-        """
-        Store the image's data from an ``IBodyProducer`` and make the image active.
-
-        @param size: the size the client declared, if any; checked against the cap up front
-            and against the bytes received at the end.
-        @return: ``Deferred`` firing with the active ``Image``.
+        ``size`` is what the client declared, if anything: checked against the cap up front
+        and against the bytes received at the end.  On any failure the image is ``queued``
+        again and nothing of the data is kept.
         """
 
-    def download(context, image_id, byte_range=None):
-        """
-        Open the image's data, optionally one ``ByteRange`` of it.
+    def download(
+        context: RequestContext, image_id: str, byte_range: ByteRange | None = None
+    ) -> Deferred[Download]:
+        """Open the image's data, whole or one range; ``Download.producer`` is ``None``
+        when the image has no data."""
 
-        @return: ``Deferred`` firing with a ``Download``; its ``producer`` is ``None`` when the
-            image has no data.
-        """
+    def add_tag(context: RequestContext, image_id: str, tag: str) -> Deferred[None]:
+        """Add a tag (idempotent)."""
 
-    def add_tag(context, image_id, tag):
-        """Add a tag (idempotent). @return: ``Deferred`` firing with ``None``."""
+    def remove_tag(context: RequestContext, image_id: str, tag: str) -> Deferred[None]:
+        """Remove a tag; ``NotFound`` if absent."""
 
-    def remove_tag(context, image_id, tag):
-        """Remove a tag; ``NotFound`` if absent. @return: ``Deferred`` firing with ``None``."""
-
-    def deactivate(context, image_id):
+    def deactivate(context: RequestContext, image_id: str) -> Deferred[None]:
         """Make an active image's data unavailable to non-admins."""
 
-    def reactivate(context, image_id):
+    def reactivate(context: RequestContext, image_id: str) -> Deferred[None]:
         """Make a deactivated image active again."""
 
-    def add_member(context, image_id, member_id):
+    def add_member(context: RequestContext, image_id: str, member_id: str) -> Deferred[Member]:
         """Share a ``shared`` image with a project (status ``pending``)."""
 
-    def list_members(context, image_id):
+    def list_members(context: RequestContext, image_id: str) -> Deferred[builtins.list[Member]]:
         """The image's members (all for its owner, its own row for a member)."""
 
-    def get_member(context, image_id, member_id):
+    def get_member(context: RequestContext, image_id: str, member_id: str) -> Deferred[Member]:
         """One member; anything the caller may not see is ``NotFound``."""
 
-    def update_member(context, image_id, member_id, status):
+    def update_member(
+        context: RequestContext, image_id: str, member_id: str, status: MemberStatus
+    ) -> Deferred[Member]:
         """A member accepts or rejects an image shared with it."""
 
-    def delete_member(context, image_id, member_id):
+    def delete_member(context: RequestContext, image_id: str, member_id: str) -> Deferred[None]:
         """The owner stops sharing the image with a project."""
 
-    def usage(context):
-        """
-        The caller's project's usage beside its quotas (readers of the project may ask).
+    def usage(context: RequestContext) -> Deferred[QuotaUsage]:
+        """The caller's project's usage beside its quotas (readers of the project may ask)."""
 
-        @return: ``Deferred`` firing with a ``QuotaUsage``.
-        """
+    def health() -> Deferred[str | None]:
+        """``None`` when the service can serve (its database answers), else a short reason."""
 
-    def health():
-        """
-        Whether the service can serve: its database answers.
-
-        @return: ``Deferred`` firing with ``None`` when healthy, or with a short reason.
-        """
-
-    def recover(started_at):
+    def recover(started_at: float) -> Deferred[Scrubbed]:
         """
         After an unclean stop of a single-node deployment: put images left ``saving`` back to
-        ``queued`` and remove blobs (completed before ``started_at``) no image refers to.
-
-        @return: ``Deferred`` firing with ``(image ids reset, locations removed)``.
+        ``queued`` and remove blobs (completed before ``started_at``, seconds since the epoch)
+        that no image refers to.
         """
 
 
 class IMetadataStore(Interface):
     """
-    Durable image records.  Implementations keep every call atomic with respect to others,
-    across processes and nodes where they are shared.
+    Durable image records.  Implementations keep every call one transaction, atomic with
+    respect to the others, across processes and nodes where the store is shared.
     """
 
-    def insert(image):
+    def insert(image: Image) -> Deferred[Image]:
+        """Store a new image; ``Duplicate`` if its id was ever used (deleted images keep it)."""
+
+    def get(image_id: str) -> Deferred[Image | None]:
+        """The image, or ``None`` when missing or deleted."""
+
+    def list(scope: Scope, query: ImageQuery) -> Deferred[Page]:
         """
-        Store a new ``Image``.
-
-        @return: ``Deferred`` firing with the stored ``Image``; ``Duplicate`` if its id was
-            ever used (deleted images keep their ids).
-        """
-
-    def get(image_id):
-        """@return: ``Deferred`` firing with the ``Image`` or ``None`` (missing or deleted)."""
-
-    def list(scope, query):
-        """
-        One page of images within a ``Scope`` matching an ``ImageQuery``, in its sort order,
-        starting after ``query.marker``.
-
-        @return: ``Deferred`` firing with a ``Page``; ``BadRequest`` for an unknown marker.
+        One page of images within ``scope`` matching ``query``, in its sort order, starting
+        after ``query.marker``; ``BadRequest`` for an unknown marker.
         """
 
-    def modify(image_id, mutate):
+    def modify(
+        image_id: str,
+        mutate: Mutation,
+        member_of: str | None = None,
+        name: str = "modify_image",
+    ) -> Deferred[ImageChange]:
         """
-        Atomically read the image, call ``mutate(image) -> image`` and write the result.
+        In one transaction: read the image, call ``mutate(image, member)``, write the result.
 
-        ``mutate`` runs in the store's own thread and must be a pure function of the image; if
-        it raises, nothing is written and the exception is the ``Deferred``'s failure.
+        ``member`` is project ``member_of``'s membership of the image when that can matter
+        (the image is shared and not owned by ``member_of``), else ``None``: a policy check in
+        ``mutate`` needs no transaction of its own.  ``mutate`` runs in the store's thread and
+        must be a pure function of its arguments; if it raises, nothing is written and the
+        exception is the failure.  ``name`` labels the transaction in logs and metrics.
 
-        @return: ``Deferred`` firing with the written ``Image``; ``ImageNotFound`` if missing
-            or deleted.
-        """
-
-    def add_member(member):
-        """Store a new ``Member``; ``Duplicate`` if the project is a member already."""
-
-    def get_member(image_id, member_id):
-        """@return: ``Deferred`` firing with the ``Member`` or ``None``."""
-
-    def list_members(image_id):
-        """@return: ``Deferred`` firing with the image's members, oldest first."""
-
-    def update_member(image_id, member_id, status, updated_at):
-        """Set a member's status. @return: ``Deferred`` firing with the ``Member``."""
-
-    def delete_member(image_id, member_id):
-        """@return: ``Deferred`` firing with whether a member was removed."""
-
-    def usage(owner):
-        """
-        @return: ``Deferred`` firing with the ``ProjectUsage`` of project ``owner``: the bytes
-            of its (not deleted) images, their number, and how many are ``saving``.
+        @return: the image before and after; ``ImageNotFound`` if missing or deleted.
         """
 
-    def ids_with_status(status):
-        """@return: ``Deferred`` firing with the ids of the (not deleted) images in ``status``."""
+    def add_member(member: Member) -> Deferred[Member]:
+        """Store a new member; ``Duplicate`` if the project is a member already."""
 
-    def locations():
-        """@return: ``Deferred`` firing with the set of blob locations images still refer to."""
+    def get_member(image_id: str, member_id: str) -> Deferred[Member | None]:
+        """One membership, or ``None``."""
 
-    def ping():
-        """@return: ``Deferred`` firing when the database answers (failing if it cannot)."""
+    def list_members(image_id: str) -> Deferred[builtins.list[Member]]:
+        """The image's members, oldest first."""
 
-    def close():
-        """Release connections and threads. @return: ``Deferred`` firing when done."""
+    def update_member(
+        image_id: str, member_id: str, status: MemberStatus, updated_at: datetime
+    ) -> Deferred[Member]:
+        """Set a member's status; ``updated_at`` is naive UTC, as every stored time."""
+
+    def delete_member(image_id: str, member_id: str) -> Deferred[bool]:
+        """Whether a member was removed."""
+
+    def usage(owner: str) -> Deferred[ProjectUsage]:
+        """Project ``owner``'s bytes stored, image count and uploads in progress."""
+
+    def ids_with_status(status: Status) -> Deferred[builtins.list[str]]:
+        """The ids of the (not deleted) images in ``status``."""
+
+    def locations() -> Deferred[set[str]]:
+        """The blob locations images still refer to."""
+
+    def ping() -> Deferred[None]:
+        """Fires when the database answers, fails when it cannot."""
+
+    def close() -> Deferred[None]:
+        """Release connections and threads."""
 
 
 class IBlobStore(Interface):
@@ -193,35 +205,42 @@ class IBlobStore(Interface):
     half-written.
     """
 
-    def write(image_id, producer, hash_algo, size_cap=None):
+    def write(
+        image_id: str,
+        producer: IBodyProducer,
+        hash_algo: str,
+        size_cap: int | None = None,
+    ) -> Deferred[StoredBlob]:
         """
-        Consume an ``IBodyProducer`` into a new blob, computing md5 and ``hash_algo`` on the way.
+        Consume ``producer`` into a new blob, computing md5 and ``hash_algo`` on the way.
 
         Back-pressure: the store pauses the producer when it falls behind.  On any failure
-        (including ``TooLarge`` when more than ``size_cap`` bytes arrive) nothing is left
-        stored.
-
-        @return: ``Deferred`` firing with a ``StoredBlob``.
+        (``TooLarge`` when more than ``size_cap`` bytes arrive, ``StoreFailure`` when the
+        store cannot do its part) nothing is left stored.
         """
 
-    def read(location, offset=0, length=None):
+    def read(location: str, offset: int = 0, length: int | None = None) -> Deferred[IBodyProducer]:
         """
-        Open a blob for reading, whole or ``length`` bytes from ``offset``.
-
-        @return: ``Deferred`` firing with an ``IBodyProducer`` (whose ``length`` is the number
-            of bytes it will produce) that honours ``pauseProducing``/``resumeProducing``;
-            ``NotFound`` if the blob is gone.
+        Open a blob, whole or ``length`` bytes from ``offset``: a producer whose ``length`` is
+        the number of bytes it will produce and which honours pause and resume; ``NotFound``
+        if the blob is gone.
         """
 
-    def delete(location):
-        """Remove a blob; a missing blob is not an error. @return: ``Deferred``."""
+    def delete(location: str) -> Deferred[None]:
+        """Remove a blob; a missing blob is not an error."""
 
-    def close():
-        """Release the store's threads and connections. @return: ``Deferred``."""
+    def stored_before(timestamp: float) -> Deferred[builtins.list[str]]:
+        """
+        The locations of the blobs completed before ``timestamp`` (seconds since the epoch):
+        candidates for orphan cleanup that no upload in progress can still claim.
+        """
 
-    def stored_before(timestamp):
-        """
-        @return: ``Deferred`` firing with the locations of the blobs completed before
-            ``timestamp`` (seconds since the epoch): candidates for orphan cleanup that no
-            upload in progress can still be about to claim.
-        """
+    def close() -> Deferred[None]:
+        """Release the store's threads and connections."""
+
+
+__all__ = [
+    "IBlobStore",
+    "IImageService",
+    "IMetadataStore",
+]

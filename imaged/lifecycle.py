@@ -7,12 +7,13 @@ refused in one place, with the error kind the caller's operation calls for.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import attrs
 
 from .errors import BadRequest, ImageServiceError
-from .model import Image, Status, utcnow
+from .model import Image, Status
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset(
@@ -41,10 +42,11 @@ def transition(
     image: Image,
     target: Status,
     error: type[ImageServiceError],
+    now: datetime,
     **changes: Any,
 ) -> Image:
     """
-    Return ``image`` moved to ``target`` (with ``changes``), or raise ``error``.
+    Return ``image`` moved to ``target`` at ``now`` (with ``changes``), or raise ``error``.
 
     Moving back to ``queued`` forgets the data attributes, as Glance's ``_restore`` does.
     """
@@ -70,4 +72,4 @@ def transition(
             "location": None,
             **changes,
         }
-    return attrs.evolve(image, status=target, updated_at=utcnow(), **changes)
+    return attrs.evolve(image, status=target, updated_at=now, **changes)

@@ -26,12 +26,15 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.usage import UsageError
 
+from .assembly import assemble
+from .clock import utc
+from .config import Options
 from .errors import NotFound
 from .hashing import Digests
-from .model import Image, Status, utcnow
-from .store.sql import describe, make_engine, schema_revision, upgrade_schema
+from .interfaces import IBlobStore
+from .model import Image, Status
+from .store.database import describe, make_engine, schema_revision, upgrade_schema
 from .streams import consume
-from .tap import Options, build_image_service
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -115,23 +118,28 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def _scrub(reactor: Any, options: Options, args: argparse.Namespace) -> int:
-    metadata, blobs, service, _ = build_image_service(options, reactor)
+    parts = assemble(options.settings, reactor)
     try:
-        stuck_before = utcnow() - timedelta(seconds=args.saving_older_than)
-        reset, removed = await service.scrub(stuck_before, time.time() - args.orphans_older_than)
+        stuck_before = utc(reactor) - timedelta(seconds=args.saving_older_than)
+        scrubbed = await parts.service.scrub(
+            stuck_before, time.time() - args.orphans_older_than
+        )
     finally:
-        await blobs.close()
-        await metadata.close()
-    for image_id in reset:
+        await parts.blobs.close()
+        await parts.metadata.close()
+    for image_id in scrubbed.reset:
         print(f"reset to queued: {image_id}")
-    for location in removed:
+    for location in scrubbed.removed:
         print(f"deleted unreferenced data: {location}")
-    print(f"scrub: {len(reset)} image(s) reset, {len(removed)} blob(s) deleted")
+    print(
+        f"scrub: {len(scrubbed.reset)} image(s) reset, {len(scrubbed.removed)} blob(s) deleted"
+    )
     return 0
 
 
 async def _verify(reactor: Any, options: Options, args: argparse.Namespace) -> int:
-    metadata, blobs, _, _ = build_image_service(options, reactor)
+    parts = assemble(options.settings, reactor)
+    metadata, blobs = parts.metadata, parts.blobs
     bad = checked = 0
     try:
         ids = args.image_ids or await metadata.ids_with_status(Status.ACTIVE)
@@ -155,9 +163,10 @@ async def _verify(reactor: Any, options: Options, args: argparse.Namespace) -> i
     return 1 if bad else 0
 
 
-async def _check(blobs: Any, image: Image) -> str | None:
+async def _check(blobs: IBlobStore, image: Image) -> str | None:
     """What is wrong with ``image``'s stored bytes, or ``None``."""
     digests = Digests(image.os_hash_algo or "sha512")
+    assert image.location is not None
     try:
         producer = await blobs.read(image.location)
 

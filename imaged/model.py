@@ -10,10 +10,14 @@ web layer, the service and every store can share them without depending on each 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    from twisted.web.iweb import IBodyProducer
 
 
 class Status(enum.StrEnum):
@@ -97,11 +101,6 @@ class Version:
     links: Sequence[Link] = ()
 
 
-def utcnow() -> datetime:
-    """Now, as a naive UTC datetime: what every store keeps and compares."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 @attrs.frozen
 class StoredBlob:
     """
@@ -163,6 +162,31 @@ class Member:
     status: MemberStatus
     created_at: datetime
     updated_at: datetime
+
+
+#: A read-check-write of one image, run by ``IMetadataStore.modify`` inside its transaction:
+#: ``mutate(image, membership)`` returns the image to write (or raises to write nothing).
+Mutation = Callable[[Image, Member | None], Image]
+
+
+@attrs.frozen
+class ImageChange:
+    """What ``IMetadataStore.modify`` did: the image before and after."""
+
+    before: Image
+    after: Image
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+@attrs.frozen
+class Scrubbed:
+    """What a recovery or a scrub repaired: images queued again, blob locations removed."""
+
+    reset: Sequence[str] = ()
+    removed: Sequence[str] = ()
 
 
 @attrs.frozen
@@ -353,7 +377,7 @@ class Download:
     """
 
     image: Image
-    producer: object | None
+    producer: IBodyProducer | None
     offset: int = 0
     length: int = 0
     ranged: bool = False

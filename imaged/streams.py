@@ -290,7 +290,10 @@ class TeeProducer:
         self.length = producer.length
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        return self._producer.startProducing(_TeeConsumer(consumer, self._observe))
+        started: Deferred[None] = self._producer.startProducing(
+            _TeeConsumer(consumer, self._observe)
+        )
+        return started
 
     def pauseProducing(self) -> None:
         self._producer.pauseProducing()

@@ -17,14 +17,16 @@ import time
 from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from .errors import NotFound
 from .hashing import Digests
-from .interfaces import IBlobStore
+from .interfaces import IBlobStore, IMetadataStore
 from .model import StoredBlob
-from .service import ImageService, Limits
+from .quotas import Limits
+from .service import ImageService
 from .store.sql import SQLMetadataStore
 from .streams import ChunkProducer, consume
 
@@ -37,6 +39,13 @@ class MemoryBlobStore:
         self.blobs: dict[str, bytes] = {}
         self.written_at: dict[str, float] = {}
         self._serial = 0
+
+    def copy(self) -> MemoryBlobStore:
+        """Another store holding the same blobs (to try things on a snapshot)."""
+        copied = MemoryBlobStore()
+        copied.blobs, copied.written_at = dict(self.blobs), dict(self.written_at)
+        copied._serial = self._serial
+        return copied
 
     def write(
         self,
@@ -92,9 +101,26 @@ class MemoryBlobStore:
         return succeed(None)
 
 
-def memory_image_service(hash_algo: str = "sha512", limits: Limits = Limits()) -> ImageService:
-    """The real ``ImageService`` over in-memory stores."""
-    return ImageService(SQLMetadataStore.in_memory(), MemoryBlobStore(), hash_algo, limits)
+def memory_image_service(
+    hash_algo: str = "sha512",
+    limits: Limits = Limits(),
+    metadata: IMetadataStore | None = None,
+    blobs: IBlobStore | None = None,
+    clock: IReactorTime | None = None,
+    require_format_match: bool = True,
+) -> ImageService:
+    """
+    The real ``ImageService`` over in-memory stores (or the ``metadata``/``blobs`` given),
+    reading time from ``clock`` (the reactor unless a test passes a ``Clock``).
+    """
+    return ImageService(
+        metadata if metadata is not None else SQLMetadataStore.in_memory(),
+        blobs if blobs is not None else MemoryBlobStore(),
+        hash_algo,
+        limits,
+        require_format_match=require_format_match,
+        clock=clock,
+    )
 
 
 def producer_of(data: bytes, chunk: int = 64 * 1024) -> IBodyProducer:

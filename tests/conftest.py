@@ -1,25 +1,30 @@
 """
-Shared fixtures: an in-memory imaged API and a synchronous HTTP client for it.
+Shared fixtures: in-memory imaged services on each metadata database, a clock, and a
+synchronous HTTP client for the API.
 
-The API suites (``SQL_SUITES``) run twice: on SQLite in memory and on PostgreSQL.  For the
-PostgreSQL run, ``SQLMetadataStore.in_memory()`` (which every in-memory service is built on)
-returns a store over one migrated PostgreSQL database, run inline like SQLite's, emptied the
-first time a test asks for a store.
+The API suites (``SQL_SUITES``) run twice: on SQLite in memory and on PostgreSQL (marked
+``servers``: it starts a real PostgreSQL).  Their services come from the ``services`` factory,
+which builds the real ``ImageService`` over ``metadata_stores()`` (SQLite in memory, or one
+migrated PostgreSQL database run inline and emptied the first time a test asks) and the test's
+``clock``: time moves only when the test moves it.
 """
 
 from __future__ import annotations
 
 import json as jsonlib
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 import pytest
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from imaged.api import APIConfig, Limits, routes
-from imaged.store import sql
+from imaged.api import APIConfig, ImageService, Limits, routes
+from imaged.store import database as db
+from imaged.store.sql import SQLMetadataStore
 from imaged.testing import memory_image_service
 from imaged.threads import InlineRunner
 
@@ -27,9 +32,25 @@ from imaged.threads import InlineRunner
 SQL_SUITES = {
     "test_api_data", "test_api_images", "test_api_list", "test_api_members",
     "test_api_quotas", "test_api_versions_errors", "test_isolation_matrix",
-    "test_contract_image_service", "test_auth",
+    "test_contract_image_service", "test_auth", "test_hops",
 }
-DATABASES = ("sqlite", "postgresql")
+DATABASES = (
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.servers),
+)
+
+#: Where test clocks start: 2027-01-15T08:00:00Z.
+EPOCH = 1_800_000_000.0
+
+
+#: Fixtures that start a real server: a test asking for one is marked ``servers``.
+SERVER_FIXTURES = frozenset({"postgres", "postgres_url", "swift"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -62,22 +83,22 @@ def swift() -> Any:
 def postgres_url(postgres: Any) -> str:
     """A migrated PostgreSQL database shared by the tests that empty it as they go."""
     url: str = postgres.database("imaged_tests")
-    engine = sql.make_engine(url)
-    sql.upgrade_schema(engine)
+    engine = db.make_engine(url)
+    db.upgrade_schema(engine)
     engine.dispose()
     return url
 
 
 class _PostgresStores:
-    """Stands in for ``SQLMetadataStore.in_memory`` during a PostgreSQL test."""
+    """Metadata stores over the shared PostgreSQL test database, emptied once per test."""
 
     generation = 0  # bumped on every emptying: worlds cached by tests compare it
 
     def __init__(self, url: str) -> None:
-        self.engine = sql.make_engine(url)
+        self.engine = db.make_engine(url)
         self.fresh = False
 
-    def __call__(self) -> sql.SQLMetadataStore:
+    def __call__(self) -> SQLMetadataStore:
         if not self.fresh:
             with self.engine.begin() as connection:
                 connection.exec_driver_sql(
@@ -85,23 +106,68 @@ class _PostgresStores:
                 )
             self.fresh = True
             _PostgresStores.generation += 1
-        return sql.SQLMetadataStore(self.engine, InlineRunner())
+        return SQLMetadataStore(self.engine, InlineRunner())
 
 
 _POSTGRES_STORES: list[_PostgresStores] = []
 
 
-@pytest.fixture(autouse=True)
-def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which database this test's in-memory stores use (``sqlite`` unless parametrized)."""
+@pytest.fixture
+def database(request: pytest.FixtureRequest) -> str:
+    """Which database this test's metadata stores use (``sqlite`` unless parametrized)."""
     name: str = getattr(request, "param", "sqlite")
-    if name == "postgresql":
-        if not _POSTGRES_STORES:
-            _POSTGRES_STORES.append(_PostgresStores(request.getfixturevalue("postgres_url")))
-        stores = _POSTGRES_STORES[0]
-        stores.fresh = False
-        monkeypatch.setattr(sql.SQLMetadataStore, "in_memory", stores)
     return name
+
+
+@pytest.fixture
+def metadata_stores(
+    request: pytest.FixtureRequest, database: str
+) -> Callable[[], SQLMetadataStore]:
+    """Makes metadata stores on this test's database (see the module docstring)."""
+    if database != "postgresql":
+        return SQLMetadataStore.in_memory
+    if not _POSTGRES_STORES:
+        _POSTGRES_STORES.append(_PostgresStores(request.getfixturevalue("postgres_url")))
+    stores = _POSTGRES_STORES[0]
+    stores.fresh = False
+    return stores
+
+
+class TestClock(Clock):
+    """
+    A ``Clock`` whose every reading is 10 us after the one before, as a real clock moves
+    between two requests: things made one after the other are ordered by time, and nothing
+    else moves unless the test advances the clock (no scheduled call runs on a reading).
+    """
+
+    __test__ = False  # not a test class, whatever its name says
+
+    def seconds(self) -> float:
+        self.rightNow += 1e-5
+        return self.rightNow
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The time of this test's services (see ``TestClock``)."""
+    clock = TestClock()
+    clock.advance(EPOCH)
+    return clock
+
+
+@pytest.fixture
+def services(
+    metadata_stores: Callable[[], SQLMetadataStore], clock: Clock
+) -> Callable[..., ImageService]:
+    """``services(limits=..., ...)``: the real service over in-memory stores on this test's
+    database and clock (``imaged.testing.memory_image_service``'s other arguments pass)."""
+
+    def make(**kwargs: Any) -> ImageService:
+        if kwargs.get("metadata") is None:
+            kwargs["metadata"] = metadata_stores()
+        return memory_image_service(clock=clock, **kwargs)
+
+    return make
 
 
 def store_generation(database: str) -> tuple[str, int]:
@@ -195,8 +261,8 @@ ADMIN = {"X-Project-Id": "admin-project", "X-User-Id": "root", "X-Roles": "admin
 
 
 @pytest.fixture
-def service() -> Any:
-    return memory_image_service(limits=Limits(image_size_cap=10 * 1024 * 1024))
+def service(services: Callable[..., ImageService]) -> ImageService:
+    return services(limits=Limits(image_size_cap=10 * 1024 * 1024))
 
 
 @pytest.fixture

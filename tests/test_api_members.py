@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
 from imaged.api import APIConfig, routes
 from imaged.service import Limits
-from imaged.testing import memory_image_service
 
 from .conftest import ADMIN, PROJECT_A, PROJECT_B, Client
 
@@ -50,8 +50,8 @@ def test_add_member_shape_and_rules(client: Client, shared: str) -> None:
     assert reply.code == 403 and b"Only shared images have members" in reply.body
 
 
-def test_member_quota() -> None:
-    service = memory_image_service(limits=Limits(image_member_quota=2))
+def test_member_quota(services: Any) -> None:
+    service = services(limits=Limits(image_member_quota=2))
     client = Client(routes(APIConfig(image_service=service)).resource())
     image = client.create(_headers=PROJECT_A)["id"]
     for project in ("p1", "p2"):

@@ -12,7 +12,7 @@ from imaged.context import RequestContext
 from imaged.errors import TooLarge
 from imaged.model import ContainerFormat, CreateImageRequest, DiskFormat, Status
 from imaged.service import Limits
-from imaged.testing import memory_image_service, producer_of
+from imaged.testing import producer_of
 
 from .conftest import ADMIN, PROJECT_A, PROJECT_B, Client, fired
 
@@ -20,8 +20,8 @@ KIB = 1024
 READER_A = {"X-Project-Id": "project-a", "X-User-Id": "rita", "X-Roles": "reader"}
 
 
-def client_with(**limits: Any) -> tuple[Client, Any]:
-    service = memory_image_service(limits=Limits(**limits))
+def client_with(services: Any, **limits: Any) -> tuple[Client, Any]:
+    service = services(limits=Limits(**limits))
     api = routes(APIConfig(image_service=service, limits=service.limits))
     return Client(api.resource()), service
 
@@ -41,8 +41,8 @@ def usage(client: Client, headers: dict[str, str]) -> dict[str, Any]:
     return dict(reply.json()["usage"])
 
 
-def test_storage_quota_counts_a_projects_bytes() -> None:
-    client, _ = client_with(user_storage_quota=10 * KIB)
+def test_storage_quota_counts_a_projects_bytes(services: Any) -> None:
+    client, _ = client_with(services, user_storage_quota=10 * KIB)
     first = raw_image(client, PROJECT_A)
     assert client.upload(first, b"a" * 6 * KIB, **PROJECT_A).code == 204
 
@@ -65,8 +65,8 @@ def test_storage_quota_counts_a_projects_bytes() -> None:
     assert client.upload(third, b"e" * 6 * KIB, **PROJECT_A).code == 204
 
 
-def test_storage_quota_caps_a_stream_of_unknown_length() -> None:
-    service = memory_image_service(limits=Limits(user_storage_quota=8 * KIB))
+def test_storage_quota_caps_a_stream_of_unknown_length(services: Any) -> None:
+    service = services(limits=Limits(user_storage_quota=8 * KIB))
     context = RequestContext.from_roles("project-a", "alice", frozenset({"member"}))
     image = fired(service.create(context, CreateImageRequest(
         disk_format=DiskFormat.RAW, container_format=ContainerFormat.BARE)))
@@ -80,8 +80,8 @@ def test_storage_quota_caps_a_stream_of_unknown_length() -> None:
     assert fired(service.usage(context)).usage.size_total == 0
 
 
-def test_image_count_quota_on_create() -> None:
-    client, _ = client_with(image_count_total=2)
+def test_image_count_quota_on_create(services: Any) -> None:
+    client, _ = client_with(services, image_count_total=2)
     ids = [raw_image(client, PROJECT_A) for _ in range(2)]
     reply = client.post("/v2/images", json={"name": "third"}, headers=PROJECT_A)
     assert reply.code == 413 and "image_count_total" in reply.body.decode()
@@ -91,8 +91,8 @@ def test_image_count_quota_on_create() -> None:
     raw_image(client, PROJECT_A)
 
 
-def test_uploads_in_progress_quota() -> None:
-    service = memory_image_service(limits=Limits(image_count_uploading=1))
+def test_uploads_in_progress_quota(services: Any) -> None:
+    service = services(limits=Limits(image_count_uploading=1))
     context = RequestContext.from_roles("project-a", "alice", frozenset({"member"}))
     first, second = (
         fired(service.create(context, CreateImageRequest(
@@ -139,8 +139,8 @@ class _StalledProducer:
         pass
 
 
-def test_usage_reports_the_callers_project() -> None:
-    client, _ = client_with(user_storage_quota=3 * 1024 * KIB, image_count_total=10)
+def test_usage_reports_the_callers_project(services: Any) -> None:
+    client, _ = client_with(services, user_storage_quota=3 * 1024 * KIB, image_count_total=10)
     image = raw_image(client, PROJECT_A)
     assert client.upload(image, b"z" * 2 * 1024 * KIB, **PROJECT_A).code == 204
     raw_image(client, PROJECT_A)
@@ -156,8 +156,8 @@ def test_usage_reports_the_callers_project() -> None:
     assert usage(client, PROJECT_B)["image_count_total"] == {"limit": 10, "usage": 1}
 
 
-def test_usage_without_quotas_is_unlimited() -> None:
-    client, _ = client_with()
+def test_usage_without_quotas_is_unlimited(services: Any) -> None:
+    client, _ = client_with(services)
     raw_image(client, PROJECT_A)
     assert usage(client, PROJECT_A) == {
         "image_size_total": {"limit": -1, "usage": 0},
@@ -169,8 +169,8 @@ def test_usage_without_quotas_is_unlimited() -> None:
 
 @pytest.mark.parametrize("path, code", [("/v2/info/import", 200), ("/v2/info/stores", 404),
                                         ("/v2/info/stores/detail", 404)])
-def test_other_info_endpoints(path: str, code: int) -> None:
-    client, _ = client_with()
+def test_other_info_endpoints(path: str, code: int, services: Any) -> None:
+    client, _ = client_with(services)
     reply = client.get(path, headers={**PROJECT_A, "Accept": "application/json"})
     assert reply.code == code
     if code == 200:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 
 from imaged.api import APIConfig, routes
-from imaged.testing import memory_image_service
 
 from .conftest import Client
 
@@ -48,8 +48,8 @@ def test_v2_document(client: Client) -> None:
     assert client.get("/v2/").code == 200
 
 
-def test_public_base_url() -> None:
-    config = APIConfig(image_service=memory_image_service(),
+def test_public_base_url(services: Any) -> None:
+    config = APIConfig(image_service=services(),
                        public_base_url="https://images.example.org/")
     client = Client(routes(config).resource())
     assert client.get("/").json()["versions"][0]["links"][0]["href"] == (
@@ -139,9 +139,9 @@ def test_unexpected_errors_are_500_without_details(client: Client, service) -> N
     assert reply.code == 500 and b"secret" not in reply.body
 
 
-def test_healthcheck(tmp_path) -> None:
+def test_healthcheck(tmp_path: Any, services: Any) -> None:
     flag = tmp_path / "healthcheck_disable"
-    config = APIConfig(image_service=memory_image_service(), healthcheck_disable_file=str(flag))
+    config = APIConfig(image_service=services(), healthcheck_disable_file=str(flag))
     client = Client(routes(config).resource())
     reply = client.get("/healthcheck")
     assert reply.code == 200 and reply.body == b"OK"
@@ -156,10 +156,10 @@ def test_healthcheck(tmp_path) -> None:
     assert client.post("/healthcheck").code == 405
 
 
-def test_healthcheck_is_503_while_the_database_does_not_answer() -> None:
+def test_healthcheck_is_503_while_the_database_does_not_answer(services: Any) -> None:
     from twisted.internet.defer import fail
 
-    service = memory_image_service()
+    service = services()
     client = Client(routes(APIConfig(image_service=service)).resource())
     assert client.get("/healthcheck").code == 200
     service.metadata.ping = lambda: fail(ConnectionError("database gone"))

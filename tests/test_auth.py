@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from imaged.api import APIConfig, routes
-from imaged.testing import memory_image_service
 from imaged.web.auth import HeaderIdentity, NoAuth, TrustedHeaders
 
 from .conftest import Client
@@ -14,11 +15,15 @@ CONFIRMED = {"X-Identity-Status": "Confirmed", "X-Project-Id": "p1", "X-User-Id"
              "X-Roles": "member"}
 
 
-def client_with(auth: object) -> Client:
-    return Client(routes(APIConfig(image_service=memory_image_service(), auth=auth)).resource())
+@pytest.fixture
+def client_with(services: Any) -> Any:
+    def make(auth: object) -> Client:
+        return Client(routes(APIConfig(image_service=services(), auth=auth)).resource())
+
+    return make
 
 
-def test_trusted_headers_needs_a_confirmed_identity() -> None:
+def test_trusted_headers_needs_a_confirmed_identity(client_with: Any) -> None:
     client = client_with(TrustedHeaders())
     for headers in ({}, {"X-Project-Id": "p1", "X-Roles": "admin"},
                     {**CONFIRMED, "X-Identity-Status": "Invalid"}):
@@ -32,7 +37,7 @@ def test_trusted_headers_needs_a_confirmed_identity() -> None:
     assert client.get("/versions").code == 200
 
 
-def test_trusted_headers_refuses_uploads_before_storing() -> None:
+def test_trusted_headers_refuses_uploads_before_storing(client_with: Any) -> None:
     client = client_with(TrustedHeaders())
     image = client.create(disk_format="raw", container_format="bare", _headers=CONFIRMED)
     assert client.upload(image["id"], b"data").code == 401
@@ -40,13 +45,15 @@ def test_trusted_headers_refuses_uploads_before_storing() -> None:
 
 
 @pytest.mark.parametrize("headers, owner", [({}, "admin"), ({"X-Tenant-Id": "t9"}, "t9")])
-def test_no_auth_is_an_admin_of_the_default_project(headers: dict, owner: str) -> None:
+def test_no_auth_is_an_admin_of_the_default_project(
+    headers: dict[str, str], owner: str, client_with: Any
+) -> None:
     client = client_with(NoAuth())
     image = client.create(visibility="public", _headers=headers)
     assert image["owner"] == owner
 
 
-def test_header_identity_without_headers_is_glance_no_auth_admin() -> None:
+def test_header_identity_without_headers_is_glance_no_auth_admin(client_with: Any) -> None:
     client = client_with(HeaderIdentity())
     image = client.create(visibility="public")
     assert image["owner"] is None

@@ -25,10 +25,13 @@ BIN = os.path.dirname(sys.executable)
 GLANCE = os.path.join(BIN, "glance")
 OPENSTACK = os.path.join(BIN, "openstack")
 
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(GLANCE) and os.path.exists(OPENSTACK)),
-    reason="the [clients] extra is not installed",
-)
+pytestmark = [
+    pytest.mark.servers,
+    pytest.mark.skipif(
+        not (os.path.exists(GLANCE) and os.path.exists(OPENSTACK)),
+        reason="the [clients] extra is not installed",
+    ),
+]
 
 PROJECT = "demo-project"
 

@@ -37,7 +37,7 @@ from imaged.errors import Conflict, Forbidden, Gone, ImageNotFound, RangeNotSati
 from imaged.service import Limits
 from imaged.store.files import FileBlobStore
 from imaged.store.sql import SQLMetadataStore
-from imaged.testing import memory_image_service, producer_of
+from imaged.testing import producer_of
 
 OWNER = RequestContext.from_roles("p1", "u1", frozenset({"member"}))
 OTHER = RequestContext.from_roles("p2", "u2", frozenset({"member"}))
@@ -46,9 +46,9 @@ LIMITS = Limits(image_size_cap=1024 * 1024)
 
 
 @pytest.fixture(params=["memory", "sqlite+files"])
-def service(request: Any, tmp_path: Any) -> Any:
+def service(request: Any, tmp_path: Any, services: Any) -> Any:
     if request.param == "memory":
-        yield memory_image_service(limits=LIMITS)
+        yield services(limits=LIMITS)
         return
     metadata = SQLMetadataStore.open(f"sqlite:///{tmp_path}/meta.sqlite", reactor)
     blobs = FileBlobStore(str(tmp_path / "images"), reactor)
@@ -280,8 +280,6 @@ async def test_delete(service: Any) -> None:
 async def test_recover_after_unclean_stop(service: Any) -> None:
     import time
 
-    from twisted.internet.task import deferLater
-
     kept = await new_image(service)
     await service.upload(OWNER, kept.id, producer_of(b"keep me"))
     stuck = await new_image(service)
@@ -292,14 +290,15 @@ async def test_recover_after_unclean_stop(service: Any) -> None:
     await service.upload(OWNER, orphan.id, producer_of(b"orphan"))
     orphan_location = (await service.metadata.get(orphan.id)).location
     # The record forgets its data without the blob store hearing of it (a crash in between).
-    await service.metadata.modify(orphan.id, lambda i: __import__("attrs").evolve(
+    await service.metadata.modify(orphan.id, lambda i, _: __import__("attrs").evolve(
         i, status=Status.QUEUED, location=None, size=None))
-    await deferLater(reactor, 0.02, lambda: None)
-    reset, removed = await service.recover(time.time())
-    assert reset == [stuck.id]
-    assert removed == [orphan_location]
+    # Every blob completed so far is older than a start one second from now.
+    recovered = await service.recover(time.time() + 1)
+    assert list(recovered.reset) == [stuck.id]
+    assert list(recovered.removed) == [orphan_location]
     assert (await service.get(OWNER, stuck.id)).status is Status.QUEUED
     assert await read_all(await service.download(OWNER, kept.id)) == b"keep me"
-    assert await service.recover(time.time()) == ([], [])
+    again = await service.recover(time.time() + 1)
+    assert (list(again.reset), list(again.removed)) == ([], [])
     dangling.addErrback(lambda _: None)
     dangling.cancel()

@@ -15,7 +15,10 @@ import pytest
 
 from .daemon import Daemon
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+pytestmark = [
+    pytest.mark.servers,
+    pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl"),
+]
 
 
 def curl(*args: str) -> tuple[int, dict[str, str], bytes]:

@@ -14,7 +14,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from imaged.testing import TWISTD, TwistdDaemon
+
+pytestmark = pytest.mark.servers  # starts twistd, imaged-manage and PostgreSQL
 
 MANAGE = os.path.join(os.path.dirname(sys.executable), "imaged-manage")
 

@@ -24,6 +24,8 @@ import pytest
 
 from imaged.testing import TwistdDaemon
 
+pytestmark = pytest.mark.servers  # starts twistd and other real servers
+
 MANAGE = os.path.join(os.path.dirname(sys.executable), "imaged-manage")
 MIB = 1024 * 1024
 

@@ -22,6 +22,8 @@ import pytest
 
 from imaged.testing import TWISTD, TwistdDaemon
 
+pytestmark = pytest.mark.servers  # starts twistd and other real servers
+
 LISTENING = re.compile(r"imaged listening on (\S+)")
 
 
@@ -200,12 +202,20 @@ def _status(url: str, image_id: str) -> dict[str, Any]:
     return dict(json.loads(curl(f"{url}/v2/images/{image_id}")[1]))
 
 
+def _receiving(url: str, image_id: str, timeout: float = 30) -> None:
+    """Wait (on a condition, not for time) until the daemon is receiving the upload."""
+    deadline = time.monotonic() + timeout
+    while _status(url, image_id)["status"] != "saving":
+        assert time.monotonic() < deadline, "the upload never started"
+        time.sleep(0.05)
+
+
 def test_stopping_lets_a_short_upload_finish(tmp_path: Path) -> None:
     daemon = TwistdDaemon(str(tmp_path), args=["--data-dir", str(tmp_path),
                                                "--shutdown-timeout", "20"]).start()
     image_id = _create(daemon.url)
     upload = _slow_upload(daemon.url, image_id, chunks=20, pause=0.1)  # about 2 s
-    time.sleep(0.5)
+    _receiving(daemon.url, image_id)
     daemon.stop()  # SIGTERM while the body is still arriving
     out, err = upload.communicate(timeout=60)
     assert out == b"204", err
@@ -222,7 +232,7 @@ def test_stopping_aborts_an_upload_that_outlasts_the_timeout(tmp_path: Path) -> 
                                                "--shutdown-timeout", "1"]).start()
     image_id = _create(daemon.url)
     upload = _slow_upload(daemon.url, image_id, chunks=200, pause=0.1)  # about 20 s
-    time.sleep(0.5)
+    _receiving(daemon.url, image_id)
     started = time.monotonic()
     daemon.stop()
     assert time.monotonic() - started < 15
@@ -278,9 +288,12 @@ def test_json_access_log_and_prometheus_metrics(tmp_path: Path) -> None:
         received = float(re.search(r"^imaged_http_received_bytes_total (\S+)$", page,
                                    re.M).group(1))  # type: ignore[union-attr]
         assert received >= 5000
-        writes = float(re.search(r'^imaged_db_transaction_seconds_count\{kind="write"\} (\S+)$',
-                                 page, re.M).group(1))  # type: ignore[union-attr]
-        assert writes >= 2
+        # Each database transaction under the name of what it did.
+        counts = dict(re.findall(
+            r'^imaged_db_transaction_seconds_count\{transaction="(\w+)"\} (\S+)$', page, re.M))
+        assert float(counts["create_image"]) == 1.0
+        assert float(counts["start_upload"]) == 1.0 and float(counts["finish_upload"]) == 1.0
+        assert float(counts["get_image"]) >= 1.0
     finally:
         daemon.stop()
     events = [json.loads(line) for line in daemon.log_path.read_text().splitlines()
@@ -294,6 +307,11 @@ def test_json_access_log_and_prometheus_metrics(tmp_path: Path) -> None:
     upload = [e for e in access if e["method"] == "PUT"]
     assert len(upload) == 1 and upload[0]["received"] == 5000
     assert all(e["request_id"].startswith("req-") for e in access)
+    # The service's own events carry the request id too, and so can be joined with access.
+    created = [e for e in events if (e.get("log_format") or "").startswith("created image")]
+    assert [e["request_id"] for e in created] == [request_id]
+    received = [e for e in events if (e.get("log_format") or "").startswith("receiving data")]
+    assert len(received) == 1 and received[0]["request_id"] == upload[0]["request_id"]
 
 
 def test_log_format_json_from_the_configuration(tmp_path: Path) -> None:
@@ -313,5 +331,5 @@ def test_log_format_json_from_the_configuration(tmp_path: Path) -> None:
         daemon.stop()
     lines = [line for line in daemon.log_path.read_text().splitlines() if line.strip()]
     events = [json.loads(line) for line in lines]  # every line is one JSON object
-    assert any(e.get("log_namespace") == "imaged.tap" for e in events)
+    assert any(e.get("log_namespace") == "imaged.daemon" for e in events)
     assert any("Server Shut Down" in json.dumps(e) for e in events)

@@ -38,7 +38,7 @@ async def test_slow_store_makes_the_client_wait_with_bounded_server_memory() -> 
     blobs = HeldBlobStore()
     service = ImageService(SQLMetadataStore.in_memory(), blobs)
     api = routes(APIConfig(image_service=service))
-    site = make_site(api.resource(), body_router=api.stream_upload)
+    site = make_site(api.resource(), body_router=api.bodies)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
     base = f"http://127.0.0.1:{port.getHost().port}"
     try:
@@ -56,9 +56,13 @@ async def test_slow_store_makes_the_client_wait_with_bounded_server_memory() -> 
         )
         finished: list[Any] = []
         upload.addBoth(lambda result: finished.append(result) or result)
-        # Let the client push as hard as it can while the store accepts nothing.
-        for _ in range(20):
-            await sleep(0.05)
+        # The client pushes as hard as it can while the store accepts nothing, until the
+        # server has paused reading its socket (a condition, not a time, is waited for).
+        deadline = reactor.seconds() + 30
+        while not any(getattr(r.body_stream, "_socket_paused", False)
+                      for r in api.bodies.in_progress):
+            assert reactor.seconds() < deadline, "the socket was never paused"
+            await sleep(0.01)
         in_store = len(blobs.pending) * CHUNK
         assert not finished  # the client is still sending: it was made to wait
         assert in_store <= HIGH_WATER + CHUNK

@@ -20,12 +20,22 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from imaged.api import APIConfig, ImageService, Limits, routes
+from imaged.api import (
+    APIConfig,
+    ContainerFormat,
+    CreateImageRequest,
+    DiskFormat,
+    ImageService,
+    Limits,
+    RequestContext,
+    routes,
+)
 from imaged.hashing import Digests
 from imaged.interfaces import IBlobStore
 from imaged.model import StoredBlob
 from imaged.store.sql import SQLMetadataStore
-from imaged.streams import consume
+from imaged.streams import ChunkProducer, consume
+from imaged.testing import MemoryBlobStore, producer_of
 from imaged.web.site import make_site
 
 OWNER = {"X-Project-Id": "p1", "X-Roles": "member"}
@@ -87,7 +97,7 @@ class Wire:
         self.service = ImageService(SQLMetadataStore.in_memory(), self.blobs,
                                     limits=Limits(image_size_cap=cap))
         api = routes(APIConfig(image_service=self.service, limits=self.service.limits))
-        self.site = make_site(api.resource(), body_router=api.stream_upload)
+        self.site = make_site(api.resource(), body_router=api.bodies)
         self.connect()
 
     def connect(self) -> None:
@@ -210,7 +220,7 @@ def test_rejected_uploads_store_nothing(case: str, code: int) -> None:
         image_id = "0b7c9b43-8e31-4f53-8a3c-9f4a3d8b3b11"
     elif case == "other project":
         headers.update({"X-Project-Id": "p2"})
-        wire.service.metadata.modify(image_id, lambda i: __import__("attrs").evolve(
+        wire.service.metadata.modify(image_id, lambda i, _: __import__("attrs").evolve(
             i, visibility=__import__("imaged.model", fromlist=["Visibility"]).Visibility.PRIVATE))
     elif case == "not queued":
         wire.headers("PUT", f"/v2/images/{image_id}/file", upload_headers(3))
@@ -306,3 +316,40 @@ def test_router_sees_the_request_line_and_claims_only_uploads() -> None:
         (b"PUT", f"/v2.9/images/{image_id}/file".encode()),
     ]
     assert asked[0][2] is None and asked[1][2] is not None
+
+
+def test_a_download_failing_midway_is_cut_never_completed_with_an_error_page() -> None:
+    """The store fails after the status line and some bytes went out (a Swift object deleted
+    during the download): the client must see a short body, not an error page inside it."""
+    class Failing(MemoryBlobStore):
+        def read(self, location: str, offset: int = 0, length: Any = None) -> Any:
+            def chunk(position: int, size: int) -> Deferred[bytes]:
+                if position >= 8192:
+                    return Deferred.fromCoroutine(_raise(OSError("store went away")))
+                return succeed(b"a" * size)
+
+            return succeed(ChunkProducer(chunk, 0, 65536, chunk=4096))
+
+    async def _raise(error: Exception) -> bytes:
+        raise error
+
+    blobs = Failing()
+    service = ImageService(SQLMetadataStore.in_memory(), blobs)
+    api = routes(APIConfig(image_service=service))
+    site = make_site(api.resource(), body_router=api.bodies)
+    owner = RequestContext.from_roles("p1", "u1", frozenset({"member"}))
+    results: list[Any] = []
+    service.create(owner, CreateImageRequest(disk_format=DiskFormat.RAW,
+                                             container_format=ContainerFormat.BARE)
+                   ).addCallback(results.append)
+    image = results[0]
+    service.upload(owner, image.id, producer_of(b"a" * 65536)).addCallback(results.append)
+    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(f"GET /v2/images/{image.id}/file HTTP/1.1\r\nHost: x\r\n"
+                          "X-Project-Id: p1\r\nX-Roles: member\r\n\r\n".encode())
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 65536" in head
+    assert body == b"a" * 8192  # what the store gave, and nothing else
+    assert transport.disconnected  # aborted: the client knows the body is short

@@ -119,14 +119,16 @@ def test_keystone_password_stays_out_of_the_options(tmp_path: Any, monkeypatch: 
     options = tap.Options()
     options.parseOptions(["--auth", "keystone", "--keystone-url", "http://k:5000/v3",
                           "--keystone-user", "imaged", "--data-dir", str(tmp_path)])
-    assert options.keystone_password == "from-env"
-    assert "from-env" not in repr(dict(options))
+    assert options.settings.keystone is not None
+    assert options.settings.keystone.password == "from-env"
+    assert "from-env" not in repr(dict(options)) + repr(options.settings)
     (tmp_path / "pw").write_text("from-file\n")
     options = tap.Options()
     options.parseOptions(["--auth", "keystone", "--keystone-url", "http://k:5000/v3",
                           "--keystone-user", "imaged", "--keystone-password-file",
                           str(tmp_path / "pw"), "--data-dir", str(tmp_path)])
-    assert options.keystone_password == "from-file"
+    assert options.settings.keystone is not None
+    assert options.settings.keystone.password == "from-file"
 
 
 class ThreadedMemoryReactor(MemoryReactor):
@@ -212,3 +214,33 @@ def test_the_shipped_config_documents_every_option() -> None:
     names = [p[0] for p in tap.Options.optParameters] + [f[0] for f in tap.Options.optFlags]
     missing = [n for n in names if n != "config" and f"# {n} = " not in text]
     assert missing == []
+
+
+def test_store_options_become_typed_settings(tmp_path: Any, monkeypatch: Any) -> None:
+    from imaged.settings import S3Settings, SwiftSettings
+
+    monkeypatch.setenv("IMAGED_SWIFT_KEY", "swift-secret")
+    options = tap.Options()
+    options.parseOptions(["--store", "swift", "--swift-auth-url", "http://s:8080/auth/v1.0",
+                          "--swift-user", "a:u", "--swift-segment-size", "1048576",
+                          "--data-dir", str(tmp_path)])
+    assert options.settings.swift == SwiftSettings(
+        auth_url="http://s:8080/auth/v1.0", user="a:u", key="swift-secret",
+        container="imaged", segment_size=1048576)
+    assert options.settings.s3 is None and "swift-secret" not in repr(options.settings)
+    (tmp_path / "s3-secret").write_text("s3-secret\n")
+    options = tap.Options()
+    options.parseOptions(["--store", "s3", "--s3-endpoint", "http://s3:9000",
+                          "--s3-access-key", "AK", "--s3-secret-key-file",
+                          str(tmp_path / "s3-secret"), "--s3-addressing", "virtual",
+                          "--data-dir", str(tmp_path)])
+    assert options.settings.s3 == S3Settings(
+        endpoint="http://s3:9000", access_key="AK", secret_key="s3-secret", bucket="imaged",
+        region="us-east-1", addressing="virtual", part_size=16 * 1024 * 1024)
+    assert "s3-secret" not in repr(options.settings)
+    for bad, named in ((["--s3-part-size", "1024"], "--s3-part-size"),
+                       (["--s3-addressing", "sideways"], "--s3-addressing")):
+        with pytest.raises(UsageError, match=named):
+            tap.Options().parseOptions(["--store", "s3", "--s3-endpoint", "http://s3:9000",
+                                        "--s3-access-key", "AK", "--s3-secret-key-file",
+                                        str(tmp_path / "s3-secret"), *bad])

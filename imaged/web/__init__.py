@@ -1,1 +1,3 @@
-"""The HTTP layer: Klein routes (``app``), the wire format (``wire``), errors (``errors``)."""
+"""The HTTP layer: routes (``app``), routing and negotiation (``routing``), bodies and downloads
+(``data``), the wire format (``wire``, ``listing``), errors (``errors``), identity (``auth``).
+"""

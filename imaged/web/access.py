@@ -15,11 +15,12 @@ from typing import Any
 from twisted.logger import Logger
 
 from .. import metrics
+from .routing import UNMATCHED
 
 log = Logger(namespace="imaged.access")
 
 
-def request_finished(request: Any) -> None:
+def request_finished(request: Any) -> None:  # a twisted.web Request: IRequest lacks .code
     """The site's hook: a response has been sent completely (or the client went away)."""
     now = time.monotonic()
     duration = now - getattr(request, "began", now)
@@ -31,7 +32,7 @@ def request_finished(request: Any) -> None:
     received = body.received if body is not None else _content_length(request)
     sent = int(getattr(request, "sentLength", 0) or 0)
     client = request.getClientAddress()
-    route = metrics.route_of(path)
+    route = getattr(request, "imaged_route", UNMATCHED)
     metrics.REQUESTS.labels(route, method, str(code)).inc()
     metrics.LATENCY.labels(route, method).observe(duration)
     metrics.RECEIVED.inc(received)

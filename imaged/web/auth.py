@@ -98,9 +98,13 @@ class NoAuth:
         )
 
 
-#: The ``--auth`` choices (``none`` takes its default project from configuration).
+#: The ``--auth`` choices that need no configuration of their own (``none`` takes its default
+#: project from configuration, ``keystone`` is ``imaged.web.keystone.KeystoneTokens``).
 STRATEGIES: dict[str, Callable[[], Authenticator]] = {
     "headers": HeaderIdentity,
     "trusted-headers": TrustedHeaders,
     "none": NoAuth,
 }
+
+#: Every ``--auth`` choice.
+STRATEGY_NAMES = (*STRATEGIES, "keystone")

@@ -124,6 +124,13 @@ def error_body(code: int, message: str, accept: str | None) -> tuple[bytes, byte
     return page.encode("utf-8"), b"text/html; charset=UTF-8"
 
 
+def _request_id(request: IRequest) -> str | None:
+    """The id ``routing.APIResource`` gave the request (errors are logged outside its
+    logging context: Klein renders them in the reactor's)."""
+    value = request.responseHeaders.getRawHeaders(b"x-openstack-request-id", [None])[0]
+    return value.decode("ascii", "replace") if value is not None else None
+
+
 def _accept(request: IRequest) -> str | None:
     value = request.getHeader(b"accept")
     return value.decode("latin-1") if value is not None else None
@@ -147,6 +154,19 @@ def write_error(
 def render_failure(request: IRequest, failure: Failure) -> bytes:
     """Turn any failure of a handler into an error response (Klein's ``handle_errors``)."""
     error = failure.value
+    if getattr(request, "startedWriting", False):
+        # The status line and part of the body are out (a download whose store failed midway):
+        # an error page now would reach the client as the rest of the body.  Cut the
+        # connection instead, so the client sees a body shorter than its Content-Length.
+        log.warn(
+            "{method} {uri} failed after its response had begun ({error}); connection cut",
+            method=request.method, uri=request.uri, error=failure.getErrorMessage(),
+            request_id=_request_id(request),
+        )
+        transport = getattr(request, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+        return b""
     if isinstance(error, HTTPError):
         return write_error(request, error.code, error.message, error.headers)
     if isinstance(error, errors.ImageServiceError):
@@ -157,7 +177,8 @@ def render_failure(request: IRequest, failure: Failure) -> bytes:
         if isinstance(error, errors.Unauthorized) and error.challenge:
             headers["WWW-Authenticate"] = error.challenge
         if code >= 500:
-            log.error("request failed: {message}", message=error.message)
+            log.error("request failed: {message}", message=error.message,
+                      request_id=_request_id(request))
             metrics.STORE_ERRORS.labels(type(error).__name__).inc()
         return write_error(request, code, error.message, headers)
     if isinstance(error, HTTPException):
@@ -169,6 +190,6 @@ def render_failure(request: IRequest, failure: Failure) -> bytes:
         description = error.description or HTTPStatus(code).phrase
         return write_error(request, code, description, headers)
     log.failure("unexpected error serving {method} {uri}", failure,
-                method=request.method, uri=request.uri)
+                method=request.method, uri=request.uri, request_id=_request_id(request))
     return write_error(request, 500, "The server has either erred or is incapable of "
                        "performing the requested operation.")

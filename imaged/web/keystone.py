@@ -35,6 +35,7 @@ import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
@@ -110,7 +111,7 @@ class KeystoneTokens:
         self,
         auth_url: str,
         credentials: ServiceCredentials,
-        reactor: Any,
+        reactor: IReactorTime,
         *,
         public_auth_url: str | None = None,
         cache_seconds: float = 300.0,

@@ -1,0 +1,121 @@
+"""
+Which parts a configuration asks for: the stores, the image service and the identity strategy.
+
+``assemble`` is shared by the daemon (``imaged.daemon``) and ``imaged-manage``, so both reach
+the same database and the same store with the same code; it returns a named ``Assembly``, never
+a tuple to unpack by position.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import attrs
+from sqlalchemy.exc import SQLAlchemyError
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+
+from .interfaces import IBlobStore
+from .service import ImageService
+from .settings import Settings
+from .store.database import SchemaOutOfDate, describe
+from .store.files import FileBlobStore
+from .store.sql import SQLMetadataStore
+from .web.auth import STRATEGIES, Authenticator, NoAuth
+from .web.keystone import KeystoneTokens, ServiceCredentials
+
+
+@attrs.frozen
+class Assembly:
+    """The parts of a running imaged, and where they keep things (for its logs)."""
+
+    metadata: SQLMetadataStore
+    blobs: IBlobStore
+    service: ImageService
+    #: Where image bytes are kept, in words (a directory, a Swift container, an S3 bucket).
+    images_at: str
+
+    @property
+    def single_node(self) -> bool:
+        """An embedded database: no other node can be uploading (recovery may run at start)."""
+        return self.metadata.dialect == "sqlite"
+
+
+def _metadata(settings: Settings, reactor: IReactorFromThreads) -> SQLMetadataStore:
+    # An embedded SQLite database belongs to this one node, which migrates it; a server
+    # database is shared by nodes and migrated by the operator (imaged-manage db upgrade).
+    try:
+        return SQLMetadataStore.open(
+            settings.database, reactor, migrate=settings.embedded_database
+        )
+    except SchemaOutOfDate as e:
+        raise SystemExit(f"imaged: {e}") from None
+    except SQLAlchemyError as e:
+        cause = getattr(e, "orig", None) or e  # the driver's own words, where it has them
+        raise SystemExit(
+            f"imaged: cannot use the database {describe(settings.database)}: {str(cause).strip()}"
+        ) from None
+
+
+def _blobs(settings: Settings, reactor: Any) -> tuple[IBlobStore, str]:
+    if settings.s3 is not None:
+        from .store.s3 import S3BlobStore  # botocore is an extra
+
+        s3 = settings.s3
+        store: IBlobStore = S3BlobStore(
+            s3.endpoint, s3.bucket, s3.access_key, s3.secret_key, reactor,
+            region=s3.region, addressing=s3.addressing, part_size=s3.part_size,
+        )
+        return store, f"S3 bucket {s3.bucket} at {s3.endpoint}"
+    if settings.swift is not None:
+        from .store.swift import SwiftBlobStore
+
+        swift = settings.swift
+        store = SwiftBlobStore(
+            swift.auth_url, swift.user, swift.key, reactor,
+            container=swift.container, segment_size=swift.segment_size,
+        )
+        return store, f"Swift container {swift.container} at {swift.auth_url}"
+    return FileBlobStore(settings.images_dir, reactor), settings.images_dir
+
+
+def assemble(settings: Settings, reactor: Any) -> Assembly:
+    """The stores and the image service ``settings`` describe, on ``reactor``."""
+    os.makedirs(settings.data_dir, exist_ok=True)
+    metadata = _metadata(settings, reactor)
+    blobs, images_at = _blobs(settings, reactor)
+    service = ImageService(
+        metadata,
+        blobs,
+        settings.hash_algo,
+        settings.limits,
+        require_format_match=settings.require_format_match,
+        clock=reactor,
+    )
+    return Assembly(metadata=metadata, blobs=blobs, service=service, images_at=images_at)
+
+
+def authenticator(settings: Settings, reactor: IReactorTime) -> Authenticator:
+    """The ``--auth`` strategy ``settings`` name."""
+    if settings.auth == "none":
+        return NoAuth(settings.default_project)
+    keystone = settings.keystone
+    if keystone is None:
+        return STRATEGIES[settings.auth]()
+    credentials = ServiceCredentials(
+        username=keystone.user,
+        password=keystone.password,
+        project_name=keystone.project,
+        user_domain_id=keystone.user_domain,
+        project_domain_id=keystone.project_domain,
+    )
+    return KeystoneTokens(
+        keystone.url,
+        credentials,
+        reactor,
+        public_auth_url=keystone.public_url,
+        cache_seconds=keystone.cache_seconds,
+    )
+
+
+__all__ = ["Assembly", "assemble", "authenticator"]

@@ -1,0 +1,311 @@
+"""
+The daemon's configuration as twistd reads it: command-line options over a TOML file, or
+``IMAGED_ARGS`` and ``IMAGED_CONFIG`` for imaged.tac, checked into one ``Settings`` value.
+
+A key of the configuration file is an option's long name; the command line wins over the file.
+Every error names the file and the option before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from twisted.python import usage
+
+from .quotas import Limits
+from .settings import Settings, SettingsError, count_limit, positive_int, storage_size
+
+DEFAULT_LISTEN = "tcp:9292"
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd imaged`` (and of ``IMAGED_ARGS`` for imaged.tac)."""
+
+    synopsis = "[options]"
+    #: The configuration file the options were read from, if any.
+    config_path: str | None = None
+    #: The checked options (set by ``postOptions``), secrets included.
+    settings: Settings
+    longdesc = "imaged: an OpenStack Image service (Glance Image API v2)."
+
+    optParameters = [
+        [
+            "config",
+            "c",
+            None,
+            "TOML configuration file; its keys are these options' long names, and the "
+            "command line overrides it.",
+        ],
+        ["listen", "l", DEFAULT_LISTEN, "Twisted endpoint string to listen on."],
+        [
+            "metrics-listen",
+            None,
+            None,
+            "Endpoint serving Prometheus metrics at /metrics (e.g. tcp:9393:interface="
+            "127.0.0.1); off by default.",
+        ],
+        ["data-dir", "d", "imaged-data", "Directory for the database and image files."],
+        [
+            "database",
+            None,
+            None,
+            "SQLAlchemy database URL (default: SQLite in the data directory).",
+        ],
+        ["public-url", None, None, "Base URL clients use to reach this API (for links)."],
+        [
+            "auth",
+            None,
+            "headers",
+            "Identity: 'headers' (trust keystonemiddleware's headers), 'trusted-headers' "
+            "(the same, but only with X-Identity-Status: Confirmed, else 401), 'keystone' "
+            "(validate X-Auth-Token against --keystone-url) or 'none' "
+            "(development: every request is an admin of --default-project).",
+        ],
+        ["keystone-url", None, None, "Keystone v3 endpoint imaged validates tokens with."],
+        [
+            "keystone-public-url",
+            None,
+            None,
+            "Keystone URL clients are sent to in WWW-Authenticate (default: --keystone-url).",
+        ],
+        ["keystone-user", None, None, "imaged's service user in Keystone (role 'service')."],
+        [
+            "keystone-password-file",
+            None,
+            None,
+            "File holding the service user's password (or set IMAGED_KEYSTONE_PASSWORD).",
+        ],
+        ["keystone-project", None, "service", "Project the service user logs into."],
+        ["keystone-user-domain", None, "default", "Domain id of the service user."],
+        ["keystone-project-domain", None, "default", "Domain id of the service project."],
+        [
+            "keystone-cache-seconds",
+            None,
+            300.0,
+            "How long a validated token is believed without asking Keystone again.",
+            float,
+        ],
+        ["default-project", None, "admin", "Project of requests in --auth none."],
+        [
+            "healthcheck-disable-file",
+            None,
+            None,
+            "While this file exists /healthcheck answers 503 (drain before maintenance).",
+        ],
+        ["hash-algo", None, "sha512", "Multihash algorithm (os_hash_algo)."],
+        [
+            "log-format",
+            None,
+            "text",
+            "'text' (twistd's lines) or 'json' (one JSON object per line on standard "
+            "output, for journald or a log shipper).",
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            30.0,
+            "Seconds a stopping imaged lets uploads in progress finish before it aborts them.",
+            float,
+        ],
+        [
+            "image-size-cap",
+            None,
+            Limits().image_size_cap,
+            "Largest image accepted, in bytes.",
+            positive_int,
+        ],
+        [
+            "user-storage-quota",
+            None,
+            None,
+            "Image bytes one project may store, e.g. 500GB (default: unlimited).",
+            storage_size,
+        ],
+        [
+            "image-count-total",
+            None,
+            None,
+            "Images one project may have (-1 or unset: unlimited).",
+            count_limit,
+        ],
+        [
+            "image-count-uploading",
+            None,
+            None,
+            "Uploads one project may have in progress at once (-1 or unset: unlimited).",
+            count_limit,
+        ],
+        [
+            "store",
+            None,
+            "file",
+            "Where image bytes live: 'file' (--data-dir), 'swift' or 's3'.",
+        ],
+        ["swift-auth-url", None, None, "Swift tempauth URL (http://host:8080/auth/v1.0)."],
+        ["swift-user", None, None, "Swift user (account:user)."],
+        [
+            "swift-key-file",
+            None,
+            None,
+            "File holding the Swift user's key (or set IMAGED_SWIFT_KEY).",
+        ],
+        ["swift-container", None, "imaged", "Swift container for images."],
+        [
+            "swift-segment-size",
+            None,
+            1024**3,
+            "Images longer than this (or of unknown length) are stored as segments.",
+            positive_int,
+        ],
+        ["s3-endpoint", None, None, "S3 endpoint URL (https://s3.eu-west-1.amazonaws.com)."],
+        ["s3-bucket", None, "imaged", "S3 bucket for images (created if missing)."],
+        ["s3-access-key", None, None, "S3 access key id."],
+        [
+            "s3-secret-key-file",
+            None,
+            None,
+            "File holding the S3 secret key (or set IMAGED_S3_SECRET_KEY).",
+        ],
+        ["s3-region", None, "us-east-1", "S3 region (signing scope)."],
+        [
+            "s3-addressing",
+            None,
+            "path",
+            "'path' (endpoint/bucket/key: Ceph RGW, MinIO) or 'virtual' (bucket.endpoint).",
+        ],
+        [
+            "s3-part-size",
+            None,
+            16 * 1024 * 1024,
+            "Multipart part size in bytes (at least 5 MiB); parts are buffered in memory.",
+            positive_int,
+        ],
+        [
+            "image-property-quota",
+            None,
+            Limits().image_property_quota,
+            "Extra properties per image.",
+            positive_int,
+        ],
+        ["image-tag-quota", None, Limits().image_tag_quota, "Tags per image.", positive_int],
+        [
+            "image-member-quota",
+            None,
+            Limits().image_member_quota,
+            "Members per image.",
+            positive_int,
+        ],
+    ]
+    optFlags = [
+        ["show-locations", None, "Show image locations (show_multiple_locations)."],
+        [
+            "no-require-format-match",
+            None,
+            "Accept data that is not its disk_format (unsafe images are refused regardless).",
+        ],
+    ]
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """The configuration file first (``--config``), then the command line over it."""
+        args = list(sys.argv[1:] if options is None else options)
+        path = _config_path(args)
+        if path is not None:
+            self.apply_config(path)
+        super().parseOptions(args)
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> Options:
+        """
+        Options from a mapping with the configuration file's keys, for programs that embed
+        imaged (``makeService(Options.from_mapping({...}))``): checked as the file is.
+        """
+        options = cls()
+        options.apply_settings(settings, "settings")
+        options.postOptions()
+        return options
+
+    def apply_config(self, path: str) -> None:
+        """
+        Set options from a TOML file.  Unknown keys, wrong types and values the option's own
+        parser refuses are errors naming the file and the key, before anything starts.
+        """
+        try:
+            with open(path, "rb") as f:
+                table = tomllib.load(f)
+        except OSError as e:
+            raise usage.UsageError(f"--config: {e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise usage.UsageError(f"{path}: not valid TOML: {e}") from None
+        self.apply_settings(table, path)
+        self.config_path = path
+
+    def apply_settings(self, table: Mapping[str, Any], path: str) -> None:
+        """Set options from ``table`` (``path`` names its origin in errors)."""
+        declared: list[list[Any]] = self.optParameters  # type: ignore[assignment]
+        parameters = {p[0]: p for p in declared}
+        flags = {f[0] for f in self.optFlags}
+        for key, value in table.items():
+            if key == "config" or (key not in parameters and key not in flags):
+                raise usage.UsageError(f"{path}: unknown option '{key}'")
+            if key in flags:
+                if not isinstance(value, bool):
+                    raise usage.UsageError(f"{path}: '{key}' must be true or false")
+                self[key] = int(value)
+                continue
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise usage.UsageError(f"{path}: '{key}' must be a string or a number")
+            coerce = parameters[key][4] if len(parameters[key]) > 4 else None
+            try:
+                self[key] = coerce(str(value)) if coerce else str(value)
+            except ValueError as e:
+                raise usage.UsageError(f"{path}: '{key}': {e}") from None
+
+    def postOptions(self) -> None:
+        try:
+            self.settings = Settings.from_options(self)
+        except SettingsError as e:
+            raise usage.UsageError(str(e)) from None
+        # The resolved values, as the options report them (twistd prints none of this).
+        self["data-dir"] = self.settings.data_dir
+        self["database"] = self.settings.database
+
+
+def _config_path(args: Sequence[str]) -> str | None:
+    """``--config``/``-c`` from a command line, before the full parse."""
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg.startswith("-c") and len(arg) > 2:
+            return arg[2:]
+    return None
+
+
+#: Where imaged.tac looks for its configuration when ``IMAGED_CONFIG`` does not say.
+DEFAULT_CONFIG = "/etc/imaged/imaged.conf"
+
+
+def options_from_environment(environ: dict[str, str] | None = None) -> Options:
+    """
+    Options for imaged.tac: the configuration file named by ``IMAGED_CONFIG`` (or
+    ``/etc/imaged/imaged.conf`` when it exists), overridden by ``IMAGED_ARGS``.
+    """
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    args: list[str] = shlex.split(env.get("IMAGED_ARGS", ""))
+    config = env.get("IMAGED_CONFIG")
+    if config is None and os.path.exists(DEFAULT_CONFIG):
+        config = DEFAULT_CONFIG
+    if config and _config_path(args) is None:
+        args = ["--config", config, *args]
+    options = Options()
+    options.parseOptions(args)
+    return options
+
+
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_LISTEN", "Options", "options_from_environment"]

@@ -1,0 +1,263 @@
+"""
+imaged's configuration as one typed value: ``Settings``, checked and with its secrets read.
+
+``imaged.config`` parses the command line, the TOML file and the environment into options;
+``Settings.from_options`` checks them together (the store's options are complete, the
+algorithm exists, secrets are readable) and is what everything else reads.  Secrets come from
+files or the environment, never the command line (``ps`` shows it), and never appear in
+``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
+
+import attrs
+
+from .errors import BadRequest
+from .hashing import check_algorithm
+from .quotas import Limits
+from .store.swift import SWIFT_MAX_OBJECT
+from .web.auth import STRATEGY_NAMES
+
+#: The ``--store`` choices (``imaged.assembly`` builds each).
+STORES = ("file", "swift", "s3")
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+class SettingsError(ValueError):
+    """A configuration that cannot run, in words naming the option to fix."""
+
+
+def storage_size(value: str) -> int | None:
+    """Glance's ``user_storage_quota`` syntax: bytes, or with B/KB/MB/GB/TB; 0 = unlimited."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?B?)\s*", value.upper())
+    if match is None:
+        raise ValueError(f"{value!r} is not a size such as 500GB")
+    number = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    return number or None
+
+
+def count_limit(value: str) -> int | None:
+    """A count limit: a non-negative integer, or -1 for unlimited (Keystone's spelling)."""
+    number = int(value)
+    if number < -1:
+        raise ValueError(f"{value} is neither a count nor -1")
+    return None if number == -1 else number
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"{value} is not a positive integer")
+    return number
+
+
+def read_secret(path: str | None, variable: str, option: str, needed_by: str) -> str:
+    """A secret from a file (preferred: not visible in ``ps``) or the environment."""
+    secret = os.environ.get(variable)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                secret = f.read().strip()
+        except OSError as e:
+            raise SettingsError(f"{option}: {e}") from None
+    if not secret:
+        raise SettingsError(f"{needed_by} needs {option} or {variable}")
+    return secret
+
+
+@attrs.frozen
+class KeystoneSettings:
+    """``--auth keystone``: where Keystone is and who imaged logs in as."""
+
+    url: str
+    user: str
+    password: str = attrs.field(repr=False)
+    public_url: str | None = None
+    project: str = "service"
+    user_domain: str = "default"
+    project_domain: str = "default"
+    cache_seconds: float = 300.0
+
+
+@attrs.frozen
+class SwiftSettings:
+    auth_url: str
+    user: str
+    key: str = attrs.field(repr=False)
+    container: str = "imaged"
+    segment_size: int = 1024**3
+
+
+@attrs.frozen
+class S3Settings:
+    endpoint: str
+    access_key: str
+    secret_key: str = attrs.field(repr=False)
+    bucket: str = "imaged"
+    region: str = "us-east-1"
+    addressing: Literal["path", "virtual"] = "path"
+    part_size: int = 16 * 1024 * 1024
+
+
+@attrs.frozen
+class Settings:
+    """Everything a running imaged was configured with (the options, checked)."""
+
+    data_dir: str
+    database: str
+    listen: str = "tcp:9292"
+    metrics_listen: str | None = None
+    public_url: str | None = None
+    auth: str = "headers"
+    default_project: str = "admin"
+    keystone: KeystoneSettings | None = None
+    healthcheck_disable_file: str | None = None
+    hash_algo: str = "sha512"
+    log_format: Literal["text", "json"] = "text"
+    shutdown_timeout: float = 30.0
+    limits: Limits = Limits()
+    store: str = "file"
+    swift: SwiftSettings | None = None
+    s3: S3Settings | None = None
+    show_locations: bool = False
+    require_format_match: bool = True
+
+    @property
+    def images_dir(self) -> str:
+        return os.path.join(self.data_dir, "images")
+
+    @property
+    def embedded_database(self) -> bool:
+        """SQLite: this node's own database, which it migrates and recovers itself."""
+        return self.database.startswith("sqlite")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Settings:
+        """Check options (the long names as keys) together; ``SettingsError`` says what is
+        wrong."""
+        if options["auth"] not in STRATEGY_NAMES:
+            raise SettingsError(
+                f"--auth: '{options['auth']}' is not one of {', '.join(sorted(STRATEGY_NAMES))}"
+            )
+        if options["log-format"] not in ("text", "json"):
+            raise SettingsError(f"--log-format: '{options['log-format']}' is not text or json")
+        if options["store"] not in STORES:
+            raise SettingsError(f"--store: '{options['store']}' is not one of file, swift, s3")
+        try:
+            check_algorithm(options["hash-algo"])
+        except BadRequest as e:
+            raise SettingsError(f"--hash-algo: {e.message}") from None
+        data_dir = os.path.abspath(options["data-dir"])
+        database = options["database"] or "sqlite:///" + os.path.join(data_dir, "imaged.sqlite")
+        return cls(
+            data_dir=data_dir,
+            database=database,
+            listen=options["listen"],
+            metrics_listen=options["metrics-listen"],
+            public_url=options["public-url"],
+            auth=options["auth"],
+            default_project=options["default-project"],
+            keystone=_keystone(options) if options["auth"] == "keystone" else None,
+            healthcheck_disable_file=options["healthcheck-disable-file"],
+            hash_algo=options["hash-algo"],
+            log_format=options["log-format"],
+            shutdown_timeout=options["shutdown-timeout"],
+            limits=Limits(
+                image_size_cap=options["image-size-cap"],
+                image_property_quota=options["image-property-quota"],
+                image_tag_quota=options["image-tag-quota"],
+                image_member_quota=options["image-member-quota"],
+                user_storage_quota=options["user-storage-quota"],
+                image_count_total=options["image-count-total"],
+                image_count_uploading=options["image-count-uploading"],
+            ),
+            store=options["store"],
+            swift=_swift(options) if options["store"] == "swift" else None,
+            s3=_s3(options) if options["store"] == "s3" else None,
+            show_locations=bool(options["show-locations"]),
+            require_format_match=not options["no-require-format-match"],
+        )
+
+
+_Section = TypeVar("_Section", KeystoneSettings, SwiftSettings, S3Settings)
+
+
+def _section(
+    kind: type[_Section], prefix: str, options: Mapping[str, Any], **given: Any
+) -> _Section:
+    """
+    A part of the settings from the options named after its fields (``public_url`` is
+    ``--keystone-public-url``): the naming rule, not a table, says which option sets what.
+    """
+    values = {
+        field.name: options[f"{prefix}-{field.name.replace('_', '-')}"]
+        for field in attrs.fields(kind)
+        if field.name not in given
+    }
+    return kind(**values, **given)
+
+
+def _require(options: Mapping[str, Any], needed_by: str, *names: str) -> None:
+    for name in names:
+        if not options[name]:
+            raise SettingsError(f"{needed_by} needs --{name}")
+
+
+def _keystone(options: Mapping[str, Any]) -> KeystoneSettings:
+    _require(options, "--auth keystone", "keystone-url", "keystone-user")
+    password = read_secret(
+        options["keystone-password-file"],
+        "IMAGED_KEYSTONE_PASSWORD",
+        "--keystone-password-file",
+        "--auth keystone",
+    )
+    if options["keystone-cache-seconds"] < 0:
+        raise SettingsError("--keystone-cache-seconds must not be negative")
+    return _section(KeystoneSettings, "keystone", options, password=password)
+
+
+def _swift(options: Mapping[str, Any]) -> SwiftSettings:
+    _require(options, "--store swift", "swift-auth-url", "swift-user")
+    key = read_secret(
+        options["swift-key-file"], "IMAGED_SWIFT_KEY", "--swift-key-file", "--store swift"
+    )
+    if options["swift-segment-size"] > SWIFT_MAX_OBJECT:
+        raise SettingsError("--swift-segment-size: at most 5 GiB (Swift's object limit)")
+    return _section(SwiftSettings, "swift", options, key=key)
+
+
+def _s3(options: Mapping[str, Any]) -> S3Settings:
+    _require(options, "--store s3", "s3-endpoint", "s3-access-key")
+    secret = read_secret(
+        options["s3-secret-key-file"], "IMAGED_S3_SECRET_KEY", "--s3-secret-key-file",
+        "--store s3",
+    )
+    if options["s3-addressing"] not in ("path", "virtual"):
+        raise SettingsError("--s3-addressing: 'path' or 'virtual'")
+    try:
+        from .store.s3 import MIN_PART  # botocore signs S3 requests: an optional extra
+    except ImportError:
+        raise SettingsError("--store s3 needs botocore: pip install 'imaged[s3]'") from None
+    if options["s3-part-size"] < MIN_PART:
+        raise SettingsError("--s3-part-size: at least 5 MiB (S3's smallest part)")
+    return _section(S3Settings, "s3", options, secret_key=secret)
+
+
+__all__ = [
+    "STORES",
+    "KeystoneSettings",
+    "S3Settings",
+    "Settings",
+    "SettingsError",
+    "SwiftSettings",
+    "count_limit",
+    "positive_int",
+    "read_secret",
+    "storage_size",
+]

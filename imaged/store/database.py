@@ -1,0 +1,131 @@
+"""
+The metadata database itself: engines tuned per dialect, Alembic migrations, URLs fit for logs.
+
+SQLite gets one connection, WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writes, so that
+concurrent creates never fail with "database is locked".  PostgreSQL goes through psycopg 3
+with a small pool.  An embedded SQLite database is migrated by the node that owns it; a server
+database only by ``imaged-manage db upgrade`` (``schema_revision`` tells whether it was).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+_MIGRATIONS = "imaged.store:migrations"
+
+#: Threads (and so connections) a server database gets per imaged process.
+POOL_SIZE = 4
+
+#: The execution option that makes a SQLite transaction ``BEGIN IMMEDIATE``.
+WRITE = "imaged_write"
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database's schema is older (or newer) than this imaged's migrations."""
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", _MIGRATIONS)
+    config.attributes["connection"] = connection
+    return config
+
+
+def schema_revision(engine: Engine) -> tuple[str | None, str]:
+    """The database's migration revision and the newest one this code knows."""
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+        head = ScriptDirectory.from_config(_alembic_config(connection)).get_current_head()
+    assert head is not None
+    return current, head
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Apply every Alembic migration the database lacks."""
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "head")
+
+
+def check_schema(engine: Engine, url: str) -> None:
+    """Refuse a schema that is not at this code's head, saying how to upgrade it."""
+    current, head = schema_revision(engine)
+    if current != head:
+        raise SchemaOutOfDate(
+            f"database schema of {describe(url)} is at revision {current or 'none'}, "
+            f"this imaged needs {head}: run "
+            f"'imaged-manage --database <url> db upgrade' first"
+        )
+
+
+def make_engine(url: str) -> Engine:
+    """
+    An engine for ``url``, tuned for imaged's use of it.
+
+    SQLite: a single shared connection (one writer thread uses it), WAL so readers in other
+    processes are not blocked, a 30 s busy timeout, foreign keys on, and transactions that we
+    begin ourselves so that writes can ``BEGIN IMMEDIATE``.
+    """
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    # PostgreSQL through psycopg 3 (SQLAlchemy's default driver for the scheme is psycopg2).
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=0)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(
+        url,
+        poolclass=StaticPool,
+        connect_args={"check_same_thread": False, "timeout": 30},
+    )
+    memory = url in ("sqlite://", "sqlite:///:memory:")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # Straight to the driver: a full SQLAlchemy execution per BEGIN costs more than
+        # the queries of a typical read.
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        if connection.get_execution_options().get(WRITE):
+            driver.execute("BEGIN IMMEDIATE")
+        else:
+            driver.execute("BEGIN")
+
+    return engine
+
+
+def describe(engine_url: str) -> str:
+    """A URL fit for logs: no password."""
+    return make_url(engine_url).render_as_string(hide_password=True)
+
+
+__all__ = [
+    "POOL_SIZE",
+    "WRITE",
+    "SchemaOutOfDate",
+    "check_schema",
+    "describe",
+    "make_engine",
+    "schema_revision",
+    "upgrade_schema",
+]
