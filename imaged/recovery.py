@@ -38,6 +38,9 @@ async def scrub(
                 continue  # recent: an upload may well be running on some node
         if await restore(image_id):
             reset.append(image_id)
+            log.warn(
+                "upload of image {image_id} was interrupted; it is queued again", image_id=image_id
+            )
     # Blobs first, references second: a blob published after the listing is not looked
     # at, and one published before it is referenced by the time references are read
     # (uploads in progress now started after blobs_before, so their blobs are younger).
@@ -46,11 +49,6 @@ async def scrub(
     removed = [location for location in candidates if location not in referenced]
     for location in removed:
         await blobs.delete(location)
-    for image_id in reset:
-        log.warn(
-            "upload of image {image_id} was interrupted; it is queued again", image_id=image_id
-        )
-    for location in removed:
         log.warn("removed image data no image refers to: {location}", location=location)
     return Scrubbed(reset=reset, removed=removed)
 
