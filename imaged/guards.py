@@ -1,7 +1,7 @@
 """
 Reading and changing one image on a caller's behalf, with Glance's visibility and policy rules.
 
-Every service operation on an existing image goes through ``ImageAccess``: ``visible`` for
+Every service operation on an existing image goes through ``ImageGuard``: ``visible`` for
 reads, ``modify`` for read-check-write.  ``modify`` is one ``IMetadataStore.modify`` call: the
 caller's membership is read and the policy checked inside the write transaction, so a guarded
 write is one database hop, and two requests racing on the same image are decided by the
@@ -29,7 +29,7 @@ def _member_of(context: RequestContext) -> str | None:
     return None if context.is_admin else context.project_id
 
 
-class ImageAccess:
+class ImageGuard:
     """One image at a time, as ``context`` may see and change it, at ``clock``'s time."""
 
     def __init__(self, metadata: IMetadataStore, clock: IReactorTime) -> None:
@@ -72,4 +72,4 @@ class ImageAccess:
         return self.metadata.modify(image_id, guarded, member_of=_member_of(context), name=name)
 
 
-__all__ = ["ImageAccess"]
+__all__ = ["ImageGuard"]

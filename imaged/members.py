@@ -10,7 +10,7 @@ from __future__ import annotations
 from . import policy
 from .context import RequestContext
 from .errors import Conflict, Forbidden, NotFound
-from .guards import ImageAccess
+from .guards import ImageGuard
 from .model import Image, Member, MemberStatus, Visibility
 from .quotas import Quotas
 
@@ -18,13 +18,13 @@ from .quotas import Quotas
 class Members:
     """``IImageService``'s member operations."""
 
-    def __init__(self, access: ImageAccess, quotas: Quotas) -> None:
-        self.access = access
-        self.metadata = access.metadata
+    def __init__(self, guard: ImageGuard, quotas: Quotas) -> None:
+        self.guard = guard
+        self.metadata = guard.metadata
         self.quotas = quotas
 
     async def _shared_image(self, context: RequestContext, image_id: str) -> Image:
-        image = await self.access.visible(context, image_id)
+        image = await self.guard.visible(context, image_id)
         if image.visibility is not Visibility.SHARED:
             raise Forbidden("Only shared images have members.")
         return image
@@ -52,7 +52,7 @@ class Members:
         if any(m.member_id == member_id for m in existing):
             raise Conflict(f"Member {member_id} already associated with image {image_id}.")
         self.quotas.check_members(len(existing))
-        now = self.access.now()
+        now = self.guard.now()
         return await self.metadata.add_member(
             Member(image_id, member_id, MemberStatus.PENDING, now, now)
         )
@@ -71,10 +71,10 @@ class Members:
         image = await self._shared_image(context, image_id)
         await self._visible_member(context, image, member_id)
         policy.check_member_decides(context, member_id)
-        return await self.metadata.update_member(image_id, member_id, status, self.access.now())
+        return await self.metadata.update_member(image_id, member_id, status, self.guard.now())
 
     async def delete(self, context: RequestContext, image_id: str, member_id: str) -> None:
-        image = await self.access.visible(context, image_id)
+        image = await self.guard.visible(context, image_id)
         await self._visible_member(context, image, member_id)
         if not policy.can_modify(context, image):
             raise Forbidden(f"You are not permitted to delete members of image {image_id}.")

@@ -26,7 +26,7 @@ from .clock import default_clock
 from .context import RequestContext
 from .coroutines import deferred
 from .errors import BadRequest, Forbidden, NotFound
-from .guards import ImageAccess
+from .guards import ImageGuard
 from .hashing import check_algorithm
 from .interfaces import IBlobStore, IImageService, IMetadataStore
 from .lifecycle import transition
@@ -76,12 +76,12 @@ class ImageService:
         self.blobs = blobs
         self.hash_algo = check_algorithm(hash_algo)
         self.limits = limits
-        self.access = ImageAccess(metadata, clock if clock is not None else default_clock())
+        self.guard = ImageGuard(metadata, clock if clock is not None else default_clock())
         self.quotas = Quotas(metadata, limits)
         self.uploads = Uploads(
-            self.access, blobs, self.quotas, self.hash_algo, require_format_match
+            self.guard, blobs, self.quotas, self.hash_algo, require_format_match
         )
-        self.members = Members(self.access, self.quotas)
+        self.members = Members(self.guard, self.quotas)
 
     # -- images ---------------------------------------------------------------------------
 
@@ -91,7 +91,7 @@ class ImageService:
         policy.check_create(context, owner)
         visibility = request.visibility or Visibility.SHARED
         policy.check_visibility_change(context, visibility)
-        now = self.access.now()
+        now = self.guard.now()
         image = Image(
             id=request.id or str(uuid.uuid4()),
             status=Status.QUEUED,
@@ -124,7 +124,7 @@ class ImageService:
 
     @deferred
     async def get(self, context: RequestContext, image_id: str) -> Image:
-        return await self.access.visible(context, image_id)
+        return await self.guard.visible(context, image_id)
 
     @deferred
     async def update(
@@ -134,9 +134,9 @@ class ImageService:
             updated = apply_changes(context, image, changes)
             if updated == image:
                 return image
-            return self.quotas.check_image(attrs.evolve(updated, updated_at=self.access.now()))
+            return self.quotas.check_image(attrs.evolve(updated, updated_at=self.guard.now()))
 
-        change = await self.access.modify(context, image_id, "modify", mutate, "update_image")
+        change = await self.guard.modify(context, image_id, "modify", mutate, "update_image")
         return change.after
 
     @deferred
@@ -144,9 +144,9 @@ class ImageService:
         def mutate(image: Image) -> Image:
             if image.protected:
                 raise Forbidden(f"Image {image.id} is protected and cannot be deleted.")
-            return transition(image, Status.DELETED, BadRequest, self.access.now())
+            return transition(image, Status.DELETED, BadRequest, self.guard.now())
 
-        change = await self.access.modify(context, image_id, "delete", mutate, "delete_image")
+        change = await self.guard.modify(context, image_id, "delete", mutate, "delete_image")
         self.log.info("deleted image {image_id}", image_id=image_id)
         if change.before.location is not None:
             await self.uploads.delete_blob(image_id, change.before.location)
@@ -155,19 +155,19 @@ class ImageService:
         def mutate(image: Image) -> Image:
             if tag in image.tags:
                 return image
-            tagged = attrs.evolve(image, tags=image.tags | {tag}, updated_at=self.access.now())
+            tagged = attrs.evolve(image, tags=image.tags | {tag}, updated_at=self.guard.now())
             return self.quotas.check_image(tagged)
 
-        done = self.access.modify(context, image_id, "update tags for", mutate, "add_tag")
+        done = self.guard.modify(context, image_id, "update tags for", mutate, "add_tag")
         return done.addCallback(_nothing)
 
     def remove_tag(self, context: RequestContext, image_id: str, tag: str) -> Deferred[None]:
         def mutate(image: Image) -> Image:
             if tag not in image.tags:
                 raise NotFound(f"Tag {tag} not found.")
-            return attrs.evolve(image, tags=image.tags - {tag}, updated_at=self.access.now())
+            return attrs.evolve(image, tags=image.tags - {tag}, updated_at=self.guard.now())
 
-        done = self.access.modify(context, image_id, "update tags for", mutate, "remove_tag")
+        done = self.guard.modify(context, image_id, "update tags for", mutate, "remove_tag")
         return done.addCallback(_nothing)
 
     def _switch(
@@ -179,9 +179,9 @@ class ImageService:
                 return image
             if image.status is not source:
                 raise Forbidden(f"Not allowed to {action} image in status '{image.status.value}'")
-            return transition(image, target, Forbidden, self.access.now())
+            return transition(image, target, Forbidden, self.guard.now())
 
-        done = self.access.modify(context, image_id, action, mutate, f"{action}_image")
+        done = self.guard.modify(context, image_id, action, mutate, f"{action}_image")
         return done.addCallback(_nothing)
 
     def deactivate(self, context: RequestContext, image_id: str) -> Deferred[None]:

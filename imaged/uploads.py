@@ -26,7 +26,7 @@ from .errors import (
     TooLarge,
 )
 from .formats import FormatInspector
-from .guards import ImageAccess
+from .guards import ImageGuard
 from .interfaces import IBlobStore
 from .lifecycle import transition
 from .logcontext import Logger
@@ -51,13 +51,13 @@ class Uploads:
 
     def __init__(
         self,
-        access: ImageAccess,
+        guard: ImageGuard,
         blobs: IBlobStore,
         quotas: Quotas,
         hash_algo: str,
         require_format_match: bool,
     ) -> None:
-        self.access = access
+        self.guard = guard
         self.blobs = blobs
         self.quotas = quotas
         self.hash_algo = hash_algo
@@ -113,9 +113,9 @@ class Uploads:
                     f"Image status transition from {image.status.value} to saving is not "
                     "allowed: image data can only be uploaded to a queued image."
                 )
-            return transition(image, Status.SAVING, Conflict, self.access.now())
+            return transition(image, Status.SAVING, Conflict, self.guard.now())
 
-        change = await self.access.modify(
+        change = await self.guard.modify(
             context, image_id, "upload data to", start, "start_upload"
         )
         return change.after
@@ -154,7 +154,7 @@ class Uploads:
                 image,
                 Status.ACTIVE,
                 Conflict,
-                self.access.now(),
+                self.guard.now(),
                 size=blob.size,
                 virtual_size=virtual_size,
                 checksum=blob.checksum,
@@ -164,7 +164,7 @@ class Uploads:
             )
 
         try:
-            change = await self.access.metadata.modify(image_id, finish, name="finish_upload")
+            change = await self.guard.metadata.modify(image_id, finish, name="finish_upload")
         except (Gone, ImageNotFound):
             await self.delete_blob(image_id, blob.location)
             raise Gone(f"Image {image_id} was deleted during upload.") from None
@@ -192,11 +192,11 @@ class Uploads:
 
         def back(image: Image, _member: Member | None) -> Image:
             if image.status is Status.SAVING:
-                return transition(image, Status.QUEUED, Conflict, self.access.now())
+                return transition(image, Status.QUEUED, Conflict, self.guard.now())
             return image
 
         try:
-            change = await self.access.metadata.modify(image_id, back, name="restore_upload")
+            change = await self.guard.metadata.modify(image_id, back, name="restore_upload")
         except ImageNotFound:
             return False
         return change.changed
@@ -217,7 +217,7 @@ class Uploads:
     async def download(
         self, context: RequestContext, image_id: str, byte_range: ByteRange | None = None
     ) -> Download:
-        image = await self.access.visible(context, image_id)
+        image = await self.guard.visible(context, image_id)
         policy.check_download(context, image)
         if image.status is Status.DEACTIVATED and not context.is_admin:
             raise Forbidden(

@@ -114,3 +114,23 @@ def test_an_upload_keeps_its_request_id_while_identity_is_checked_elsewhere(cloc
     assert fired(service.get(owner, image.id)).size == 4096
     [received] = events_with(events, "receiving data")
     assert received["request_id"] == "req-late"
+
+
+def test_failures_are_logged_with_the_request_id(clock: Any) -> None:
+    """Klein renders a failure that comes later (the store answered after the request was
+    routed) outside the request's context; what it logs still carries the request's id."""
+    from imaged.errors import StoreFailure
+
+    service = memory_image_service(blobs=MemoryBlobStore(), clock=clock)
+    wire = Wire(make_site(routes(APIConfig(image_service=service)).resource()))
+    owner = RequestContext.from_roles("p1", "u1", frozenset({"member"}))
+    image = fired(service.create(owner, CreateImageRequest(name="x")))
+    answer: Deferred[Any] = Deferred()
+    service.metadata.get = lambda _id: answer  # type: ignore[method-assign]
+    with capturedLogs() as events:
+        sent = wire.send("GET", f"/v2/images/{image.id}",
+                         {**OWNER, "X-Openstack-Request-ID": "req-failing"}, b"")
+        assert sent == b""  # waiting for the store
+        answer.errback(StoreFailure("the store is down"))
+    [failed] = events_with(events, "request failed")
+    assert failed["request_id"] == "req-failing"

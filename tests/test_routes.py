@@ -246,3 +246,38 @@ def test_over_a_real_socket(
     images = os.path.join(daemon.workdir, "images")
     assert os.path.exists(os.path.join(images, image_id)) is stored
     assert [n for n in os.listdir(os.path.join(images, ".partial"))] == []
+
+
+@pytest.mark.parametrize(
+    "method, path, code",
+    [
+        ("POST", "/v2/images/{id}/actions/destroy", 404),
+        ("POST", "/v2/images/{id}/actions/", 404),
+        ("HEAD", "/v2/images", 405),
+        ("HEAD", "/v2/images/{id}", 405),
+        ("HEAD", "/v2/images/{id}/members", 405),
+        ("DELETE", "/v2.99/images/{id}", 300),
+        ("PATCH", "/v3/images/{id}", 300),
+    ],
+)
+def test_other_unrouted_requests_change_nothing(
+    wire: tuple[Wire, Any, MemoryBlobStore], method: str, path: str, code: int
+) -> None:
+    """Unknown actions, HEAD where Glance has none, unknown versions of writes: the 4xx or
+    the versions document, and the image exactly as it was."""
+    site, _, _ = wire
+
+    def send(method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        return status_and_headers(site.send(method, path, headers, body))
+
+    image_id = create(send)
+    _, _, before = send("GET", f"/v2/images/{image_id}", OWNER, b"")
+    patch = [{"op": "replace", "path": "/name", "value": "changed"}]
+    body = json.dumps(patch).encode() if method == "PATCH" else b""
+    headers = {**OWNER, "Content-Type": "application/openstack-images-v2.1-json-patch"}
+    answered, answer_headers, _ = send(method, fill(path, image_id), headers, body)
+    assert answered == code
+    if code == 405:
+        assert "HEAD" not in answer_headers["allow"] and "GET" in answer_headers["allow"]
+    _, _, after = send("GET", f"/v2/images/{image_id}", OWNER, b"")
+    assert json.loads(after) == json.loads(before)

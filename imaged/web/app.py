@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from io import BytesIO
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -24,7 +24,7 @@ from twisted.web.resource import IResource
 from ..context import RequestContext
 from ..errors import NotFound
 from ..interfaces import IImageService
-from ..logcontext import Logger
+from ..logcontext import run_for_request
 from ..model import Image, Link, Version
 from ..quotas import Limits
 from ..schemas import SCHEMAS, schema_document
@@ -40,7 +40,15 @@ from .data import (
 )
 from .errors import render_failure
 from .responses import json_response, no_content, read_body, reject_body
-from .routing import VERSIONS, APIResource, RoutedKlein, Router, answers_head, streams_body
+from .routing import (
+    VERSIONS,
+    APIResource,
+    RoutedKlein,
+    Router,
+    answers_head,
+    request_id,
+    streams_body,
+)
 from .wire import header
 
 API_PORT = 9292
@@ -86,12 +94,12 @@ class ImagesAPI:
     """Routes of the Image API v2 (and version discovery) over one ``IImageService``."""
 
     app = RoutedKlein()
-    log = Logger()
+    #: Asks ``app``'s map where a request goes; set once, below the class.
+    router: ClassVar[Router]
 
     def __init__(self, config: APIConfig) -> None:
         self.config = config
         self.service = config.image_service
-        self.router = Router(self.app)
         #: The site's ``body_router``: streams upload bodies to their routes as they arrive.
         self.bodies = BodyReceiver(self, self.router)
 
@@ -141,7 +149,9 @@ class ImagesAPI:
 
     @app.handle_errors(Exception)
     def _failed(self, request: IRequest, failure: Failure) -> bytes:
-        return render_failure(request, failure)
+        # Klein renders failures in the reactor's context, not the request's: bind it again,
+        # so what render_failure logs carries the request id like every other event.
+        return run_for_request(request_id(request), lambda: render_failure(request, failure))
 
     # -- versions -----------------------------------------------------------------------
 
@@ -361,6 +371,10 @@ class ImagesAPI:
         if name not in SCHEMAS:
             raise NotFound(f"Schema {name} not found.")
         return json_response(request, schema_document(name))
+
+
+# The map is complete once the class body has run: seal it (HEAD, slashes) and ask it, once.
+ImagesAPI.router = Router(ImagesAPI.app)
 
 
 def routes(config: APIConfig) -> ImagesAPI:

@@ -10,7 +10,6 @@ stopping daemon lets them finish (``drain``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
@@ -191,13 +190,8 @@ def stream_download(request: IRequest, download: Download) -> Deferred[None]:
 
     return done.addBoth(unregister)
 
-
-#: A starter's shape (``routing.streams_body``): api, request, body stream, route arguments.
-Starter = Callable[..., Deferred[Any]]
-
 __all__ = [
     "BodyReceiver",
-    "Starter",
     "requested_range",
     "spooled_body",
     "stream_download",

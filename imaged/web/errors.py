@@ -15,12 +15,12 @@ import json
 from collections.abc import Mapping
 from http import HTTPStatus
 
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
 from .. import errors, metrics
+from ..logcontext import Logger
 
 log = Logger()
 
@@ -124,13 +124,6 @@ def error_body(code: int, message: str, accept: str | None) -> tuple[bytes, byte
     return page.encode("utf-8"), b"text/html; charset=UTF-8"
 
 
-def _request_id(request: IRequest) -> str | None:
-    """The id ``routing.APIResource`` gave the request (errors are logged outside its
-    logging context: Klein renders them in the reactor's)."""
-    value = request.responseHeaders.getRawHeaders(b"x-openstack-request-id", [None])[0]
-    return value.decode("ascii", "replace") if value is not None else None
-
-
 def _accept(request: IRequest) -> str | None:
     value = request.getHeader(b"accept")
     return value.decode("latin-1") if value is not None else None
@@ -161,7 +154,6 @@ def render_failure(request: IRequest, failure: Failure) -> bytes:
         log.warn(
             "{method} {uri} failed after its response had begun ({error}); connection cut",
             method=request.method, uri=request.uri, error=failure.getErrorMessage(),
-            request_id=_request_id(request),
         )
         transport = getattr(request, "transport", None)
         if transport is not None:
@@ -177,8 +169,7 @@ def render_failure(request: IRequest, failure: Failure) -> bytes:
         if isinstance(error, errors.Unauthorized) and error.challenge:
             headers["WWW-Authenticate"] = error.challenge
         if code >= 500:
-            log.error("request failed: {message}", message=error.message,
-                      request_id=_request_id(request))
+            log.error("request failed: {message}", message=error.message)
             metrics.STORE_ERRORS.labels(type(error).__name__).inc()
         return write_error(request, code, error.message, headers)
     if isinstance(error, HTTPException):
@@ -190,6 +181,6 @@ def render_failure(request: IRequest, failure: Failure) -> bytes:
         description = error.description or HTTPStatus(code).phrase
         return write_error(request, code, description, headers)
     log.failure("unexpected error serving {method} {uri}", failure,
-                method=request.method, uri=request.uri, request_id=_request_id(request))
+                method=request.method, uri=request.uri)
     return write_error(request, 500, "The server has either erred or is incapable of "
                        "performing the requested operation.")

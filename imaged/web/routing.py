@@ -87,8 +87,8 @@ def negotiate(segments: list[bytes]) -> list[bytes]:
 def segments_of(uri: bytes) -> list[bytes]:
     """
     The path segments twisted.web hands the root resource for ``uri`` (``Request.process``:
-    the query dropped, split on ``/``, each segment percent-decoded).  For code that must
-    route a request before Twisted has (``imaged.web.streaming``); a test compares the two.
+    the query dropped, split on ``/``, each segment percent-decoded).  For ``Router.match``,
+    which routes a request before Twisted has; ``tests/test_routes.py`` compares the two.
     """
     path = uri.split(b"?", 1)[0]
     return [unquote(segment) for segment in path[1:].split(b"/")]
@@ -144,7 +144,11 @@ class Match:
 
 
 class Router:
-    """Klein's URL map, asked as Klein itself would be asked for a request's route."""
+    """
+    Klein's URL map, asked as Klein itself would be asked for a request's route.  Made once
+    per map, when its routes are declared: it also seals the map (HEAD only where declared,
+    no merged slashes), which every request then meets.
+    """
 
     def __init__(self, app: Klein) -> None:
         self._app = app
