@@ -18,7 +18,21 @@ from typing import Any
 from twisted.python import usage
 
 from .quotas import Limits
-from .settings import Settings, SettingsError, count_limit, positive_int, storage_size
+from .settings import (
+    Settings,
+    SettingsError,
+    count_limit,
+    positive_int,
+    seconds,
+    storage_size,
+)
+from .web.streaming import (
+    BODY_TIMEOUT,
+    FD_RESERVE,
+    HEADER_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_REQUEST_BODY,
+)
 
 DEFAULT_LISTEN = "tcp:9292"
 
@@ -111,6 +125,43 @@ class Options(usage.Options):
             30.0,
             "Seconds a stopping imaged lets uploads in progress finish before it aborts them.",
             float,
+        ],
+        [
+            "max-request-body",
+            None,
+            MAX_REQUEST_BODY,
+            "Largest request body read, in bytes, for every request but image uploads "
+            "(Glance's max_request_body_size); a larger one is answered 413 at once and "
+            "never read into memory.",
+            positive_int,
+        ],
+        [
+            "header-timeout",
+            None,
+            HEADER_TIMEOUT,
+            "Seconds a client has to send a request's headers, from their first byte (from "
+            "connecting, for a connection's first request); then 408 and close (nginx's "
+            "client_header_timeout).  0: off (Twisted's 60 s idle timeout remains).",
+            seconds,
+        ],
+        [
+            "body-timeout",
+            None,
+            BODY_TIMEOUT,
+            "Seconds a request body, an upload's too, may go without a byte arriving (while "
+            "imaged is reading it: not while a slow store holds an upload); then 408 and "
+            "close (nginx's client_body_timeout).  0: off (Twisted's 60 s idle timeout "
+            "remains).",
+            seconds,
+        ],
+        [
+            "max-connections",
+            None,
+            None,
+            f"Client connections served at once; more are closed as they arrive (default "
+            f"{MAX_CONNECTIONS}, fewer if the open-files limit is lower: half of what it "
+            f"leaves after {FD_RESERVE}).",
+            positive_int,
         ],
         [
             "image-size-cap",

@@ -162,7 +162,8 @@ def service_tree(settings: Settings, reactor: Any) -> MultiService:
         healthcheck_disable_file=settings.healthcheck_disable_file,
     )
     api = routes(config)
-    site = make_site(api.resource(), body_router=api.bodies)
+    site = make_site(api.resource(), body_router=api.bodies, limits=settings.http,
+                     reactor=reactor)
     top = ImagedService(settings.log_format)
     StoresService(
         parts, drain=lambda: api.drain(reactor, settings.shutdown_timeout)
@@ -179,6 +180,16 @@ def service_tree(settings: Settings, reactor: Any) -> MultiService:
             f"{settings.metrics_listen} (metrics)",
             reactor,
         ).setServiceParent(top)
+    http = settings.http
+    log.info(
+        "imaged client limits: {max_connections} connections, request bodies of "
+        "{max_request_body} bytes (uploads aside), header timeout {header_timeout}, body "
+        "timeout {body_timeout}",
+        max_connections=http.max_connections or "unlimited",
+        max_request_body=http.max_request_body or "unlimited",
+        header_timeout=f"{http.header_timeout} s" if http.header_timeout else "off",
+        body_timeout=f"{http.body_timeout} s" if http.body_timeout else "off",
+    )
     log.info(
         "imaged storing metadata in {database} and images in {images}",
         database=describe(settings.database),

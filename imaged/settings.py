@@ -10,6 +10,7 @@ files or the environment, never the command line (``ps`` shows it), and never ap
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from .hashing import check_algorithm
 from .quotas import Limits
 from .store.swift import SWIFT_MAX_OBJECT
 from .web.auth import STRATEGY_NAMES
+from .web.streaming import HTTPLimits
 
 #: The ``--store`` choices (``imaged.assembly`` builds each).
 STORES = ("file", "swift", "s3")
@@ -54,6 +56,14 @@ def positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
         raise ValueError(f"{value} is not a positive integer")
+    return number
+
+
+def seconds(value: str) -> float:
+    """A duration in seconds, not negative."""
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"{value} is not a number of seconds")
     return number
 
 
@@ -122,6 +132,8 @@ class Settings:
     log_format: Literal["text", "json"] = "text"
     shutdown_timeout: float = 30.0
     limits: Limits = Limits()
+    #: What one client may cost before it is served (``imaged.web.streaming``).
+    http: HTTPLimits = attrs.field(factory=HTTPLimits)
     store: str = "file"
     swift: SwiftSettings | None = None
     s3: S3Settings | None = None
@@ -177,12 +189,26 @@ class Settings:
                 image_count_total=options["image-count-total"],
                 image_count_uploading=options["image-count-uploading"],
             ),
+            http=_http(options),
             store=options["store"],
             swift=_swift(options) if options["store"] == "swift" else None,
             s3=_s3(options) if options["store"] == "s3" else None,
             show_locations=bool(options["show-locations"]),
             require_format_match=not options["no-require-format-match"],
         )
+
+
+def _http(options: Mapping[str, Any]) -> HTTPLimits:
+    """The client limits; a timeout of 0 is none, an unset ``--max-connections`` the default
+    for this process's open-files limit."""
+    given: dict[str, Any] = {
+        "max_request_body": options["max-request-body"],
+        "header_timeout": options["header-timeout"] or None,
+        "body_timeout": options["body-timeout"] or None,
+    }
+    if options["max-connections"] is not None:
+        given["max_connections"] = options["max-connections"]
+    return HTTPLimits(**given)
 
 
 _Section = TypeVar("_Section", KeystoneSettings, SwiftSettings, S3Settings)
@@ -259,5 +285,6 @@ __all__ = [
     "count_limit",
     "positive_int",
     "read_secret",
+    "seconds",
     "storage_size",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python.usage import UsageError
 from twisted.web.server import Site
@@ -52,6 +52,10 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "keystone-project-domain": "default",
         "keystone-cache-seconds": 300.0,
         "shutdown-timeout": 30.0,
+        "max-request-body": 114_688,
+        "header-timeout": 60.0,
+        "body-timeout": 60.0,
+        "max-connections": None,
         "user-storage-quota": None,
         "image-count-total": None,
         "image-count-uploading": None,
@@ -131,8 +135,8 @@ def test_keystone_password_stays_out_of_the_options(tmp_path: Any, monkeypatch: 
     assert options.settings.keystone.password == "from-file"
 
 
-class ThreadedMemoryReactor(MemoryReactor):
-    """MemoryReactor plus callFromThread, which the stores' threads report back through."""
+class ThreadedMemoryReactor(MemoryReactorClock):
+    """MemoryReactorClock plus callFromThread, which the stores' threads report back through."""
 
     def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
         f(*args, **kwargs)
