@@ -55,6 +55,9 @@ class ReadOnlyImages:
     def recover(self, started_at: float) -> Deferred[Any]:
         return self.source.recover(started_at)  # type: ignore[no-any-return]
 
+    def sweep(self) -> Deferred[Any]:
+        return self.source.sweep()  # type: ignore[no-any-return]
+
 
 def mirror_resource(source: Any) -> Any:
     """A Twisted web resource serving ``source`` read-only (mount it in any ``Site``)."""

@@ -21,6 +21,8 @@ from twisted.logger import ILogObserver
 
 from .assembly import Assembly, assemble, authenticator
 from .logcontext import Logger
+from .recovery import Sweeper
+from .service import SWEEP_INTERVAL
 from .settings import Settings
 from .store.database import describe
 from .systemd import notify
@@ -168,6 +170,8 @@ def service_tree(settings: Settings, reactor: Any) -> MultiService:
     StoresService(
         parts, drain=lambda: api.drain(reactor, settings.shutdown_timeout)
     ).setServiceParent(top)
+    # Every node repairs what dead uploads leave (its own, or a silent node's), by itself.
+    Sweeper(parts.service.sweep, reactor, SWEEP_INTERVAL).setServiceParent(top)
     FreezeStartupObjects().setServiceParent(top)
     endpoint = serverFromString(reactor, settings.listen)
     Listener(endpoint, site, settings.listen, reactor, notify_ready=True).setServiceParent(top)

@@ -84,5 +84,18 @@ class StoreFailure(ImageServiceError):
     """A backing store could not do its part (disk full, store unreachable)."""
 
 
+class MetadataUnavailable(StoreFailure):
+    """
+    The metadata database cannot be reached or is locked by someone else: try again soon.
+
+    ``retry_after`` is the number of seconds clients are told to wait (``Retry-After``).
+    """
+
+    def __init__(self, detail: str, retry_after: int = 5) -> None:
+        super().__init__("The image metadata database is unavailable.")
+        self.detail = detail
+        self.retry_after = retry_after
+
+
 class Duplicate(Conflict):
     """A record with this identity exists already (metadata stores raise it on insert)."""

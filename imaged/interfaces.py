@@ -33,6 +33,7 @@ from .model import (
     Page,
     ProjectUsage,
     QuotaUsage,
+    SavingUpload,
     Scope,
     Scrubbed,
     Status,
@@ -129,6 +130,13 @@ class IImageService(Interface):
         that no image refers to.
         """
 
+    def sweep() -> Deferred[Scrubbed]:
+        """
+        One round of a running node's self-repair: its heartbeat recorded, images held
+        ``saving`` by dead uploads (its own or a silent node's) queued again, and now and then
+        old blobs no image refers to removed.
+        """
+
 
 class IMetadataStore(Interface):
     """
@@ -191,6 +199,17 @@ class IMetadataStore(Interface):
 
     def locations() -> Deferred[set[str]]:
         """The blob locations images still refer to."""
+
+    def heartbeat(node: str, at: datetime) -> Deferred[None]:
+        """Record that ``node`` (one imaged process) is alive at ``at`` (naive UTC)."""
+
+    def saving_uploads() -> Deferred[builtins.list[SavingUpload]]:
+        """Every (not deleted) image ``saving``, with its upload's node and that node's last
+        heartbeat."""
+
+    def forget_nodes(before: datetime) -> Deferred[int]:
+        """Drop the heartbeats of nodes not heard from since ``before``, holding no upload;
+        how many went."""
 
     def ping() -> Deferred[None]:
         """Fires when the database answers, fails when it cannot."""

@@ -62,6 +62,9 @@ def transition(
         raise BadRequest(
             "Properties disk_format, container_format must be set prior to saving data."
         )
+    if target is not Status.SAVING:
+        # Only a ``saving`` image is held by a node's upload.
+        changes = {"upload_node": None, **changes}
     if target is Status.QUEUED:
         changes = {
             "size": None,

@@ -147,10 +147,24 @@ class Image:
     tags: frozenset[str] = frozenset()
     properties: Mapping[str, str] = attrs.field(factory=dict)
     location: str | None = None
+    #: While ``saving``: the node (process) whose upload holds the image there, so that
+    #: recovery can tell a live upload from one whose node died (``SavingUpload``).
+    upload_node: str | None = None
 
     @property
     def has_data(self) -> bool:
         return self.location is not None and self.status in (Status.ACTIVE, Status.DEACTIVATED)
+
+
+@attrs.frozen
+class SavingUpload:
+    """An image ``saving``: whose upload holds it there, and when that node last spoke."""
+
+    image_id: str
+    node: str | None
+    updated_at: datetime
+    #: The node's last heartbeat; ``None`` if it never sent one (or was forgotten).
+    node_seen: datetime | None
 
 
 @attrs.frozen

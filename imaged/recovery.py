@@ -1,15 +1,24 @@
 """
 Repairing what an interrupted upload leaves: images stuck ``saving`` and bytes no image owns.
 
-A single node repairs itself at start (``recover``: nothing else can be uploading); a shared
-deployment repairs with ``imaged-manage scrub``, which only touches images that have not
-changed for a long time and blobs older than a margin, since other nodes may be mid-upload.
+A single node repairs itself at start (``recover``: nothing else can be uploading).  While
+running, every node repairs by itself (``release_dead_uploads`` on a timer, ``Sweeper``): each
+node's heartbeat is a row in the database and each ``saving`` image names the node whose upload
+holds it, so an image held by a node that stopped beating (killed, partitioned), or by this
+node with no upload of it running any more, goes back to ``queued`` with no operator.
+``imaged-manage scrub`` remains for an operator who wants it now.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Container
 from datetime import datetime
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 
 from .interfaces import IBlobStore, IMetadataStore
 from .logcontext import Logger
@@ -24,14 +33,18 @@ async def scrub(
     restore: Callable[[str], Awaitable[bool]],
     saving_since_before: datetime | None,
     blobs_before: float,
+    skip: Collection[str] = (),
 ) -> Scrubbed:
     """
     Images ``saving`` (with no change since ``saving_since_before``, when given) go back to
     ``queued`` through ``restore``; blobs stored before ``blobs_before`` (seconds since the
-    epoch) that no image refers to are deleted.
+    epoch) that no image refers to are deleted.  Images in ``skip`` (uploads this process is
+    running or repairing) are left alone, and so are their blobs.
     """
     reset: list[str] = []
     for image_id in await metadata.ids_with_status(Status.SAVING):
+        if image_id in skip:
+            continue
         if saving_since_before is not None:
             image = await metadata.get(image_id)
             if image is None or image.updated_at >= saving_since_before:
@@ -41,16 +54,99 @@ async def scrub(
             log.warn(
                 "upload of image {image_id} was interrupted; it is queued again", image_id=image_id
             )
+    removed = await remove_orphans(metadata, blobs, blobs_before, skip)
+    return Scrubbed(reset=reset, removed=removed)
+
+
+async def remove_orphans(
+    metadata: IMetadataStore,
+    blobs: IBlobStore,
+    blobs_before: float,
+    skip: Collection[str] = (),
+) -> list[str]:
+    """Delete the blobs stored before ``blobs_before`` that no image refers to (nor an image
+    in ``skip``, whose upload this process is running or repairing); return their locations."""
     # Blobs first, references second: a blob published after the listing is not looked
     # at, and one published before it is referenced by the time references are read
     # (uploads in progress now started after blobs_before, so their blobs are younger).
     candidates = await blobs.stored_before(blobs_before)
     referenced = await metadata.locations()
-    removed = [location for location in candidates if location not in referenced]
+    removed = [
+        location for location in candidates
+        if location not in referenced and not any(image_id in location for image_id in skip)
+    ]
     for location in removed:
         await blobs.delete(location)
         log.warn("removed image data no image refers to: {location}", location=location)
-    return Scrubbed(reset=reset, removed=removed)
+    return removed
 
 
-__all__ = ["scrub"]
+async def release_dead_uploads(
+    metadata: IMetadataStore,
+    restore: Callable[[str, str | None], Awaitable[bool]],
+    node: str,
+    running: Container[str],
+    stale_before: datetime,
+) -> list[str]:
+    """
+    Queue again the images whose upload is dead: held by ``node`` (this process) but not
+    ``running`` here, or held by a node whose last heartbeat is older than ``stale_before``
+    (or that never sent one).  Only images unchanged since ``stale_before`` are touched, so
+    an upload claimed a moment ago is never mistaken for a dead one.  ``restore`` re-checks,
+    inside its transaction, that the same node still holds the image.
+    """
+    reset: list[str] = []
+    for upload in await metadata.saving_uploads():
+        if upload.updated_at >= stale_before:
+            continue
+        if upload.node == node:
+            dead = upload.image_id not in running
+        else:
+            dead = upload.node_seen is None or upload.node_seen < stale_before
+        if dead and await restore(upload.image_id, upload.node):
+            reset.append(upload.image_id)
+            log.warn(
+                "upload of image {image_id} by {node} is dead; the image is queued again",
+                image_id=upload.image_id,
+                node=upload.node,
+            )
+    return reset
+
+
+class Sweeper(Service):
+    """
+    Runs ``sweep`` every ``interval`` seconds on ``clock`` while the daemon runs.  A failing
+    sweep (database down) is logged as one line and tried again at the next tick.
+    """
+
+    log = Logger(namespace="imaged.recovery")
+
+    def __init__(
+        self, sweep: Callable[[], Deferred[Any]], clock: IReactorTime, interval: float
+    ) -> None:
+        self._sweep = sweep
+        self._clock = clock
+        self.interval = interval
+        self._loop: LoopingCall | None = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        loop = LoopingCall(self._tick)
+        loop.clock = self._clock
+        loop.start(self.interval, now=False)
+        self._loop = loop
+
+    def _tick(self) -> Deferred[None]:
+        def failed(failure: Any) -> None:
+            self.log.warn("recovery sweep failed: {why}", why=failure.getErrorMessage())
+
+        return self._sweep().addCallbacks(lambda _: None, failed)
+
+    def stopService(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        super().stopService()  # type: ignore[no-untyped-call]
+
+
+__all__ = ["Sweeper", "release_dead_uploads", "remove_orphans", "scrub"]

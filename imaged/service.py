@@ -11,9 +11,11 @@ values.  Time comes from the injected clock.
 from __future__ import annotations
 
 import builtins
+import os
+import socket
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import attrs
 from twisted.internet.defer import Deferred, fail
@@ -49,12 +51,28 @@ from .model import (
 )
 from .patching import apply_changes, coerce_base
 from .quotas import Limits, Quotas
-from .recovery import scrub
+from .recovery import release_dead_uploads, remove_orphans, scrub
 from .uploads import Uploads
 
 
 def _nothing(_: object) -> None:
     """What operations that answer with nothing fire with."""
+
+
+#: How often a running node repairs (``ImageService.sweep``), in seconds.
+SWEEP_INTERVAL = 30.0
+#: A node silent for this long is dead, and so are its uploads (several missed heartbeats).
+UPLOAD_LEASE = 120.0
+#: Orphan blobs are looked for every this many sweeps (listing a remote store costs), and
+#: only those older than ``ORPHAN_MARGIN`` seconds: an upload's blob is published a moment
+#: before the transaction that makes its image refer to it.
+ORPHAN_SWEEPS = 10
+ORPHAN_MARGIN = 3600.0
+
+
+def node_name() -> str:
+    """A name for this process among those sharing a database: host, pid, and a nonce."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @implementer(IImageService)
@@ -71,6 +89,7 @@ class ImageService:
         limits: Limits = Limits(),
         require_format_match: bool = True,
         clock: IReactorTime | None = None,
+        node: str | None = None,
     ) -> None:
         self.metadata = metadata
         self.blobs = blobs
@@ -78,9 +97,12 @@ class ImageService:
         self.limits = limits
         self.guard = ImageGuard(metadata, clock if clock is not None else default_clock())
         self.quotas = Quotas(metadata, limits)
+        #: This process's name among the nodes sharing the database (see ``sweep``).
+        self.node = node if node is not None else node_name()
         self.uploads = Uploads(
-            self.guard, blobs, self.quotas, self.hash_algo, require_format_match
+            self.guard, blobs, self.quotas, self.hash_algo, require_format_match, self.node
         )
+        self._sweeps = 0
         self.members = Members(self.guard, self.quotas)
 
     # -- images ---------------------------------------------------------------------------
@@ -250,6 +272,30 @@ class ImageService:
     @deferred
     async def recover(self, started_at: float) -> Scrubbed:
         return await scrub(self.metadata, self.blobs, self.uploads.restore, None, started_at)
+
+    @deferred
+    async def sweep(self) -> Scrubbed:
+        """
+        One round of self-repair, run every ``SWEEP_INTERVAL`` seconds by the daemon: this
+        node's heartbeat, dead uploads (this node's or a silent node's) released, and every
+        ``ORPHAN_SWEEPS`` rounds, blobs no image has referred to for ``ORPHAN_MARGIN``
+        seconds removed.  See ``imaged.recovery``.
+        """
+        now = self.guard.now()
+        await self.metadata.heartbeat(self.node, now)
+        running = self.uploads.live | set(self.uploads.repairs)
+        reset = await release_dead_uploads(
+            self.metadata, self.uploads.restore, self.node, running,
+            now - timedelta(seconds=UPLOAD_LEASE),
+        )
+        self._sweeps += 1
+        removed: list[str] = []
+        if self._sweeps % ORPHAN_SWEEPS == 0:
+            removed = await remove_orphans(
+                self.metadata, self.blobs, self.guard.clock.seconds() - ORPHAN_MARGIN, running
+            )
+            await self.metadata.forget_nodes(now - timedelta(days=1))
+        return Scrubbed(reset=reset, removed=removed)
 
     @deferred
     async def scrub(self, saving_since_before: datetime, blobs_before: float) -> Scrubbed:

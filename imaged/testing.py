@@ -108,6 +108,7 @@ def memory_image_service(
     blobs: IBlobStore | None = None,
     clock: IReactorTime | None = None,
     require_format_match: bool = True,
+    node: str | None = None,
 ) -> ImageService:
     """
     The real ``ImageService`` over in-memory stores (or the ``metadata``/``blobs`` given),
@@ -120,6 +121,7 @@ def memory_image_service(
         limits,
         require_format_match=require_format_match,
         clock=clock,
+        node=node,
     )
 
 

@@ -5,11 +5,14 @@ An upload claims the image (``queued -> saving``, one transaction that also chec
 checks the project's quotas, streams the bytes into the blob store while the format inspector
 looks at them, and publishes the result (``saving -> active``) only if the image is still
 ``saving``.  Any failure puts the image back to ``queued`` and removes what was stored, so a
-client can simply try again.
+client can simply try again; when the metadata database is what failed, that repair is retried
+in the background until the database answers again (``_repair``).
 """
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.web.iweb import IBodyProducer
 
 from . import policy
@@ -21,6 +24,7 @@ from .errors import (
     Gone,
     ImageNotFound,
     InvalidImageData,
+    MetadataUnavailable,
     NotFound,
     RangeNotSatisfiable,
     TooLarge,
@@ -43,6 +47,11 @@ from .model import (
 from .quotas import Quotas, storage_quota_message
 from .streams import TeeProducer
 
+#: Seconds between attempts to repair an image after the metadata database failed, doubling
+#: up to the last; after ``REPAIR_ATTEMPTS`` the repair is left to the periodic recovery.
+REPAIR_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+REPAIR_ATTEMPTS = 40
+
 
 class Uploads:
     """Receiving and serving image data for the image service."""
@@ -56,6 +65,7 @@ class Uploads:
         quotas: Quotas,
         hash_algo: str,
         require_format_match: bool,
+        node: str = "local",
     ) -> None:
         self.guard = guard
         self.blobs = blobs
@@ -64,6 +74,12 @@ class Uploads:
         #: Glance's ``require_image_format_match``: refuse data that is not its disk_format.
         #: Unsafe images (backing files, external extents) are refused either way.
         self.require_format_match = require_format_match
+        #: Repairs waiting for the metadata database to come back, by image id.
+        self.repairs: dict[str, Deferred[None]] = {}
+        #: This process's name in the database: its uploads hold images ``saving`` under it.
+        self.node = node
+        #: Images this process is receiving data for right now.
+        self.live: set[str] = set()
 
     async def upload(
         self,
@@ -76,10 +92,22 @@ class Uploads:
         if size is not None and size > cap:
             raise TooLarge(f"Image size {size} exceeds the size cap of {cap} bytes.")
         saving = await self._claim(context, image_id)
+        self.live.add(image_id)
+        try:
+            return await self._receive(saving, producer, size)
+        finally:
+            self.live.discard(image_id)
+
+    async def _receive(
+        self, saving: Image, producer: IBodyProducer, size: int | None
+    ) -> Image:
+        """The rest of ``upload`` once the image is ``saving`` under this node."""
+        image_id = saving.id
+        cap = self.quotas.limits.image_size_cap
         try:
             allowance = await self.quotas.upload_allowance(saving.owner, size)
         except Exception:  # not GeneratorExit: a coroutine being closed must not await
-            await self.restore(image_id)
+            await self._abandon(image_id, None)
             raise
         limit = cap if allowance is None else min(cap, allowance)
         self.log.info("receiving data for image {image_id}", image_id=image_id)
@@ -91,17 +119,23 @@ class Uploads:
         try:
             blob = await self.blobs.write(image_id, producer, self.hash_algo, limit)
         except Exception as e:
-            await self.restore(image_id)
+            await self._abandon(image_id, None)
             self.log.warn(
                 "upload of image {image_id} failed: {why}", image_id=image_id, why=str(e)
             )
             if isinstance(e, TooLarge) and allowance is not None and allowance < cap:
                 raise TooLarge(storage_quota_message(None, allowance)) from None
             raise
-        if size is not None and blob.size != size:
-            await self._discard(image_id, blob.location)
-            raise BadRequest(f"Image data was {blob.size} bytes but {size} bytes were declared.")
-        virtual_size = await self._inspected_size(saving, blob, inspector)
+        # The bytes are stored: from here on, any failure must remove them and queue the image.
+        try:
+            if size is not None and blob.size != size:
+                raise BadRequest(
+                    f"Image data was {blob.size} bytes but {size} bytes were declared."
+                )
+            virtual_size = self._inspected_size(saving, blob, inspector)
+        except Exception:
+            await self._abandon(image_id, blob.location)
+            raise
         return await self._publish(image_id, blob, virtual_size)
 
     async def _claim(self, context: RequestContext, image_id: str) -> Image:
@@ -113,14 +147,16 @@ class Uploads:
                     f"Image status transition from {image.status.value} to saving is not "
                     "allowed: image data can only be uploaded to a queued image."
                 )
-            return transition(image, Status.SAVING, Conflict, self.guard.now())
+            return transition(
+                image, Status.SAVING, Conflict, self.guard.now(), upload_node=self.node
+            )
 
         change = await self.guard.modify(
             context, image_id, "upload data to", start, "start_upload"
         )
         return change.after
 
-    async def _inspected_size(
+    def _inspected_size(
         self, saving: Image, blob: StoredBlob, inspector: FormatInspector | None
     ) -> int | None:
         """The virtual size, once the data proved to be what ``saving`` declares."""
@@ -135,7 +171,6 @@ class Uploads:
             inspection.problem(declared) if self.require_format_match else inspection.unsafe
         )
         if problem is not None:
-            await self._discard(saving.id, blob.location)
             self.log.warn(
                 "refused data for image {image_id}: {problem}", image_id=saving.id, problem=problem
             )
@@ -148,7 +183,9 @@ class Uploads:
         """``saving -> active`` with the data's attributes, unless the image moved on."""
 
         def finish(image: Image, _member: Member | None) -> Image:
-            if image.status is not Status.SAVING:
+            if image.status is not Status.SAVING or image.upload_node != self.node:
+                # Deleted, or released by recovery as dead (this node was silent too long)
+                # and perhaps claimed by another upload since.
                 raise Gone(f"Image {image_id} changed status during upload.")
             return transition(
                 image,
@@ -166,8 +203,20 @@ class Uploads:
         try:
             change = await self.guard.metadata.modify(image_id, finish, name="finish_upload")
         except (Gone, ImageNotFound):
-            await self.delete_blob(image_id, blob.location)
+            current = await self.guard.metadata.get(image_id)
+            if current is None or (
+                current.status is not Status.SAVING and current.location != blob.location
+            ):
+                await self.delete_blob(image_id, blob.location)
+            # else another upload holds the image now, and may have published to the same
+            # location: the orphan sweep removes the bytes if nothing refers to them.
             raise Gone(f"Image {image_id} was deleted during upload.") from None
+        except MetadataUnavailable:
+            # Whether the commit happened is unknown (the connection may have gone during
+            # it): the repair reads the image once the database answers, and keeps the bytes
+            # if the image did become active with them.
+            self._repair_later(image_id, blob.location)
+            raise
         self.log.info(
             "image {image_id} is active: {size} bytes, {algo} {digest}",
             image_id=image_id,
@@ -177,21 +226,77 @@ class Uploads:
         )
         return change.after
 
-    async def _discard(self, image_id: str, location: str) -> None:
-        """Drop bytes the upload stored but may not keep, and queue the image again."""
-        await self.delete_blob(image_id, location)
-        await self.restore(image_id)
+    async def _abandon(self, image_id: str, location: str | None) -> None:
+        """
+        After a failed upload: the bytes stored at ``location`` (if any) removed, the image
+        ``queued`` again.  If the metadata database is unavailable, the repair goes on in the
+        background and the caller reports its own failure at once.
+        """
+        if location is not None:
+            await self.delete_blob(image_id, location)
+        try:
+            await self.restore(image_id)
+        except MetadataUnavailable:
+            self._repair_later(image_id, None)
 
-    async def restore(self, image_id: str) -> bool:
+    def _repair_later(self, image_id: str, location: str | None) -> None:
+        """Retry ``_repair`` until the database answers (see ``REPAIR_DELAYS``)."""
+        if image_id in self.repairs:
+            return
+        done = ensureDeferred(self._repair_with_retries(image_id, location))
+        self.repairs[image_id] = done
+
+        def forget(_: object) -> None:
+            self.repairs.pop(image_id, None)
+
+        done.addBoth(forget)
+
+    async def _repair_with_retries(self, image_id: str, location: str | None) -> None:
+        self.log.warn(
+            "image {image_id} will be repaired when the metadata database answers again",
+            image_id=image_id,
+        )
+        for attempt in range(REPAIR_ATTEMPTS):
+            delay = REPAIR_DELAYS[min(attempt, len(REPAIR_DELAYS) - 1)]
+            await deferLater(self.guard.clock, delay, lambda: None)
+            try:
+                await self._repair(image_id, location)
+            except MetadataUnavailable:
+                continue
+            except Exception:
+                self.log.failure("repairing image {image_id} failed", image_id=image_id)
+                return
+            self.log.info("image {image_id} repaired after a failed upload", image_id=image_id)
+            return
+        self.log.error(
+            "image {image_id} could not be repaired; recovery will queue it again",
+            image_id=image_id,
+        )
+
+    async def _repair(self, image_id: str, location: str | None) -> None:
+        """
+        Make an interrupted upload's outcome whole: an image still ``saving`` goes back to
+        ``queued``; bytes at ``location`` are kept only if the image became active with them.
+        """
+        image = await self.guard.metadata.get(image_id)
+        if image is not None and image.status is Status.ACTIVE and image.location == location:
+            return  # the publishing commit did happen
+        # Bytes first, then the state: once the image is queued, a new upload may claim it.
+        if location is not None:
+            await self.delete_blob(image_id, location)
+        if image is not None and image.status is Status.SAVING:
+            await self.restore(image_id)
+
+    async def restore(self, image_id: str, node: str | None = None) -> bool:
         """
         Put an image whose upload failed back to ``queued`` (Glance v2's ``_restore``).
 
-        Checked inside the transaction: only an image still ``saving`` is changed.
-        Returns whether it was.
+        Checked inside the transaction: only an image still ``saving`` is changed (and, with
+        ``node``, only if that node's upload still holds it).  Returns whether it was.
         """
 
         def back(image: Image, _member: Member | None) -> Image:
-            if image.status is Status.SAVING:
+            if image.status is Status.SAVING and (node is None or image.upload_node == node):
                 return transition(image, Status.QUEUED, Conflict, self.guard.now())
             return image
 

@@ -256,6 +256,36 @@ async def test_status_and_location_queries(store: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_upload_leases(store: Any) -> None:
+    later = NOW + timedelta(seconds=90)
+    await store.heartbeat("node-a", NOW)
+    await store.heartbeat("node-a", later)  # a second beat updates the first
+    await store.heartbeat("node-b", NOW)
+    held = await store.insert(make(status=Status.SAVING, upload_node="node-a"))
+    orphaned = await store.insert(make(status=Status.SAVING, upload_node="node-gone"))
+    unnamed = await store.insert(make(status=Status.SAVING))
+    await store.insert(make(status=Status.QUEUED))
+    uploads = {u.image_id: u for u in await store.saving_uploads()}
+    assert set(uploads) == {held.id, orphaned.id, unnamed.id}
+    assert (uploads[held.id].node, uploads[held.id].node_seen) == ("node-a", later)
+    assert uploads[held.id].updated_at == held.updated_at
+    assert (uploads[orphaned.id].node, uploads[orphaned.id].node_seen) == ("node-gone", None)
+    assert (uploads[unnamed.id].node, uploads[unnamed.id].node_seen) == (None, None)
+    # Leaving ``saving`` forgets the node.
+    change = await store.modify(
+        held.id, lambda i, _: attrs.evolve(i, status=Status.QUEUED, upload_node=None))
+    assert change.after.upload_node is None
+    assert (await store.get(held.id)).upload_node is None
+    # Silent nodes are forgotten, unless an image still names them.
+    await store.modify(unnamed.id, lambda i, _: attrs.evolve(i, upload_node="node-b"))
+    assert await store.forget_nodes(later) == 0  # node-b holds an upload; node-a is fresh
+    await store.modify(unnamed.id, lambda i, _: attrs.evolve(i, status=Status.QUEUED,
+                                                               upload_node=None))
+    assert await store.forget_nodes(later) == 1
+    assert await store.forget_nodes(later + timedelta(seconds=1)) == 1  # node-a
+
+
+@pytest_twisted.ensureDeferred
 async def test_members(store: Any) -> None:
     image = await store.insert(make())
     now = NOW

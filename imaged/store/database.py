@@ -1,10 +1,12 @@
 """
 The metadata database itself: engines tuned per dialect, Alembic migrations, URLs fit for logs.
 
-SQLite gets one connection, WAL, a busy timeout and ``BEGIN IMMEDIATE`` for writes, so that
-concurrent creates never fail with "database is locked".  PostgreSQL goes through psycopg 3
-with a small pool.  An embedded SQLite database is migrated by the node that owns it; a server
-database only by ``imaged-manage db upgrade`` (``schema_revision`` tells whether it was).
+SQLite gets one writing connection, WAL, a short busy timeout and ``BEGIN IMMEDIATE`` for
+writes, so that concurrent creates never fail with "database is locked", and separate reading
+connections that WAL lets go on while another process holds the write lock.  PostgreSQL goes
+through psycopg 3 with a small pool.  An embedded SQLite database is migrated by the node that
+owns it; a server database only by ``imaged-manage db upgrade`` (``schema_revision`` tells
+whether it was).
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ _MIGRATIONS = "imaged.store:migrations"
 
 #: Threads (and so connections) a server database gets per imaged process.
 POOL_SIZE = 4
+
+#: Reading connections (and threads) a SQLite file gets besides its one writer.
+SQLITE_READERS = 2
+
+#: How long a SQLite statement waits for another process's lock before the request answers
+#: 503: long enough for any transaction of ours (milliseconds), short enough that a client
+#: hears "try again" in seconds rather than hanging behind an outside ``.backup``.
+SQLITE_BUSY_TIMEOUT = 5.0
 
 #: The execution option that makes a SQLite transaction ``BEGIN IMMEDIATE``.
 WRITE = "imaged_write"
@@ -65,39 +75,51 @@ def check_schema(engine: Engine, url: str) -> None:
         )
 
 
-def make_engine(url: str) -> Engine:
+def is_memory(url: str) -> bool:
+    """Whether ``url`` is a SQLite database in this process's memory."""
+    return url in ("sqlite://", "sqlite:///:memory:")
+
+
+def make_engine(
+    url: str, readers: int = 0, busy_timeout: float = SQLITE_BUSY_TIMEOUT
+) -> Engine:
     """
     An engine for ``url``, tuned for imaged's use of it.
 
-    SQLite: a single shared connection (one writer thread uses it), WAL so readers in other
-    processes are not blocked, a 30 s busy timeout, foreign keys on, and transactions that we
-    begin ourselves so that writes can ``BEGIN IMMEDIATE``.
+    SQLite: a single shared connection (one writer thread uses it), WAL so readers are not
+    blocked, a short busy timeout, foreign keys on, and transactions that we begin ourselves
+    so that writes can ``BEGIN IMMEDIATE``; with ``readers``, a pool of that many read-only
+    connections to the same file instead.
     """
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, readers, busy_timeout)
     # PostgreSQL through psycopg 3 (SQLAlchemy's default driver for the scheme is psycopg2).
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=0)
 
 
-def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(
-        url,
-        poolclass=StaticPool,
-        connect_args={"check_same_thread": False, "timeout": 30},
-    )
-    memory = url in ("sqlite://", "sqlite:///:memory:")
+def _sqlite_engine(url: str, readers: int, busy_timeout: float) -> Engine:
+    connect_args = {"check_same_thread": False, "timeout": busy_timeout}
+    if readers:
+        engine = create_engine(
+            url, pool_size=readers, max_overflow=0, connect_args=connect_args
+        )
+    else:
+        engine = create_engine(url, poolclass=StaticPool, connect_args=connect_args)
+    memory = is_memory(url)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
-        if not memory:
+        if not memory and not readers:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        if readers:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -121,10 +143,13 @@ def describe(engine_url: str) -> str:
 
 __all__ = [
     "POOL_SIZE",
+    "SQLITE_BUSY_TIMEOUT",
+    "SQLITE_READERS",
     "WRITE",
     "SchemaOutOfDate",
     "check_schema",
     "describe",
+    "is_memory",
     "make_engine",
     "schema_revision",
     "upgrade_schema",

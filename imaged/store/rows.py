@@ -49,6 +49,7 @@ IMAGE_COLUMNS = (
     "os_hash_algo",
     "os_hash_value",
     "location",
+    "upload_node",
     "created_at",
     "updated_at",
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import functools
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -20,13 +21,22 @@ from typing import TypeVar
 
 from sqlalchemy import case, delete, false, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from zope.interface import implementer
 
 from .. import metrics
-from ..errors import BadRequest, Duplicate, ImageNotFound, NotFound
+from ..errors import (
+    BadRequest,
+    Duplicate,
+    ImageNotFound,
+    ImageServiceError,
+    MetadataUnavailable,
+    NotFound,
+    TooLarge,
+)
 from ..interfaces import IMetadataStore
 from ..logcontext import Logger
 from ..model import (
@@ -38,12 +48,21 @@ from ..model import (
     Mutation,
     Page,
     ProjectUsage,
+    SavingUpload,
     Scope,
     Status,
     Visibility,
 )
 from ..threads import InlineRunner, Runner, ThreadRunner
-from .database import POOL_SIZE, WRITE, check_schema, make_engine, upgrade_schema
+from .database import (
+    POOL_SIZE,
+    SQLITE_READERS,
+    WRITE,
+    check_schema,
+    is_memory,
+    make_engine,
+    upgrade_schema,
+)
 from .queries import ListQuery
 from .rows import (
     DriverStatements,
@@ -54,12 +73,17 @@ from .rows import (
     write_properties,
     write_tags,
 )
-from .tables import image_members, images
+from .tables import image_members, images, nodes
 
 T = TypeVar("T")
 
 #: A transaction slower than this, queueing included, is logged with its name.
 SLOW_TRANSACTION = 1.0
+
+
+def _when(value: datetime | str) -> datetime:
+    """A stored timestamp (SQLite's driver returns the text it stored)."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 @functools.cache
@@ -80,6 +104,42 @@ def _migrated_template() -> sqlite3.Connection:
     return template
 
 
+def _driver_errors() -> tuple[type[Exception], ...]:
+    """The drivers' own error bases (statements run on raw connections raise them unwrapped)."""
+    kinds: list[type[Exception]] = [sqlite3.Error]
+    psycopg = sys.modules.get("psycopg")  # only loaded when a PostgreSQL store is open
+    if psycopg is not None:
+        kinds.append(psycopg.Error)
+    return tuple(kinds)
+
+
+def database_trouble(error: BaseException, write: bool) -> ImageServiceError | None:
+    """
+    What a driver error means to a client, or ``None`` for errors that are not the database's.
+
+    A full disk is a 413 for writes, as a full image store is; values the database cannot
+    hold (the wire layer refuses them first; this is the net under it) are a 400; everything
+    else (connection refused or lost, a lock held too long, a pool exhausted) is the database
+    being unavailable: 503 with ``Retry-After``, never 500.
+    """
+    kind_of: BaseException = error
+    if isinstance(error, DBAPIError) and isinstance(error.orig, BaseException):
+        kind_of = error.orig
+    text = str(kind_of)
+    if isinstance(error, IntegrityError):
+        return None  # a constraint: the transaction's own business (Duplicate, ...)
+    if isinstance(error, (DataError, OverflowError, UnicodeEncodeError)) or (
+        isinstance(error, ValueError) and "NUL" in text
+    ) or type(kind_of).__name__ in ("DataError", "NumericValueOutOfRange"):
+        return BadRequest("The request contains a value the image metadata database cannot store.")
+    if isinstance(error, (DBAPIError, PoolTimeout, *_driver_errors())):
+        lowered = text.lower()
+        if write and ("disk is full" in lowered or "no space left" in lowered):
+            return TooLarge("The image metadata database is full.")
+        return MetadataUnavailable(text.splitlines()[0] if text else type(kind_of).__name__)
+    return None
+
+
 @implementer(IMetadataStore)
 class SQLMetadataStore:
     """
@@ -91,9 +151,20 @@ class SQLMetadataStore:
 
     log = Logger()
 
-    def __init__(self, engine: Engine, runner: Runner) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        runner: Runner,
+        read_engine: Engine | None = None,
+        read_runner: Runner | None = None,
+    ) -> None:
         self._engine = engine
         self._runner = runner
+        #: Where reads go: the same as writes, except for a SQLite file, whose readers have
+        #: connections and threads of their own so that they never queue behind a writer that
+        #: waits for another process's lock (WAL lets them read meanwhile).
+        self._read_engine = read_engine if read_engine is not None else engine
+        self._read_runner = read_runner if read_runner is not None else runner
         self._rows = DriverStatements(engine.dialect)
         self.dialect: str = engine.dialect.name
 
@@ -109,9 +180,16 @@ class SQLMetadataStore:
         except Exception:
             engine.dispose()
             raise
+        if engine.dialect.name != "sqlite":
+            return cls(engine, ThreadRunner(reactor, POOL_SIZE, "imaged-db"))
         # SQLite takes one writer at a time: one thread keeps it free of lock contention.
-        size = 1 if engine.dialect.name == "sqlite" else POOL_SIZE
-        return cls(engine, ThreadRunner(reactor, size, "imaged-db"))
+        writer = ThreadRunner(reactor, 1, "imaged-db")
+        if is_memory(url):
+            return cls(engine, writer)
+        readers = make_engine(url, readers=SQLITE_READERS)
+        return cls(
+            engine, writer, readers, ThreadRunner(reactor, SQLITE_READERS, "imaged-db-read")
+        )
 
     @classmethod
     def in_memory(cls, copy_of: SQLMetadataStore | None = None) -> SQLMetadataStore:
@@ -139,14 +217,29 @@ class SQLMetadataStore:
     ) -> Deferred[T]:
         """Run ``fn`` in one transaction in the database thread, timed under ``name``."""
 
-        def txn() -> T:
-            with self._engine.connect() as connection:
-                if write:
-                    connection = connection.execution_options(**{WRITE: True})
-                with connection.begin():
-                    return fn(connection)
+        engine = self._engine if write else self._read_engine
 
-        done = self._runner.run(txn)
+        def txn() -> T:
+            try:
+                with engine.connect() as connection:
+                    if write:
+                        connection = connection.execution_options(**{WRITE: True})
+                    with connection.begin():
+                        return fn(connection)
+            except ImageServiceError:
+                raise
+            except Exception as e:
+                meaning = database_trouble(e, write)
+                if meaning is None:
+                    raise
+                if not isinstance(meaning, BadRequest):
+                    self.log.warn(
+                        "database transaction {transaction} failed: {detail}",
+                        transaction=name, detail=str(e).splitlines()[0] if str(e) else repr(e),
+                    )
+                raise meaning from e
+
+        done = (self._runner if write else self._read_runner).run(txn)
         if done.called:  # run inline (in-memory store): nothing worth measuring
             return done
         began = time.monotonic()  # just queued: the queueing is measured too
@@ -317,6 +410,45 @@ class SQLMetadataStore:
 
         return self._transaction("image_locations", txn)
 
+    def heartbeat(self, node: str, at: datetime) -> Deferred[None]:
+        def txn(connection: Connection) -> None:
+            updated = connection.execute(
+                update(nodes).where(nodes.c.id == node).values(heartbeat_at=at)
+            )
+            if not updated.rowcount:
+                connection.execute(insert(nodes).values(id=node, heartbeat_at=at))
+
+        return self._transaction("heartbeat", txn, write=True)
+
+    def saving_uploads(self) -> Deferred[builtins.list[SavingUpload]]:
+        def txn(connection: Connection) -> builtins.list[SavingUpload]:
+            statement = (
+                select(images.c.id, images.c.upload_node, images.c.updated_at,
+                       nodes.c.heartbeat_at)
+                .select_from(images.outerjoin(nodes, nodes.c.id == images.c.upload_node))
+                .where(images.c.status == Status.SAVING.value, images.c.deleted == false())
+                .order_by(images.c.id)
+            )
+            return [
+                SavingUpload(image_id=row[0], node=row[1], updated_at=_when(row[2]),
+                             node_seen=_when(row[3]) if row[3] is not None else None)
+                for row in connection.execute(statement)
+            ]
+
+        return self._transaction("saving_uploads", txn)
+
+    def forget_nodes(self, before: datetime) -> Deferred[int]:
+        def txn(connection: Connection) -> int:
+            holding = select(images.c.upload_node).where(
+                images.c.status == Status.SAVING.value, images.c.upload_node.is_not(None)
+            )
+            statement = delete(nodes).where(
+                nodes.c.heartbeat_at < before, nodes.c.id.not_in(holding)
+            )
+            return int(connection.execute(statement).rowcount)
+
+        return self._transaction("forget_nodes", txn, write=True)
+
     def ping(self) -> Deferred[None]:
         def txn(connection: Connection) -> None:
             connection.exec_driver_sql("SELECT 1").scalar()
@@ -326,6 +458,9 @@ class SQLMetadataStore:
     def close(self) -> Deferred[None]:
         self._runner.stop()
         self._engine.dispose()
+        if self._read_engine is not self._engine:
+            self._read_runner.stop()
+            self._read_engine.dispose()
         return succeed(None)
 
 

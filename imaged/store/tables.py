@@ -45,6 +45,7 @@ images = Table(
     Column("os_hash_algo", String(64), nullable=True),
     Column("os_hash_value", String(128), nullable=True),
     Column("location", Text, nullable=True),
+    Column("upload_node", String(64), nullable=True),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
@@ -99,4 +100,13 @@ image_members = Table(
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     Index("ix_image_members_member_status", "member", "status"),
+)
+
+#: Every imaged process that shares the database, with its last heartbeat: an upload whose
+#: node has not been heard from for a while is dead, and recovery queues its image again.
+nodes = Table(
+    "imaged_nodes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("heartbeat_at", DateTime, nullable=False),
 )

@@ -168,6 +168,8 @@ def render_failure(request: IRequest, failure: Failure) -> bytes:
             headers["Content-Range"] = f"bytes */{error.size}"
         if isinstance(error, errors.Unauthorized) and error.challenge:
             headers["WWW-Authenticate"] = error.challenge
+        if isinstance(error, errors.MetadataUnavailable):
+            headers["Retry-After"] = str(error.retry_after)
         if code >= 500:
             log.error("request failed: {message}", message=error.message)
             metrics.STORE_ERRORS.labels(type(error).__name__).inc()
