@@ -64,6 +64,11 @@ SETTABLE = frozenset(
 #: Largest value the integer columns hold (min_disk, min_ram).
 MAX_INT = 2**31 - 1
 
+#: The longest extra-property value, in UTF-8 bytes: what Glance's ``image_properties.value``
+#: column holds on MySQL (TEXT), so that anything imaged stores, any database Glance runs on
+#: can hold (see the adoption path) and every show and list stays small.
+MAX_PROPERTY_VALUE = 65535
+
 _BASE_PROPERTIES: dict[str, Any] = {
     "id": {"type": "string", "pattern": UUID_PATTERN, "description": "An identifier for the image"},
     "name": {
@@ -328,11 +333,18 @@ def validate_image_attributes(attributes: Mapping[str, Any]) -> None:
 
     Raises ``BadRequest`` naming the first violation.
     """
-    for key in attributes:
+    for key, value in attributes.items():
         if len(key) > 255:
             raise BadRequest(
                 "Provided object does not match schema 'image': "
                 f"property name '{key[:32]}...' is longer than 255 characters"
+            )
+        if isinstance(value, str) and len(value) > MAX_PROPERTY_VALUE // 4 and (
+            len(value.encode("utf-8", "surrogatepass")) > MAX_PROPERTY_VALUE
+        ):
+            raise BadRequest(
+                "Provided object does not match schema 'image': "
+                f"the value of '{key[:32]}' is longer than {MAX_PROPERTY_VALUE} bytes"
             )
     error = next(iter(sorted(_IMAGE_VALIDATOR.iter_errors(dict(attributes)), key=str)), None)
     if error is not None:

@@ -217,6 +217,10 @@ class Uploads:
             # if the image did become active with them.
             self._repair_later(image_id, blob.location)
             raise
+        except Exception:
+            # Refused (a value the database cannot hold, say): nothing was written.
+            await self._abandon(image_id, blob.location)
+            raise
         self.log.info(
             "image {image_id} is active: {size} bytes, {algo} {digest}",
             image_id=image_id,

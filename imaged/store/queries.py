@@ -35,7 +35,7 @@ from .rows import ENUM_COLUMNS, IMAGE_COLUMNS, IMAGE_SELECT
 from .tables import image_members, image_properties, image_tags, images
 
 #: Columns a list may filter on (``Condition.field``).
-FILTER_COLUMNS = frozenset(IMAGE_COLUMNS) - {"location"}
+FILTER_COLUMNS = frozenset(IMAGE_COLUMNS) - {"location", "upload_node"}
 
 _NULLABLE_SORT_KEYS = frozenset({"name", "container_format", "disk_format", "size"})
 
@@ -71,11 +71,16 @@ def _sql_value(field: str, value: object) -> object:
     return value
 
 
+_LAST_SECOND = datetime.max.replace(microsecond=0)
+
+
 def _time_clause(column: Column[Any], op: Compare, value: datetime) -> ColumnElement[bool]:
     """Timestamps compare at whole seconds, as they are shown: ``eq:T`` matches anything
     shown as ``T``, ``gt:T`` anything shown later than ``T``."""
     start = value.replace(microsecond=0)
-    end = start + timedelta(seconds=1)
+    # The last second there is (9999-12-31T23:59:59) has no next one: it ends at the last
+    # microsecond, which only a timestamp in that very microsecond would miss.
+    end = start + timedelta(seconds=1) if start < _LAST_SECOND else datetime.max
     return {
         Compare.EQ: and_(column >= start, column < end),
         Compare.NEQ: or_(column < start, column >= end),

@@ -24,6 +24,7 @@ from ..model import (
     SortKey,
     VisibilityFilter,
 )
+from ..schemas import MAX_INT
 
 _EXACT_FILTERS = ("name", "id", "status", "container_format", "disk_format")
 _TIME_FILTERS = ("created_at", "updated_at")
@@ -59,10 +60,12 @@ def _parse_time(text: str) -> datetime:
         candidate = candidate[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(candidate)
-    except ValueError:
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        # OverflowError: a valid time whose UTC lies outside years 1-9999, which neither
+        # Python nor the databases hold (9999-12-31T23:59:59-01:00).
         raise BadRequest(f"Invalid timestamp '{text}': expected ISO 8601.") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed
 
 
@@ -73,13 +76,20 @@ def _time_condition(field: str, value: str) -> Condition:
     return Condition(field, Compare.EQ, _parse_time(value))
 
 
-def _int(name: str, value: str, minimum: int = 0) -> int:
+#: The largest value of the columns integer filters compare with: sizes are 64-bit, the
+#: ``min_*`` columns 32-bit (as Glance's).  A larger filter value is a 400, not a driver error.
+MAX_SIZE = 2**63 - 1
+
+
+def _int(name: str, value: str, minimum: int = 0, maximum: int = MAX_SIZE) -> int:
     try:
         number = int(value)
     except ValueError:
         raise BadRequest(f"{name} param must be an integer") from None
     if number < minimum:
         raise BadRequest(f"{name} param must be positive")
+    if number > maximum:
+        raise BadRequest(f"{name} param must be at most {maximum}")
     return number
 
 
@@ -203,7 +213,7 @@ def decode_query(
         elif key in _PLAIN_COLUMN_FILTERS:
             conditions.append(Condition(key, Compare.EQ, value))
         elif key in _INT_COLUMN_FILTERS:
-            conditions.append(Condition(key, Compare.EQ, _int(key, value)))
+            conditions.append(Condition(key, Compare.EQ, _int(key, value, maximum=MAX_INT)))
         else:
             properties[key] = value
     return ImageQuery(
@@ -234,11 +244,16 @@ def page_links(
 
 
 def decode_params(args: Mapping[bytes, Iterable[bytes]]) -> dict[str, list[str]]:
-    """Twisted's ``request.args`` as text, or a 400 for bytes that are not UTF-8."""
+    """Twisted's ``request.args`` as text, or a 400 for bytes that are not UTF-8 or hold a NUL
+    (no database stores it; PostgreSQL refuses it outright)."""
     try:
-        return {
+        params = {
             key.decode("utf-8"): [v.decode("utf-8") for v in values]
             for key, values in args.items()
         }
     except UnicodeDecodeError:
         raise BadRequest("Query parameters must be UTF-8.") from None
+    for key, values in params.items():
+        if "\x00" in key or any("\x00" in value for value in values):
+            raise BadRequest("Query parameters may not contain NUL characters.")
+    return params

@@ -23,7 +23,7 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Rule
+from werkzeug.routing import Rule, UnicodeConverter, ValidationError
 from zope.interface import implementer
 
 from ..logcontext import run_for_request
@@ -99,14 +99,31 @@ def _label(rule: Rule) -> str:
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
 
 
+class SegmentConverter(UnicodeConverter):
+    """
+    A path segment (``<image_id>``, ``<tag>``, ...) that a database can store: one holding a
+    NUL (``%00``) matches no route (404), so no handler ever passes one to a store.  (Bytes
+    that are not UTF-8, lone surrogates among them, never get this far: Klein refuses them.)
+    """
+
+    def to_python(self, value: str) -> str:
+        if "\x00" in value:
+            raise ValidationError()
+        return value
+
+
 class RoutedKlein(Klein):
     """
     A Klein app that notes on each request which route served it (``imaged_route``): every
     rule gets an endpoint of its own (the handler's name and the rule), so the endpoint Klein
-    executes names the rule it matched.
+    executes names the rule it matched.  Its path arguments are ``SegmentConverter``s.
     """
 
     _labels: dict[str, str] | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.url_map.converters["default"] = SegmentConverter
 
     def route(self, url: str, *args: Any, **kwargs: Any) -> Callable[[F], F]:
         def register(handler: F) -> F:

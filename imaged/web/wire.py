@@ -106,19 +106,68 @@ def encode_json(document: Any) -> bytes:
 # -- request bodies ---------------------------------------------------------------------------
 
 
+#: How deeply a request document may nest.  Glance's deepest is a patch value inside an
+#: operation inside the list (3); extra properties are strings.  Parsing and validating
+#: recurse, so a bound is what keeps ``[[[[...`` a 400 and not a RecursionError.
+MAX_DEPTH = 32
+
+
 def decode_json(body: bytes) -> Any:
-    """A JSON body, regardless of Content-Type (as Glance), or a 400 in Glance's words."""
+    """
+    A JSON body, regardless of Content-Type (as Glance), or a 400 in Glance's words; every
+    string in it storable (see ``check_storable``).
+    """
     if not body.strip():
         raise BadRequest("Body expected in request.")
     try:
         document = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise BadRequest("Request body is not valid UTF-8.") from None
+    except RecursionError:
+        raise BadRequest(f"JSON in request body is nested deeper than {MAX_DEPTH}.") from None
     except ValueError:
         raise BadRequest("Malformed JSON in request body.") from None
     if not isinstance(document, (dict, list)):
         raise BadRequest("Unexpected body type. Expected list/dict.")
+    check_storable(document)
     return document
+
+
+def check_storable(document: Any) -> None:
+    """
+    Refuse (400) a decoded document no database can store the strings of: lone UTF-16
+    surrogates (JSON may escape them, ``"\\ud800"``, UTF-8 cannot encode them) and NUL
+    characters (PostgreSQL's text refuses them); or that nests deeper than ``MAX_DEPTH``.
+    Checked here, once, so SQLite and PostgreSQL give the same answer.  Iterative: the
+    document may be as deep as the parser allowed.
+    """
+    pending: list[tuple[Any, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict):
+            if depth > MAX_DEPTH:
+                raise BadRequest(f"JSON in request body is nested deeper than {MAX_DEPTH}.")
+            for key, item in value.items():
+                _check_text(key)
+                pending.append((item, depth + 1))
+        elif isinstance(value, list):
+            if depth > MAX_DEPTH:
+                raise BadRequest(f"JSON in request body is nested deeper than {MAX_DEPTH}.")
+            pending.extend((item, depth + 1) for item in value)
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise BadRequest("Strings in the request may not contain NUL characters.")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(
+                "Strings in the request may not contain lone UTF-16 surrogates."
+            ) from None
 
 
 def _check_settable_key(key: str) -> None:
