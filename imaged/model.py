@@ -147,8 +147,9 @@ class Image:
     tags: frozenset[str] = frozenset()
     properties: Mapping[str, str] = attrs.field(factory=dict)
     location: str | None = None
-    #: While ``saving``: the node (process) whose upload holds the image there, so that
-    #: recovery can tell a live upload from one whose node died (``SavingUpload``).
+    #: While ``saving``: the claim of the upload that holds the image there, ``<node>#<nonce>``
+    #: (the node is one imaged process), so that recovery can tell a live upload from one
+    #: whose node died, and a finishing upload can tell it still holds the image.
     upload_node: str | None = None
 
     @property
@@ -156,15 +157,24 @@ class Image:
         return self.location is not None and self.status in (Status.ACTIVE, Status.DEACTIVATED)
 
 
+def claim_node(claim: str) -> str:
+    """The node of an upload's claim (``<node>#<nonce>``)."""
+    return claim.partition("#")[0]
+
+
 @attrs.frozen
 class SavingUpload:
-    """An image ``saving``: whose upload holds it there, and when that node last spoke."""
+    """An image ``saving``: the claim of the upload holding it, and when its node last spoke."""
 
     image_id: str
-    node: str | None
+    claim: str | None
     updated_at: datetime
-    #: The node's last heartbeat; ``None`` if it never sent one (or was forgotten).
+    #: The claim's node's last heartbeat; ``None`` if it never sent one (or was forgotten).
     node_seen: datetime | None
+
+    @property
+    def node(self) -> str | None:
+        return claim_node(self.claim) if self.claim is not None else None
 
 
 @attrs.frozen

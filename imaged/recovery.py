@@ -22,7 +22,7 @@ from twisted.internet.task import LoopingCall
 
 from .interfaces import IBlobStore, IMetadataStore
 from .logcontext import Logger
-from .model import Scrubbed, Status
+from .model import Scrubbed
 
 log = Logger(namespace="imaged.recovery")
 
@@ -30,31 +30,31 @@ log = Logger(namespace="imaged.recovery")
 async def scrub(
     metadata: IMetadataStore,
     blobs: IBlobStore,
-    restore: Callable[[str], Awaitable[bool]],
+    restore: Callable[[str, str | None], Awaitable[bool]],
     saving_since_before: datetime | None,
     blobs_before: float,
-    skip: Collection[str] = (),
+    busy: Callable[[], Collection[str]] = frozenset,
 ) -> Scrubbed:
     """
     Images ``saving`` (with no change since ``saving_since_before``, when given) go back to
     ``queued`` through ``restore``; blobs stored before ``blobs_before`` (seconds since the
-    epoch) that no image refers to are deleted.  Images in ``skip`` (uploads this process is
-    running or repairing) are left alone, and so are their blobs.
+    epoch) that no image refers to are deleted.  Images ``busy`` (uploads this process is
+    running or repairing) are left alone, and so are their blobs.  ``restore`` is given the
+    claim seen, so an upload that claims the image meanwhile is never undone.
     """
     reset: list[str] = []
-    for image_id in await metadata.ids_with_status(Status.SAVING):
-        if image_id in skip:
+    for upload in await metadata.saving_uploads():
+        if upload.image_id in busy():
             continue
-        if saving_since_before is not None:
-            image = await metadata.get(image_id)
-            if image is None or image.updated_at >= saving_since_before:
-                continue  # recent: an upload may well be running on some node
-        if await restore(image_id):
-            reset.append(image_id)
+        if saving_since_before is not None and upload.updated_at >= saving_since_before:
+            continue  # recent: an upload may well be running on some node
+        if await restore(upload.image_id, upload.claim):
+            reset.append(upload.image_id)
             log.warn(
-                "upload of image {image_id} was interrupted; it is queued again", image_id=image_id
+                "upload of image {image_id} was interrupted; it is queued again",
+                image_id=upload.image_id,
             )
-    removed = await remove_orphans(metadata, blobs, blobs_before, skip)
+    removed = await remove_orphans(metadata, blobs, blobs_before, busy)
     return Scrubbed(reset=reset, removed=removed)
 
 
@@ -62,21 +62,29 @@ async def remove_orphans(
     metadata: IMetadataStore,
     blobs: IBlobStore,
     blobs_before: float,
-    skip: Collection[str] = (),
+    busy: Callable[[], Collection[str]] = frozenset,
 ) -> list[str]:
-    """Delete the blobs stored before ``blobs_before`` that no image refers to (nor an image
-    in ``skip``, whose upload this process is running or repairing); return their locations."""
+    """
+    Delete the blobs stored before ``blobs_before`` that no image refers to; return their
+    locations.  Blobs of an image being uploaded anywhere (``saving``: on an object store a
+    long upload's blob is dated by its start, so it looks old the moment it is complete) or
+    ``busy`` here are kept: its publishing transaction may be about to refer to them.
+    """
     # Blobs first, references second: a blob published after the listing is not looked
-    # at, and one published before it is referenced by the time references are read
-    # (uploads in progress now started after blobs_before, so their blobs are younger).
+    # at, and one published before it is referenced (or its image is still ``saving``)
+    # by the time references are read.
     candidates = await blobs.stored_before(blobs_before)
     referenced = await metadata.locations()
-    removed = [
-        location for location in candidates
-        if location not in referenced and not any(image_id in location for image_id in skip)
-    ]
-    for location in removed:
+    uploading = {upload.image_id for upload in await metadata.saving_uploads()}
+    removed: list[str] = []
+    for location in candidates:
+        if location in referenced:
+            continue
+        keep = uploading | set(busy())  # asked again for each: uploads start meanwhile
+        if any(image_id in location for image_id in keep):
+            continue
         await blobs.delete(location)
+        removed.append(location)
         log.warn("removed image data no image refers to: {location}", location=location)
     return removed
 
@@ -85,25 +93,31 @@ async def release_dead_uploads(
     metadata: IMetadataStore,
     restore: Callable[[str, str | None], Awaitable[bool]],
     node: str,
-    running: Container[str],
+    running: Callable[[], Container[str]],
     stale_before: datetime,
+    unclaimed_before: datetime,
 ) -> list[str]:
     """
-    Queue again the images whose upload is dead: held by ``node`` (this process) but not
-    ``running`` here, or held by a node whose last heartbeat is older than ``stale_before``
-    (or that never sent one).  Only images unchanged since ``stale_before`` are touched, so
-    an upload claimed a moment ago is never mistaken for a dead one.  ``restore`` re-checks,
-    inside its transaction, that the same node still holds the image.
+    Queue again the images whose upload is dead: claimed by ``node`` (this process) but not
+    ``running`` here (claims, or images being repaired), or claimed by a node whose last
+    heartbeat is older than ``stale_before`` (or that never sent one).  Only images unchanged
+    since ``stale_before`` are touched, so an upload claimed a moment ago is never mistaken
+    for a dead one; an image saving with no claim at all (claimed by an imaged older than
+    claims) only when unchanged since ``unclaimed_before``.  ``restore`` re-checks, inside its
+    transaction, that the same claim still holds the image.
     """
     reset: list[str] = []
     for upload in await metadata.saving_uploads():
         if upload.updated_at >= stale_before:
             continue
-        if upload.node == node:
-            dead = upload.image_id not in running
+        if upload.claim is None:
+            dead = upload.updated_at < unclaimed_before
+        elif upload.node == node:
+            current = running()
+            dead = upload.claim not in current and upload.image_id not in current
         else:
             dead = upload.node_seen is None or upload.node_seen < stale_before
-        if dead and await restore(upload.image_id, upload.node):
+        if dead and await restore(upload.image_id, upload.claim):
             reset.append(upload.image_id)
             log.warn(
                 "upload of image {image_id} by {node} is dead; the image is queued again",

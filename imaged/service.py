@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -72,7 +72,8 @@ ORPHAN_MARGIN = 3600.0
 
 def node_name() -> str:
     """A name for this process among those sharing a database: host, pid, and a nonce."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    # At most 49 characters, so that a claim (``<node>#<12 hex>``) fits its 64.
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @implementer(IImageService)
@@ -103,6 +104,9 @@ class ImageService:
             self.guard, blobs, self.quotas, self.hash_algo, require_format_match, self.node
         )
         self._sweeps = 0
+        self._orphans: Deferred[builtins.list[str]] | None = None
+        #: Every blob location the background orphan removal removed (for tests and logs).
+        self.orphans_removed: builtins.list[str] = []
         self.members = Members(self.guard, self.quotas)
 
     # -- images ---------------------------------------------------------------------------
@@ -271,31 +275,52 @@ class ImageService:
 
     @deferred
     async def recover(self, started_at: float) -> Scrubbed:
-        return await scrub(self.metadata, self.blobs, self.uploads.restore, None, started_at)
+        return await scrub(
+            self.metadata, self.blobs, self.uploads.restore, None, started_at, self.uploads.busy
+        )
 
     @deferred
     async def sweep(self) -> Scrubbed:
         """
         One round of self-repair, run every ``SWEEP_INTERVAL`` seconds by the daemon: this
-        node's heartbeat, dead uploads (this node's or a silent node's) released, and every
+        node's heartbeat, and dead uploads (this node's or a silent node's) released.  Every
         ``ORPHAN_SWEEPS`` rounds, blobs no image has referred to for ``ORPHAN_MARGIN``
-        seconds removed.  See ``imaged.recovery``.
+        seconds are removed in the background: listing a large store must not hold up the
+        next heartbeat, or other nodes would take this one for dead.  See
+        ``imaged.recovery``.
         """
         now = self.guard.now()
         await self.metadata.heartbeat(self.node, now)
-        running = self.uploads.live | set(self.uploads.repairs)
+        uploads = self.uploads
+
+        def running() -> set[str]:
+            return set(uploads.live.values()) | set(uploads.repairs)
+
         reset = await release_dead_uploads(
-            self.metadata, self.uploads.restore, self.node, running,
-            now - timedelta(seconds=UPLOAD_LEASE),
+            self.metadata, uploads.restore, self.node, running,
+            now - timedelta(seconds=UPLOAD_LEASE), now - timedelta(seconds=ORPHAN_MARGIN),
         )
         self._sweeps += 1
-        removed: list[str] = []
-        if self._sweeps % ORPHAN_SWEEPS == 0:
+        if self._sweeps % ORPHAN_SWEEPS == 0 and self._orphans is None:
+            removal = ensureDeferred(self._remove_orphans(now))
+            if not removal.called:  # (in-memory stores finish at once)
+                self._orphans = removal
+        return Scrubbed(reset=reset, removed=[])
+
+    async def _remove_orphans(self, now: datetime) -> builtins.list[str]:
+        try:
             removed = await remove_orphans(
-                self.metadata, self.blobs, self.guard.clock.seconds() - ORPHAN_MARGIN, running
+                self.metadata, self.blobs, self.guard.clock.seconds() - ORPHAN_MARGIN,
+                self.uploads.busy,
             )
             await self.metadata.forget_nodes(now - timedelta(days=1))
-        return Scrubbed(reset=reset, removed=removed)
+        except Exception as e:
+            self.log.warn("removing orphan blobs failed: {why}", why=str(e))
+            removed = []
+        finally:
+            self._orphans = None
+        self.orphans_removed.extend(removed)
+        return removed
 
     @deferred
     async def scrub(self, saving_since_before: datetime, blobs_before: float) -> Scrubbed:

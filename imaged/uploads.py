@@ -11,6 +11,8 @@ in the background until the database answers again (``_repair``).
 
 from __future__ import annotations
 
+import uuid
+
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.web.iweb import IBodyProducer
@@ -76,10 +78,11 @@ class Uploads:
         self.require_format_match = require_format_match
         #: Repairs waiting for the metadata database to come back, by image id.
         self.repairs: dict[str, Deferred[None]] = {}
-        #: This process's name in the database: its uploads hold images ``saving`` under it.
+        #: This process's name in the database: each of its uploads holds its image
+        #: ``saving`` under a claim of its own, ``<node>#<nonce>`` (``claim_node``).
         self.node = node
-        #: Images this process is receiving data for right now.
-        self.live: set[str] = set()
+        #: The claims of the uploads this process is receiving data for, by image id.
+        self.live: dict[str, str] = {}
 
     async def upload(
         self,
@@ -92,22 +95,29 @@ class Uploads:
         if size is not None and size > cap:
             raise TooLarge(f"Image size {size} exceeds the size cap of {cap} bytes.")
         saving = await self._claim(context, image_id)
-        self.live.add(image_id)
+        claim = saving.upload_node
+        assert claim is not None
+        self.live[image_id] = claim
         try:
-            return await self._receive(saving, producer, size)
+            return await self._receive(saving, claim, producer, size)
         finally:
-            self.live.discard(image_id)
+            if self.live.get(image_id) == claim:
+                del self.live[image_id]
+
+    def busy(self) -> set[str]:
+        """Images whose upload this process is running or repairing: not for recovery."""
+        return set(self.live) | set(self.repairs)
 
     async def _receive(
-        self, saving: Image, producer: IBodyProducer, size: int | None
+        self, saving: Image, claim: str, producer: IBodyProducer, size: int | None
     ) -> Image:
-        """The rest of ``upload`` once the image is ``saving`` under this node."""
+        """The rest of ``upload`` once the image is ``saving`` under ``claim``."""
         image_id = saving.id
         cap = self.quotas.limits.image_size_cap
         try:
             allowance = await self.quotas.upload_allowance(saving.owner, size)
         except Exception:  # not GeneratorExit: a coroutine being closed must not await
-            await self._abandon(image_id, None)
+            await self._abandon(image_id, claim, None)
             raise
         limit = cap if allowance is None else min(cap, allowance)
         self.log.info("receiving data for image {image_id}", image_id=image_id)
@@ -119,7 +129,7 @@ class Uploads:
         try:
             blob = await self.blobs.write(image_id, producer, self.hash_algo, limit)
         except Exception as e:
-            await self._abandon(image_id, None)
+            await self._abandon(image_id, claim, None)
             self.log.warn(
                 "upload of image {image_id} failed: {why}", image_id=image_id, why=str(e)
             )
@@ -134,9 +144,9 @@ class Uploads:
                 )
             virtual_size = self._inspected_size(saving, blob, inspector)
         except Exception:
-            await self._abandon(image_id, blob.location)
+            await self._abandon(image_id, claim, blob.location)
             raise
-        return await self._publish(image_id, blob, virtual_size)
+        return await self._publish(image_id, claim, blob, virtual_size)
 
     async def _claim(self, context: RequestContext, image_id: str) -> Image:
         """``queued -> saving``: only one upload can win an image."""
@@ -148,7 +158,8 @@ class Uploads:
                     "allowed: image data can only be uploaded to a queued image."
                 )
             return transition(
-                image, Status.SAVING, Conflict, self.guard.now(), upload_node=self.node
+                image, Status.SAVING, Conflict, self.guard.now(),
+                upload_node=f"{self.node}#{uuid.uuid4().hex[:12]}",
             )
 
         change = await self.guard.modify(
@@ -179,11 +190,13 @@ class Uploads:
             return inspection.virtual_size
         return virtual_size
 
-    async def _publish(self, image_id: str, blob: StoredBlob, virtual_size: int | None) -> Image:
+    async def _publish(
+        self, image_id: str, claim: str, blob: StoredBlob, virtual_size: int | None
+    ) -> Image:
         """``saving -> active`` with the data's attributes, unless the image moved on."""
 
         def finish(image: Image, _member: Member | None) -> Image:
-            if image.status is not Status.SAVING or image.upload_node != self.node:
+            if image.status is not Status.SAVING or image.upload_node != claim:
                 # Deleted, or released by recovery as dead (this node was silent too long)
                 # and perhaps claimed by another upload since.
                 raise Gone(f"Image {image_id} changed status during upload.")
@@ -215,11 +228,11 @@ class Uploads:
             # Whether the commit happened is unknown (the connection may have gone during
             # it): the repair reads the image once the database answers, and keeps the bytes
             # if the image did become active with them.
-            self._repair_later(image_id, blob.location)
+            self._repair_later(image_id, claim, blob.location)
             raise
         except Exception:
             # Refused (a value the database cannot hold, say): nothing was written.
-            await self._abandon(image_id, blob.location)
+            await self._abandon(image_id, claim, blob.location)
             raise
         self.log.info(
             "image {image_id} is active: {size} bytes, {algo} {digest}",
@@ -230,24 +243,24 @@ class Uploads:
         )
         return change.after
 
-    async def _abandon(self, image_id: str, location: str | None) -> None:
+    async def _abandon(self, image_id: str, claim: str, location: str | None) -> None:
         """
         After a failed upload: the bytes stored at ``location`` (if any) removed, the image
-        ``queued`` again.  If the metadata database is unavailable, the repair goes on in the
-        background and the caller reports its own failure at once.
+        ``queued`` again if ``claim`` still holds it.  If the metadata database is unavailable,
+        the repair goes on in the background and the caller reports its own failure at once.
         """
         if location is not None:
             await self.delete_blob(image_id, location)
         try:
-            await self.restore(image_id)
+            await self.restore(image_id, claim)
         except MetadataUnavailable:
-            self._repair_later(image_id, None)
+            self._repair_later(image_id, claim, None)
 
-    def _repair_later(self, image_id: str, location: str | None) -> None:
+    def _repair_later(self, image_id: str, claim: str, location: str | None) -> None:
         """Retry ``_repair`` until the database answers (see ``REPAIR_DELAYS``)."""
         if image_id in self.repairs:
             return
-        done = ensureDeferred(self._repair_with_retries(image_id, location))
+        done = ensureDeferred(self._repair_with_retries(image_id, claim, location))
         self.repairs[image_id] = done
 
         def forget(_: object) -> None:
@@ -255,7 +268,9 @@ class Uploads:
 
         done.addBoth(forget)
 
-    async def _repair_with_retries(self, image_id: str, location: str | None) -> None:
+    async def _repair_with_retries(
+        self, image_id: str, claim: str, location: str | None
+    ) -> None:
         self.log.warn(
             "image {image_id} will be repaired when the metadata database answers again",
             image_id=image_id,
@@ -264,7 +279,7 @@ class Uploads:
             delay = REPAIR_DELAYS[min(attempt, len(REPAIR_DELAYS) - 1)]
             await deferLater(self.guard.clock, delay, lambda: None)
             try:
-                await self._repair(image_id, location)
+                await self._repair(image_id, claim, location)
             except MetadataUnavailable:
                 continue
             except Exception:
@@ -277,30 +292,33 @@ class Uploads:
             image_id=image_id,
         )
 
-    async def _repair(self, image_id: str, location: str | None) -> None:
+    async def _repair(self, image_id: str, claim: str, location: str | None) -> None:
         """
-        Make an interrupted upload's outcome whole: an image still ``saving`` goes back to
-        ``queued``; bytes at ``location`` are kept only if the image became active with them.
+        Make an interrupted upload's outcome whole: an image still ``saving`` under ``claim``
+        goes back to ``queued``; bytes at ``location`` are kept if the image refers to them
+        (the publishing commit did happen; it may have been deactivated since).
         """
         image = await self.guard.metadata.get(image_id)
-        if image is not None and image.status is Status.ACTIVE and image.location == location:
-            return  # the publishing commit did happen
+        if image is not None and location is not None and image.location == location:
+            return
+        if image is not None and image.status is Status.SAVING and image.upload_node != claim:
+            return  # another upload holds it now: its bytes may be at the same location
         # Bytes first, then the state: once the image is queued, a new upload may claim it.
         if location is not None:
             await self.delete_blob(image_id, location)
         if image is not None and image.status is Status.SAVING:
-            await self.restore(image_id)
+            await self.restore(image_id, claim)
 
-    async def restore(self, image_id: str, node: str | None = None) -> bool:
+    async def restore(self, image_id: str, claim: str | None = None) -> bool:
         """
         Put an image whose upload failed back to ``queued`` (Glance v2's ``_restore``).
 
         Checked inside the transaction: only an image still ``saving`` is changed (and, with
-        ``node``, only if that node's upload still holds it).  Returns whether it was.
+        ``claim``, only if that upload still holds it).  Returns whether it was.
         """
 
         def back(image: Image, _member: Member | None) -> Image:
-            if image.status is Status.SAVING and (node is None or image.upload_node == node):
+            if image.status is Status.SAVING and (claim is None or image.upload_node == claim):
                 return transition(image, Status.QUEUED, Conflict, self.guard.now())
             return image
 

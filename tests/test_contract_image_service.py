@@ -286,6 +286,8 @@ async def test_recover_after_unclean_stop(service: Any) -> None:
     held = HeldProducer(b"never finished")
     dangling = service.upload(OWNER, stuck.id, held)  # the "crash": it never completes
     await held.started
+    # ... and the process that ran it is gone: after a restart no upload of it runs here.
+    service.uploads.live.pop(stuck.id)
     orphan = await new_image(service)
     await service.upload(OWNER, orphan.id, producer_of(b"orphan"))
     orphan_location = (await service.metadata.get(orphan.id)).location

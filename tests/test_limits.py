@@ -191,6 +191,30 @@ def test_a_declared_body_over_the_limit_is_413_before_any_of_it_arrives(
     assert access["code"] == 413  # counted in the access log and metrics like any answer
 
 
+@pytest.mark.parametrize("declared", ["1" + "0" * 400, "9" * 5000, "99999999999999999999"])
+def test_absurd_content_lengths_are_refused_without_a_traceback(declared: str) -> None:
+    site = Site()
+    before = site.images()
+    connection = site.connect()
+    with capturedLogs() as events:
+        connection.request("POST", "/v2/images", {**OWNER, "Content-Length": declared},
+                           b"{}")
+    assert connection.transport.value().startswith(b"HTTP/1.1 4")
+    assert connection.closing
+    assert not [e for e in events if "log_failure" in e or e.get("isError")]
+    assert site.images() == before
+
+
+def test_the_access_log_counts_bytes_received_not_declared() -> None:
+    site = Site()
+    connection = site.connect()
+    with capturedLogs() as events:
+        connection.request("POST", "/v2/images", {**OWNER, "Content-Length": str(LIMIT * 4)},
+                           b"{" * 10)
+    [access] = [e for e in events if e.get("log_namespace") == "imaged.access"]
+    assert access["code"] == 413 and access["received"] <= 10
+
+
 def test_a_chunked_body_is_refused_when_it_goes_over() -> None:
     site = Site()
     before = site.images()

@@ -11,6 +11,8 @@ whether it was).
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 from alembic import command
@@ -34,7 +36,19 @@ SQLITE_READERS = 2
 #: hears "try again" in seconds rather than hanging behind an outside ``.backup``.
 SQLITE_BUSY_TIMEOUT = 5.0
 
-#: The execution option that makes a SQLite transaction ``BEGIN IMMEDIATE``.
+#: libpq settings that turn a database that vanished into an error (503) in seconds, not a
+#: thread stuck for minutes: a connect gives up after 5 s (not the kernel's SYN retries), and
+#: TCP keepalives find a half-open connection in about a minute (not two hours).
+POSTGRESQL_CONNECT = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+#: The execution option that makes a SQLite transaction ``BEGIN IMMEDIATE``: ``True``, or
+#: the ``time.monotonic()`` at which the write was queued (its busy timeout counts from then).
 WRITE = "imaged_write"
 
 
@@ -96,7 +110,10 @@ def make_engine(
     # PostgreSQL through psycopg 3 (SQLAlchemy's default driver for the scheme is psycopg2).
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=0)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=0,
+        connect_args=dict(POSTGRESQL_CONNECT),
+    )
 
 
 def _sqlite_engine(url: str, readers: int, busy_timeout: float) -> Engine:
@@ -128,10 +145,21 @@ def _sqlite_engine(url: str, readers: int, busy_timeout: float) -> Engine:
         # the queries of a typical read.
         driver = connection.connection.driver_connection
         assert driver is not None
-        if connection.get_execution_options().get(WRITE):
-            driver.execute("BEGIN IMMEDIATE")
-        else:
+        queued = connection.get_execution_options().get(WRITE)
+        if not queued:
             driver.execute("BEGIN")
+            return
+        if queued is not True:
+            # Writes queue for the one writer thread: each gets what is left of the busy
+            # timeout since it was queued, so that behind an outside lock the hundredth write
+            # answers 503 after 5 s too, not after a hundred times 5 s.
+            left = busy_timeout - (time.monotonic() - float(queued))
+            if left <= 0:
+                raise sqlite3.OperationalError(
+                    "database is locked: the write waited longer than the busy timeout"
+                )
+            driver.execute(f"PRAGMA busy_timeout={max(1, int(left * 1000))}")
+        driver.execute("BEGIN IMMEDIATE")
 
     return engine
 

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from sqlalchemy import case, delete, false, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFromThreads
@@ -52,6 +52,7 @@ from ..model import (
     Scope,
     Status,
     Visibility,
+    claim_node,
 )
 from ..threads import InlineRunner, Runner, ThreadRunner
 from .database import (
@@ -104,40 +105,57 @@ def _migrated_template() -> sqlite3.Connection:
     return template
 
 
-def _driver_errors() -> tuple[type[Exception], ...]:
-    """The drivers' own error bases (statements run on raw connections raise them unwrapped)."""
-    kinds: list[type[Exception]] = [sqlite3.Error]
+def _unavailable_kinds() -> tuple[type[BaseException], ...]:
+    """The drivers' own "the database cannot serve now" errors (statements run on raw
+    connections raise them unwrapped)."""
+    kinds: list[type[BaseException]] = [sqlite3.OperationalError]
     psycopg = sys.modules.get("psycopg")  # only loaded when a PostgreSQL store is open
     if psycopg is not None:
-        kinds.append(psycopg.Error)
+        kinds.append(psycopg.OperationalError)
+    return tuple(kinds)
+
+
+def _data_kinds() -> tuple[type[BaseException], ...]:
+    kinds: list[type[BaseException]] = [sqlite3.DataError]
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        kinds.append(psycopg.DataError)
     return tuple(kinds)
 
 
 def database_trouble(error: BaseException, write: bool) -> ImageServiceError | None:
     """
-    What a driver error means to a client, or ``None`` for errors that are not the database's.
+    What a driver error means to a client, or ``None`` for errors that are not the database's
+    being unavailable or refusing a value: those (a bad statement, a bug) stay 500s with
+    their traceback in the log, never dressed up as an outage.
 
     A full disk is a 413 for writes, as a full image store is; values the database cannot
-    hold (the wire layer refuses them first; this is the net under it) are a 400; everything
-    else (connection refused or lost, a lock held too long, a pool exhausted) is the database
-    being unavailable: 503 with ``Retry-After``, never 500.
+    hold (the wire layer refuses them first; this is the net under it) are a 400; the
+    database unreachable, restarting, locked too long, or the pool exhausted is 503 with
+    ``Retry-After``.
     """
-    kind_of: BaseException = error
+    original: BaseException = error
     if isinstance(error, DBAPIError) and isinstance(error.orig, BaseException):
-        kind_of = error.orig
-    text = str(kind_of)
-    if isinstance(error, IntegrityError):
-        return None  # a constraint: the transaction's own business (Duplicate, ...)
-    if isinstance(error, (DataError, OverflowError, UnicodeEncodeError)) or (
-        isinstance(error, ValueError) and "NUL" in text
-    ) or type(kind_of).__name__ in ("DataError", "NumericValueOutOfRange"):
+        original = error.orig
+    text = str(original)
+    if isinstance(error, DataError) or isinstance(original, _data_kinds()) or (
+        # The drivers refuse these while binding, as plain Python errors.
+        isinstance(original, OverflowError) and "SQLite" in text
+    ) or (isinstance(original, UnicodeEncodeError) and "surrogates" in text) or (
+        isinstance(original, ValueError) and "NUL (0x00)" in text
+    ):
         return BadRequest("The request contains a value the image metadata database cannot store.")
-    if isinstance(error, (DBAPIError, PoolTimeout, *_driver_errors())):
-        lowered = text.lower()
-        if write and ("disk is full" in lowered or "no space left" in lowered):
-            return TooLarge("The image metadata database is full.")
-        return MetadataUnavailable(text.splitlines()[0] if text else type(kind_of).__name__)
-    return None
+    unavailable = (
+        isinstance(error, (OperationalError, PoolTimeout))
+        or isinstance(original, _unavailable_kinds())
+        or (isinstance(error, DBAPIError) and error.connection_invalidated)
+    )
+    if not unavailable:
+        return None
+    lowered = text.lower()
+    if write and ("disk is full" in lowered or "no space left" in lowered):
+        return TooLarge("The image metadata database is full.")
+    return MetadataUnavailable(text.splitlines()[0] if text else type(original).__name__)
 
 
 @implementer(IMetadataStore)
@@ -218,12 +236,13 @@ class SQLMetadataStore:
         """Run ``fn`` in one transaction in the database thread, timed under ``name``."""
 
         engine = self._engine if write else self._read_engine
+        queued = time.monotonic()
 
         def txn() -> T:
             try:
                 with engine.connect() as connection:
                     if write:
-                        connection = connection.execution_options(**{WRITE: True})
+                        connection = connection.execution_options(**{WRITE: queued})
                     with connection.begin():
                         return fn(connection)
             except ImageServiceError:
@@ -420,32 +439,45 @@ class SQLMetadataStore:
 
         return self._transaction("heartbeat", txn, write=True)
 
+    @staticmethod
+    def _saving(connection: Connection) -> builtins.list[tuple[str, str | None, datetime]]:
+        statement = (
+            select(images.c.id, images.c.upload_node, images.c.updated_at)
+            .where(images.c.status == Status.SAVING.value, images.c.deleted == false())
+            .order_by(images.c.id)
+        )
+        return [(row[0], row[1], _when(row[2])) for row in connection.execute(statement)]
+
     def saving_uploads(self) -> Deferred[builtins.list[SavingUpload]]:
         def txn(connection: Connection) -> builtins.list[SavingUpload]:
-            statement = (
-                select(images.c.id, images.c.upload_node, images.c.updated_at,
-                       nodes.c.heartbeat_at)
-                .select_from(images.outerjoin(nodes, nodes.c.id == images.c.upload_node))
-                .where(images.c.status == Status.SAVING.value, images.c.deleted == false())
-                .order_by(images.c.id)
-            )
+            # Few nodes, few uploads: joined here (a claim is its node plus a nonce).
+            seen = {
+                row[0]: _when(row[1])
+                for row in connection.execute(select(nodes.c.id, nodes.c.heartbeat_at))
+            }
             return [
-                SavingUpload(image_id=row[0], node=row[1], updated_at=_when(row[2]),
-                             node_seen=_when(row[3]) if row[3] is not None else None)
-                for row in connection.execute(statement)
+                SavingUpload(
+                    image_id=image_id, claim=claim, updated_at=updated_at,
+                    node_seen=seen.get(claim_node(claim)) if claim is not None else None,
+                )
+                for image_id, claim, updated_at in self._saving(connection)
             ]
 
         return self._transaction("saving_uploads", txn)
 
     def forget_nodes(self, before: datetime) -> Deferred[int]:
         def txn(connection: Connection) -> int:
-            holding = select(images.c.upload_node).where(
-                images.c.status == Status.SAVING.value, images.c.upload_node.is_not(None)
-            )
-            statement = delete(nodes).where(
-                nodes.c.heartbeat_at < before, nodes.c.id.not_in(holding)
-            )
-            return int(connection.execute(statement).rowcount)
+            holding = {
+                claim_node(claim) for _, claim, _ in self._saving(connection) if claim is not None
+            }
+            silent = [
+                row[0] for row in connection.execute(
+                    select(nodes.c.id).where(nodes.c.heartbeat_at < before))
+                if row[0] not in holding
+            ]
+            if silent:
+                connection.execute(delete(nodes).where(nodes.c.id.in_(silent)))
+            return len(silent)
 
         return self._transaction("forget_nodes", txn, write=True)
 

@@ -29,7 +29,8 @@ def request_finished(request: Any) -> None:  # a twisted.web Request: IRequest l
     code = int(request.code)
     request_id = request.responseHeaders.getRawHeaders(b"x-openstack-request-id", [b"-"])[0]
     body = getattr(request, "body_stream", None)
-    received = body.received if body is not None else _content_length(request)
+    # What arrived, not what was declared: a refused body declares whatever it likes.
+    received = body.received if body is not None else int(getattr(request, "body_received", 0))
     sent = int(getattr(request, "sentLength", 0) or 0)
     client = request.getClientAddress()
     route = getattr(request, "imaged_route", UNMATCHED)
@@ -50,11 +51,3 @@ def request_finished(request: Any) -> None:  # a twisted.web Request: IRequest l
         request_id=request_id.decode("ascii", "replace"),
         user_agent=(request.getHeader(b"user-agent") or b"").decode("latin-1"),
     )
-
-
-def _content_length(request: Any) -> int:
-    value = request.getHeader(b"content-length")
-    try:
-        return int(value) if value else 0
-    except ValueError:
-        return 0

@@ -34,6 +34,8 @@ Twisted internals used (all read here, nowhere else; ``tests/test_streaming_wire
   channel looks at ``Expect: 100-continue`` (a refused request's is removed, so no ``100
   Continue`` invites the body); ``Request.handleContentChunk`` receiving each body chunk (and
   writing it to ``Request.content``);
+- ``HTTPChannel.headerReceived`` (each header line, returning whether it was valid) and
+  ``HTTPChannel._respondToBadRequestAndDisconnect`` (Twisted's bare 400);
 - ``HTTPChannel``'s parsing hooks: ``dataReceived`` (every byte), ``rawDataReceived`` (body
   bytes while ``allHeadersReceived`` has been called and ``allContentReceived`` has not),
   ``allHeadersReceived``, ``allContentReceived`` (which hands the request to the application),
@@ -426,6 +428,19 @@ class LimitedChannel(HTTPChannel):
         ):
             self._deadline.reset(period)  # progress (the headers' deadline is not reset)
         super().rawDataReceived(data)
+
+    def headerReceived(self, line: bytes) -> bool:
+        """
+        A ``Content-Length`` no body can have (more than 18 digits: over an exabyte) is a 400
+        here: Twisted's ``int()`` of thousands of digits raises out of its parser, which logs a
+        traceback for one small request.
+        """
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and len(value.strip(b" \t")) > 18:
+            self._respondToBadRequestAndDisconnect()
+            return False
+        accepted: bool = super().headerReceived(line)
+        return accepted
 
     def allHeadersReceived(self) -> None:
         self._cancel_deadline()
