@@ -32,7 +32,7 @@ from imaged.threads import InlineRunner
 SQL_SUITES = {
     "test_api_data", "test_api_images", "test_api_list", "test_api_members",
     "test_api_quotas", "test_api_versions_errors", "test_isolation_matrix",
-    "test_contract_image_service", "test_auth", "test_hops",
+    "test_contract_image_service", "test_auth", "test_hops", "test_fuzz", "test_hostile",
 }
 DATABASES = (
     pytest.param("sqlite", id="sqlite"),
@@ -45,6 +45,14 @@ EPOCH = 1_800_000_000.0
 
 #: Fixtures that start a real server: a test asking for one is marked ``servers``.
 SERVER_FIXTURES = frozenset({"postgres", "postgres_url", "swift"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz-count", type=int, default=None,
+        help="requests per database sent by tests/test_fuzz.py (default 3000, or "
+        "$IMAGED_FUZZ_COUNT)",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
