@@ -12,6 +12,7 @@ in the background until the database answers again (``_repair``).
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
@@ -42,6 +43,7 @@ from .model import (
     DiskFormat,
     Download,
     Image,
+    ImageChange,
     Member,
     Status,
     StoredBlob,
@@ -94,12 +96,13 @@ class Uploads:
         cap = self.quotas.limits.image_size_cap
         if size is not None and size > cap:
             raise TooLarge(f"Image size {size} exceeds the size cap of {cap} bytes.")
-        saving = await self._claim(context, image_id)
+        claimed = await self._claim(context, image_id)
+        saving, queued_at = claimed.after, claimed.before.updated_at
         claim = saving.upload_node
         assert claim is not None
         self.live[image_id] = claim
         try:
-            return await self._receive(saving, claim, producer, size)
+            return await self._receive(saving, claim, queued_at, producer, size)
         finally:
             if self.live.get(image_id) == claim:
                 del self.live[image_id]
@@ -109,15 +112,23 @@ class Uploads:
         return set(self.live) | set(self.repairs)
 
     async def _receive(
-        self, saving: Image, claim: str, producer: IBodyProducer, size: int | None
+        self,
+        saving: Image,
+        claim: str,
+        queued_at: datetime,
+        producer: IBodyProducer,
+        size: int | None,
     ) -> Image:
-        """The rest of ``upload`` once the image is ``saving`` under ``claim``."""
+        """
+        The rest of ``upload`` once the image is ``saving`` under ``claim``.  A refused
+        upload leaves the image as it found it, ``updated_at`` (``queued_at``) included.
+        """
         image_id = saving.id
         cap = self.quotas.limits.image_size_cap
         try:
             allowance = await self.quotas.upload_allowance(saving.owner, size)
         except Exception:  # not GeneratorExit: a coroutine being closed must not await
-            await self._abandon(image_id, claim, None)
+            await self._abandon(image_id, claim, None, queued_at)
             raise
         limit = cap if allowance is None else min(cap, allowance)
         self.log.info("receiving data for image {image_id}", image_id=image_id)
@@ -129,7 +140,7 @@ class Uploads:
         try:
             blob = await self.blobs.write(image_id, producer, self.hash_algo, limit)
         except Exception as e:
-            await self._abandon(image_id, claim, None)
+            await self._abandon(image_id, claim, None, queued_at)
             self.log.warn(
                 "upload of image {image_id} failed: {why}", image_id=image_id, why=str(e)
             )
@@ -144,11 +155,11 @@ class Uploads:
                 )
             virtual_size = self._inspected_size(saving, blob, inspector)
         except Exception:
-            await self._abandon(image_id, claim, blob.location)
+            await self._abandon(image_id, claim, blob.location, queued_at)
             raise
-        return await self._publish(image_id, claim, blob, virtual_size)
+        return await self._publish(image_id, claim, queued_at, blob, virtual_size)
 
-    async def _claim(self, context: RequestContext, image_id: str) -> Image:
+    async def _claim(self, context: RequestContext, image_id: str) -> ImageChange:
         """``queued -> saving``: only one upload can win an image."""
 
         def start(image: Image) -> Image:
@@ -162,10 +173,7 @@ class Uploads:
                 upload_node=f"{self.node}#{uuid.uuid4().hex[:12]}",
             )
 
-        change = await self.guard.modify(
-            context, image_id, "upload data to", start, "start_upload"
-        )
-        return change.after
+        return await self.guard.modify(context, image_id, "upload data to", start, "start_upload")
 
     def _inspected_size(
         self, saving: Image, blob: StoredBlob, inspector: FormatInspector | None
@@ -191,7 +199,12 @@ class Uploads:
         return virtual_size
 
     async def _publish(
-        self, image_id: str, claim: str, blob: StoredBlob, virtual_size: int | None
+        self,
+        image_id: str,
+        claim: str,
+        queued_at: datetime,
+        blob: StoredBlob,
+        virtual_size: int | None,
     ) -> Image:
         """``saving -> active`` with the data's attributes, unless the image moved on."""
 
@@ -232,7 +245,7 @@ class Uploads:
             raise
         except Exception:
             # Refused (a value the database cannot hold, say): nothing was written.
-            await self._abandon(image_id, claim, blob.location)
+            await self._abandon(image_id, claim, blob.location, queued_at)
             raise
         self.log.info(
             "image {image_id} is active: {size} bytes, {algo} {digest}",
@@ -243,7 +256,9 @@ class Uploads:
         )
         return change.after
 
-    async def _abandon(self, image_id: str, claim: str, location: str | None) -> None:
+    async def _abandon(
+        self, image_id: str, claim: str, location: str | None, queued_at: datetime
+    ) -> None:
         """
         After a failed upload: the bytes stored at ``location`` (if any) removed, the image
         ``queued`` again if ``claim`` still holds it.  If the metadata database is unavailable,
@@ -252,7 +267,7 @@ class Uploads:
         if location is not None:
             await self.delete_blob(image_id, location)
         try:
-            await self.restore(image_id, claim)
+            await self.restore(image_id, claim, queued_at)
         except MetadataUnavailable:
             self._repair_later(image_id, claim, None)
 
@@ -309,9 +324,12 @@ class Uploads:
         if image is not None and image.status is Status.SAVING:
             await self.restore(image_id, claim)
 
-    async def restore(self, image_id: str, claim: str | None = None) -> bool:
+    async def restore(
+        self, image_id: str, claim: str | None = None, updated_at: datetime | None = None
+    ) -> bool:
         """
-        Put an image whose upload failed back to ``queued`` (Glance v2's ``_restore``).
+        Put an image whose upload failed back to ``queued`` (Glance v2's ``_restore``), with
+        ``updated_at`` (the time it was queued before: nothing changed) or now.
 
         Checked inside the transaction: only an image still ``saving`` is changed (and, with
         ``claim``, only if that upload still holds it).  Returns whether it was.
@@ -319,7 +337,8 @@ class Uploads:
 
         def back(image: Image, _member: Member | None) -> Image:
             if image.status is Status.SAVING and (claim is None or image.upload_node == claim):
-                return transition(image, Status.QUEUED, Conflict, self.guard.now())
+                when = updated_at if updated_at is not None else self.guard.now()
+                return transition(image, Status.QUEUED, Conflict, when)
             return image
 
         try:

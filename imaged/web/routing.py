@@ -26,9 +26,12 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule, UnicodeConverter, ValidationError
 from zope.interface import implementer
 
-from ..logcontext import run_for_request
+from ..logcontext import Logger, run_for_request
 from ..model import VersionStatus
+from .errors import write_error
 from .wire import header
+
+_log = Logger(namespace="imaged.web.routing")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -234,8 +237,24 @@ class APIResource(Resource):
     def render(self, request: IRequest) -> Any:
         chosen = request_id(request)
         request.setHeader(b"x-openstack-request-id", chosen.encode("ascii"))
+        if not _utf8(request):
+            # Klein would answer this too, but log a traceback per request: one line here.
+            _log.info("{method} {uri}: not UTF-8, answered 400", method=request.method,
+                      uri=request.uri, request_id=chosen)
+            return write_error(request, 400, "The URL is not valid UTF-8.")
         request.postpath = negotiate(request.postpath)
         return run_for_request(chosen, lambda: self._inner.render(request))
+
+
+def _utf8(request: IRequest) -> bool:
+    """Whether the path and the host name are UTF-8, as Klein needs them to be."""
+    try:
+        for segment in (*request.prepath, *request.postpath):
+            segment.decode("utf-8")
+        request.getRequestHostname().decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 __all__ = [
