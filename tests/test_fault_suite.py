@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import pytest_twisted
 from sqlalchemy import create_engine, text
 
 from imaged.testing import TwistdDaemon
@@ -139,3 +140,42 @@ def test_postgresql_fast_restart_under_load(restartable_postgres: PostgreSQL,
         daemon.stop()
     print(f"\nresponses during a PostgreSQL fast restart: {dict(sorted(codes.items()))}; "
           f"consistent {repaired_in:.1f} s after the load stopped")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB file system (tmpfs): what a full disk looks like to the file store."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_data_disk_is_413_and_keeps_nothing(tiny_disk: Path) -> None:
+    from twisted.internet import reactor
+
+    from imaged.context import RequestContext
+    from imaged.errors import TooLarge
+    from imaged.model import ContainerFormat, CreateImageRequest, DiskFormat, Status
+    from imaged.store.files import FileBlobStore
+    from imaged.testing import memory_image_service, producer_of
+
+    blobs = FileBlobStore(str(tiny_disk / "images"), reactor)
+    service = memory_image_service(blobs=blobs)
+    context = RequestContext.from_roles("p", "u", frozenset({"member"}))
+    image = await service.create(context, CreateImageRequest(
+        name="big", disk_format=DiskFormat.RAW, container_format=ContainerFormat.BARE))
+    with pytest.raises(TooLarge, match="full"):
+        await service.upload(context, image.id, producer_of(os.urandom(3 << 20)))
+    assert (await service.get(context, image.id)).status is Status.QUEUED
+    leftovers = [p for p in (tiny_disk / "images").rglob("*") if p.is_file()]
+    assert leftovers == []
+    # The disk is usable again at once: a small image fits.
+    done = await service.upload(context, image.id, producer_of(b"small" * 1000))
+    assert done.status is Status.ACTIVE
+    await blobs.close()
