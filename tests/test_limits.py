@@ -603,3 +603,18 @@ async def test_a_256_mib_json_body_is_refused_at_once_while_others_are_served() 
         sender.transport.loseConnection()  # type: ignore[union-attr]
     finally:
         await port.stopListening()
+
+
+def test_unknown_methods_share_one_metrics_label() -> None:
+    from imaged import metrics
+
+    site = Site()
+    for method in ("FROB", "XYZZY"):
+        connection = site.connect()
+        connection.request(method, "/v2/images", OWNER)
+        assert connection.response()[0] in (400, 405, 501)
+    labels = {
+        sample.labels.get("method")
+        for family in metrics.REQUESTS.collect() for sample in family.samples
+    }
+    assert "OTHER" in labels and not {"FROB", "XYZZY"} & labels

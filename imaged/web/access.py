@@ -20,6 +20,9 @@ from .routing import UNMATCHED
 log = Logger(namespace="imaged.access")
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def request_finished(request: Any) -> None:  # a twisted.web Request: IRequest lacks .code
     """The site's hook: a response has been sent completely (or the client went away)."""
     now = time.monotonic()
@@ -34,8 +37,11 @@ def request_finished(request: Any) -> None:  # a twisted.web Request: IRequest l
     sent = int(getattr(request, "sentLength", 0) or 0)
     client = request.getClientAddress()
     route = getattr(request, "imaged_route", UNMATCHED)
-    metrics.REQUESTS.labels(route, method, str(code)).inc()
-    metrics.LATENCY.labels(route, method).observe(duration)
+    # A client chooses its method: only known ones become label values, or any client could
+    # mint new metric series without end.
+    label = method if method in _METHODS else "OTHER"
+    metrics.REQUESTS.labels(route, label, str(code)).inc()
+    metrics.LATENCY.labels(route, label).observe(duration)
     metrics.RECEIVED.inc(received)
     metrics.SENT.inc(sent)
     log.info(
