@@ -374,6 +374,9 @@ class ByteRange:
     first: int | None = None
     last: int | None = None
     suffix: int | None = None
+    #: Unsatisfiable if it reaches past the data, rather than clamped (Glance's
+    #: ``Content-Range`` download form).
+    exact: bool = False
 
     def resolve(self, size: int) -> tuple[int, int] | None:
         """Return ``(offset, length)`` within ``size`` bytes, or ``None`` if unsatisfiable."""
@@ -383,7 +386,7 @@ class ByteRange:
             length = min(self.suffix, size)
             return size - length, length
         assert self.first is not None
-        if self.first >= size:
+        if self.first >= size or (self.exact and self.last is not None and self.last >= size):
             return None
         last = size - 1 if self.last is None else min(self.last, size - 1)
         if last < self.first:

@@ -84,6 +84,19 @@ def test_legacy_content_range_request_header(client: Client, queued: dict) -> No
     assert reply.code == 206 and reply.body == DATA[5:10]
 
 
+def test_legacy_content_range_past_the_end_is_416_not_clamped(client: Client,
+                                                              queued: dict) -> None:
+    client.upload(queued["id"], DATA, **PROJECT_A)
+    past = f"bytes 3-{len(DATA) + 1}/{len(DATA)}"
+    reply = client.get(f"/v2/images/{queued['id']}/file",
+                       headers={"Content-Range": past, **PROJECT_A})
+    assert reply.code == 416 and reply.header("Content-Range") == f"bytes */{len(DATA)}"
+    # The same range as a Range header is clamped (RFC 9110), as Glance does too.
+    clamped = client.get(f"/v2/images/{queued['id']}/file",
+                         headers={"Range": f"bytes=3-{len(DATA) + 1}", **PROJECT_A})
+    assert clamped.code == 206 and clamped.body == DATA[3:]
+
+
 def test_download_without_data_is_204(client: Client, queued: dict) -> None:
     reply = client.get(f"/v2/images/{queued['id']}/file", headers=PROJECT_A)
     assert reply.code == 204 and reply.body == b""

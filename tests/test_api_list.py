@@ -140,6 +140,8 @@ def test_filters(client: Client) -> None:
     assert q("tag=x") == {a["id"], b["id"]}
     assert q("tag=x&tag=y") == {a["id"]}
     assert q("size_min=5&size_max=5") == {a["id"]}
+    assert q("size=5") == {a["id"]}  # the size column, not an extra property "size"
+    assert q("size=6") == set()
     assert q("size_min=6") == set()
     assert q("protected=true") == {a["id"]}
     assert q("protected=false") == {b["id"], d["id"]}

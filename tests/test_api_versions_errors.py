@@ -10,7 +10,7 @@ import pytest
 
 from imaged.api import APIConfig, routes
 
-from .conftest import Client
+from .conftest import PROJECT_A, Client
 
 
 def test_root_is_300_with_versions(client: Client) -> None:
@@ -168,3 +168,14 @@ def test_healthcheck_is_503_while_the_database_does_not_answer(services: Any) ->
     assert client.request("HEAD", "/healthcheck").code == 503
     detailed = client.get("/healthcheck", headers={"Accept": "application/json"})
     assert detailed.json() == {"detailed": False, "reasons": ["DATABASE UNREACHABLE"]}
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "POST", "PATCH"])
+def test_the_image_collection_with_a_trailing_slash_is_no_route(client: Client,
+                                                                method: str) -> None:
+    # Glance: 404 (tempest's interop test_get_image_null_id, test_delete_image_null_id).
+    before = client.get("/v2/images", headers=PROJECT_A).json()["images"]
+    reply = client.request(method, "/v2/images/", json={} if method == "POST" else None,
+                           headers=PROJECT_A)
+    assert reply.code == 404, reply.body
+    assert client.get("/v2/images", headers=PROJECT_A).json()["images"] == before

@@ -150,17 +150,20 @@ def spooled_body(content: Any) -> IBodyProducer:
     return ChunkProducer(read, 0, length)
 
 
-def requested_range(request: IRequest) -> str | None:
-    """``Range``, or a request ``Content-Range: bytes a-b/*`` as one (Glance honours it, for
-    old clients)."""
+def requested_range(request: IRequest) -> tuple[str | None, bool]:
+    """
+    ``Range``, or a request ``Content-Range: bytes a-b/*`` as one (Glance honours it, for
+    old clients), and whether it is the latter: Glance refuses (416) a ``Content-Range``
+    reaching past the image where it clamps a ``Range``.
+    """
     value = header(request, b"range")
     if value is not None:
-        return value
+        return value, False
     value = header(request, b"content-range")
     if value is None:
-        return None
+        return None, False
     unit, _, spec = value.strip().partition(" ")
-    return f"{unit}={spec.split('/')[0]}"
+    return f"{unit}={spec.split('/')[0]}", True
 
 
 def stream_download(request: IRequest, download: Download) -> Deferred[None]:

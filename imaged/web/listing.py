@@ -185,6 +185,10 @@ def decode_query(
             conditions.append(_exact_condition(key, value))
         elif key in _TIME_FILTERS:
             conditions.append(_time_condition(key, value))
+        elif key == "size":
+            # The size column itself (interop's test_list_images_param_size), not an extra
+            # property called "size".
+            conditions.append(Condition("size", Compare.EQ, _int("size", value)))
         elif key == "size_min":
             conditions.append(Condition("size", Compare.GTE, _int("size_min", value)))
         elif key == "size_max":

@@ -317,10 +317,11 @@ def decode_tag(tag: str) -> str:
 # -- data requests ----------------------------------------------------------------------------
 
 
-def decode_range(header: str | None) -> ByteRange | None:
+def decode_range(header: str | None, exact: bool = False) -> ByteRange | None:
     """
     A ``Range: bytes=...`` header as a single ``ByteRange``.  Several ranges are a 400 (as
     Glance); anything unparseable is a range nobody can satisfy (416 once the size is known).
+    ``exact``: the range must lie inside the image, not be clamped to it.
     """
     if header is None:
         return None
@@ -339,7 +340,7 @@ def decode_range(header: str | None) -> ByteRange | None:
         return ByteRange(suffix=0)
     if start < 0 or (end is not None and end < start):
         return ByteRange(suffix=0)
-    return ByteRange(first=start, last=end)
+    return ByteRange(first=start, last=end, exact=exact)
 
 
 def declared_size(
