@@ -1007,6 +1007,7 @@ LIST_VALUES: dict[str, st.SearchStrategy[Segment]] = {
     "visibility": st.sampled_from([*VISIBILITIES, "all", "bogus", ""]),
     "member_status": st.sampled_from(["accepted", "pending", "rejected", "all", "bogus"]),
     "owner": st.one_of(st.sampled_from(["project-a", "project-b", ""]), segment_text),
+    "size": st.sampled_from(HUGE_TEXT_INTS),
     "size_min": st.sampled_from(HUGE_TEXT_INTS),
     "size_max": st.sampled_from(HUGE_TEXT_INTS),
     "min_ram": st.sampled_from(HUGE_TEXT_INTS),
@@ -1026,7 +1027,7 @@ LIST_VALUES: dict[str, st.SearchStrategy[Segment]] = {
     "hw_disk_bus": st.sampled_from(["virtio", "in:virtio,scsi"]),
 }
 #: The filters whose values meet parsers and columns with limits: twice as often.
-_EDGY = frozenset({"limit", "marker", "sort", "size_min", "size_max", "min_ram", "min_disk",
+_EDGY = frozenset({"limit", "marker", "sort", "size", "size_min", "size_max", "min_ram", "min_disk",
                    "created_at", "updated_at", "name", "tag"})
 query_pairs = weighted(
     *[(2 if key in _EDGY else 1, st.tuples(st.just(key), values))

@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
 from imaged.api import APIConfig, Limits, routes
 from imaged.context import RequestContext
@@ -23,6 +21,7 @@ from imaged.testing import MemoryBlobStore, memory_image_service
 from imaged.threads import InlineRunner
 
 from .conftest import PROJECT_A, Client, fired
+from .test_contract_image_service import HeldProducer
 
 #: How long the file store waits for another process's lock in these tests (the daemon: 5 s).
 BUSY = 0.05
@@ -168,30 +167,18 @@ def test_postgresql_down_answers_503() -> None:
 # -- an upload whose publication meets a locked database ------------------------------------------
 
 
-@implementer(IBodyProducer)
-class LockingProducer:
+class LockingProducer(HeldProducer):
     """Image bytes; before producing them, the database is locked from outside."""
 
     def __init__(self, data: bytes, lock: Any) -> None:
-        self.data = data
-        self.length = len(data)
+        super().__init__(data)
         self._lock = lock
 
     def startProducing(self, consumer: Any) -> Deferred[None]:
         self._lock()
-        consumer.write(self.data)
-        done: Deferred[None] = Deferred()
-        done.callback(None)
+        done = super().startProducing(consumer)
+        self.release()
         return done
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 def test_upload_meeting_a_locked_database_is_repaired_when_it_answers(
@@ -226,29 +213,6 @@ def test_upload_meeting_a_locked_database_is_repaired_when_it_answers(
 # -- dead uploads and orphans are repaired by the running nodes themselves ---------------------
 
 
-@implementer(IBodyProducer)
-class HeldProducer:
-    """Some image bytes, then nothing until ``finish``: an upload in progress."""
-
-    length = 4
-
-    def __init__(self) -> None:
-        self.done: Deferred[None] = Deferred()
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(b"data")
-        return self.done
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
 MEMBER = RequestContext.from_roles("project-a", "alice", frozenset({"member"}))
 
 
@@ -278,7 +242,7 @@ def test_an_upload_of_a_silent_node_is_released_by_another(
 ) -> None:
     first, second, _blobs = two_nodes
     image_id = _queued_image(first)
-    held = HeldProducer()
+    held = HeldProducer(b"data")
     upload = first.upload(MEMBER, image_id, held)
     saving = fired(first.metadata.get(image_id))
     assert saving.status is Status.SAVING and saving.upload_node.startswith("node-a#")
@@ -303,10 +267,10 @@ def test_a_node_keeps_its_running_uploads_and_releases_its_dead_ones(
     first, _second, _blobs = two_nodes
     running, dead = _queued_image(first), _queued_image(first)
     # (Held in variables: an unreferenced coroutine waiting on nothing would be collected.)
-    uploads = [first.upload(MEMBER, running, HeldProducer())]
+    uploads = [first.upload(MEMBER, running, HeldProducer(b"data"))]
     # An upload whose request vanished without its repair (a bug, or a cancelled coroutine):
     # the image names this node but no upload of it runs here.
-    uploads.append(first.upload(MEMBER, dead, HeldProducer()))
+    uploads.append(first.upload(MEMBER, dead, HeldProducer(b"data")))
     del first.uploads.live[dead]
     assert fired(first.sweep()).reset == []  # too recent to judge
     clock.advance(200)
@@ -320,9 +284,9 @@ def test_a_finished_upload_is_not_released(
 ) -> None:
     first, second, blobs = two_nodes
     image_id = _queued_image(first)
-    held = HeldProducer()
+    held = HeldProducer(b"data")
     uploaded = first.upload(MEMBER, image_id, held)
-    held.done.callback(None)
+    held.release()
     assert fired(uploaded).status is Status.ACTIVE
     clock.advance(1000)
     assert fired(second.sweep()).reset == []
@@ -378,22 +342,22 @@ def test_a_released_upload_that_finishes_late_does_not_touch_the_new_one(
 
     first, second, blobs = two_nodes
     image_id = _queued_image(first)
-    slow = HeldProducer()
+    slow = HeldProducer(b"data")
     late = first.upload(MEMBER, image_id, slow)
     fired(first.sweep())
     clock.advance(UPLOAD_LEASE_PLUS)  # node-a falls silent (partitioned)
     assert list(fired(second.sweep()).reset) == [image_id]
-    fresh = HeldProducer()
+    fresh = HeldProducer(b"data")
     retried = second.upload(MEMBER, image_id, fresh)  # the client retries on node-b
     claim = fired(second.metadata.get(image_id)).upload_node
     assert claim.startswith("node-b#")
-    slow.done.callback(None)  # node-a comes back and its upload completes
+    slow.release()  # node-a comes back and its upload completes
     failures: list[Any] = []
     late.addErrback(failures.append)
     assert failures and failures[0].check(Gone)
     image = fired(second.metadata.get(image_id))
     assert (image.status, image.upload_node) == (Status.SAVING, claim)  # untouched
-    fresh.done.callback(None)
+    fresh.release()
     assert fired(retried).status is Status.ACTIVE
     kept = fired(second.metadata.get(image_id)).location
     # node-a's bytes were left to the orphan sweep (another upload held the image, perhaps
@@ -409,7 +373,7 @@ def test_restore_with_a_claim_leaves_another_claim_alone(
 ) -> None:
     first, _second, _blobs = two_nodes
     image_id = _queued_image(first)
-    upload = first.upload(MEMBER, image_id, HeldProducer())
+    upload = first.upload(MEMBER, image_id, HeldProducer(b"data"))
     claim = fired(first.metadata.get(image_id)).upload_node
     assert fired(ensure(first.uploads.restore(image_id, "node-x#000000000000"))) is False
     assert fired(first.metadata.get(image_id)).status is Status.SAVING
