@@ -21,7 +21,7 @@ from .settings import Settings
 from .store.database import SchemaOutOfDate, describe
 from .store.files import FileBlobStore
 from .store.sql import SQLMetadataStore
-from .web.auth import STRATEGIES, Authenticator, NoAuth
+from .web.auth import STRATEGIES, Authenticator, FromNetworks, NoAuth
 from .web.keystone import KeystoneTokens, ServiceCredentials
 
 
@@ -91,17 +91,23 @@ def assemble(settings: Settings, reactor: Any) -> Assembly:
         settings.limits,
         require_format_match=settings.require_format_match,
         clock=reactor,
+        rules=settings.rules,
     )
     return Assembly(metadata=metadata, blobs=blobs, service=service, images_at=images_at)
 
 
 def authenticator(settings: Settings, reactor: IReactorTime) -> Authenticator:
     """The ``--auth`` strategy ``settings`` name."""
-    if settings.auth == "none":
-        return NoAuth(settings.default_project)
     keystone = settings.keystone
     if keystone is None:
-        return STRATEGIES[settings.auth]()
+        believer = (
+            NoAuth(settings.default_project)
+            if settings.auth == "none"
+            else STRATEGIES[settings.auth]()
+        )
+        if settings.trusted_networks is None:
+            return believer
+        return FromNetworks(believer, settings.trusted_networks)
     credentials = ServiceCredentials(
         username=keystone.user,
         password=keystone.password,

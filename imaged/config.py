@@ -80,12 +80,22 @@ class Options(usage.Options):
             "(validate X-Auth-Token against --keystone-url) or 'none' "
             "(development: every request is an admin of --default-project).",
         ],
+        [
+            "trusted-networks",
+            None,
+            "127.0.0.0/8,::1",
+            "Addresses whose requests the modes that believe identity headers ('headers', "
+            "'trusted-headers', 'none') serve: comma-separated networks, or 'any'.  Others get "
+            "401.  The default, loopback only, keeps those modes off the network; name your "
+            "keystonemiddleware proxy's address here, or use --auth keystone.",
+        ],
         ["keystone-url", None, None, "Keystone v3 endpoint imaged validates tokens with."],
         [
             "keystone-public-url",
             None,
             None,
-            "Keystone URL clients are sent to in WWW-Authenticate (default: --keystone-url).",
+            "Keystone URL clients are sent to in WWW-Authenticate (default: --keystone-url "
+            "without its /v3).",
         ],
         ["keystone-user", None, None, "imaged's service user in Keystone (role 'service')."],
         [
@@ -105,6 +115,20 @@ class Options(usage.Options):
             float,
         ],
         ["default-project", None, "admin", "Project of requests in --auth none."],
+        [
+            "deactivate-policy",
+            None,
+            "project-member",
+            "Who may deactivate and reactivate images: 'project-member' (admins and members "
+            "of the owning project, Glance's default) or 'admin'.",
+        ],
+        [
+            "schema-image",
+            None,
+            None,
+            "JSON file of the image schema's optional properties, as Glance's "
+            "schema-image.json (default: the properties Glance ships).",
+        ],
         [
             "healthcheck-disable-file",
             None,

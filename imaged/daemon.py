@@ -27,6 +27,7 @@ from .settings import Settings
 from .store.database import describe
 from .systemd import notify
 from .web.app import APIConfig, routes
+from .web.keystone import CredentialCheck, KeystoneTokens
 from .web.site import make_site
 
 log = Logger(namespace="imaged.daemon")
@@ -155,13 +156,15 @@ class Listener(StreamServerEndpointService):
 def service_tree(settings: Settings, reactor: Any) -> MultiService:
     """The whole daemon for ``settings``, on ``reactor``."""
     parts = assemble(settings, reactor)
+    auth = authenticator(settings, reactor)
     config = APIConfig(
         image_service=parts.service,
         public_base_url=settings.public_url,
         limits=settings.limits,
         show_locations=settings.show_locations,
-        auth=authenticator(settings, reactor),
+        auth=auth,
         healthcheck_disable_file=settings.healthcheck_disable_file,
+        schemas=settings.schemas,
     )
     api = routes(config)
     site = make_site(api.resource(), body_router=api.bodies, limits=settings.http,
@@ -173,6 +176,8 @@ def service_tree(settings: Settings, reactor: Any) -> MultiService:
     # Every node repairs what dead uploads leave (its own, or a silent node's), by itself.
     Sweeper(parts.service.sweep, reactor, SWEEP_INTERVAL).setServiceParent(top)
     FreezeStartupObjects().setServiceParent(top)
+    if isinstance(auth, KeystoneTokens):
+        CredentialCheck(auth, reactor).setServiceParent(top)
     endpoint = serverFromString(reactor, settings.listen)
     Listener(endpoint, site, settings.listen, reactor, notify_ready=True).setServiceParent(top)
     if settings.metrics_listen:
@@ -194,6 +199,7 @@ def service_tree(settings: Settings, reactor: Any) -> MultiService:
         header_timeout=f"{http.header_timeout} s" if http.header_timeout else "off",
         body_timeout=f"{http.body_timeout} s" if http.body_timeout else "off",
     )
+    log.info("imaged identity: {identity}", identity=auth.describe(), auth=settings.auth)
     log.info(
         "imaged storing metadata in {database} and images in {images}",
         database=describe(settings.database),

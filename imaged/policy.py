@@ -8,6 +8,10 @@ the caller may see but not change is *forbidden* (403).
 
 from __future__ import annotations
 
+from typing import Literal
+
+import attrs
+
 from .context import RequestContext
 from .errors import Forbidden, ImageNotFound
 from .model import Image, Member, MemberStatus, Scope, Visibility
@@ -127,9 +131,29 @@ def check_download(context: RequestContext, image: Image) -> None:
         raise Forbidden(f"You are not permitted to download image {image.id}.")
 
 
-def check_admin(context: RequestContext, image: Image, action: str) -> None:
-    """Actions only admins take (deactivate and reactivate, as this service's policy says)."""
-    if not context.is_admin:
+#: Who may deactivate and reactivate an image (``--deactivate-policy``).
+DeactivatePolicy = Literal["project-member", "admin"]
+DEACTIVATE_POLICIES: tuple[DeactivatePolicy, ...] = ("project-member", "admin")
+
+
+@attrs.frozen
+class Rules:
+    """
+    The defaults an operator may tighten, where Glance's own deployments differ.
+
+    ``deactivate``: Glance 33's default lets the owning project's members deactivate and
+    reactivate its images (``ADMIN_OR_PROJECT_MEMBER``; tempest's
+    ``test_deactivate_reactivate_image`` relies on it); many clouds restrict it to admins, so
+    that a project cannot hide an image an operator keeps active, and ``"admin"`` does that.
+    """
+
+    deactivate: DeactivatePolicy = "project-member"
+
+
+def check_deactivate(context: RequestContext, image: Image, action: str, rules: Rules) -> None:
+    """Deactivate and reactivate, after ``check_modify``: admins always, members only when
+    ``rules`` let them."""
+    if rules.deactivate == "admin" and not context.is_admin:
         raise Forbidden(f"You are not permitted to {action} image {image.id}.")
 
 

@@ -9,10 +9,13 @@ update requests, deciding which attributes are read-only or reserved, and the do
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 from jsonschema import Draft4Validator
+from jsonschema.exceptions import SchemaError
 
 from .errors import BadRequest
 from .model import ContainerFormat, DiskFormat, Status, Visibility
@@ -191,7 +194,7 @@ _BASE_PROPERTIES: dict[str, Any] = {
 
 #: Glance's default ``schema-image.json`` custom properties; ``is_base: false`` makes
 #: glanceclient patch them with ``add`` rather than ``replace``.
-_CUSTOM_PROPERTIES: dict[str, Any] = {
+GLANCE_CUSTOM_PROPERTIES: Mapping[str, Any] = {
     "kernel_id": {
         "type": ["null", "string"],
         "pattern": UUID_PATTERN,
@@ -250,31 +253,36 @@ _CUSTOM_PROPERTIES: dict[str, Any] = {
     },
 }
 
-IMAGE_SCHEMA: Mapping[str, Any] = {
-    "name": "image",
-    "properties": {**_BASE_PROPERTIES, **_CUSTOM_PROPERTIES},
-    "additionalProperties": {"type": "string"},
-    "links": [
-        {"rel": "self", "href": "{self}"},
-        {"rel": "enclosure", "href": "{file}"},
-        {"rel": "describedby", "href": "{schema}"},
-    ],
-}
 
-IMAGES_SCHEMA: Mapping[str, Any] = {
-    "name": "images",
-    "properties": {
-        "images": {"type": "array", "items": IMAGE_SCHEMA},
-        "schema": {"type": "string"},
-        "first": {"type": "string"},
-        "next": {"type": "string"},
-    },
-    "links": [
-        {"rel": "first", "href": "{first}"},
-        {"rel": "next", "href": "{next}"},
-        {"rel": "describedby", "href": "{schema}"},
-    ],
-}
+def _image_schema(custom: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "image",
+        "properties": {**_BASE_PROPERTIES, **custom},
+        "additionalProperties": {"type": "string"},
+        "links": [
+            {"rel": "self", "href": "{self}"},
+            {"rel": "enclosure", "href": "{file}"},
+            {"rel": "describedby", "href": "{schema}"},
+        ],
+    }
+
+
+def _images_schema(image: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "images",
+        "properties": {
+            "images": {"type": "array", "items": image},
+            "schema": {"type": "string"},
+            "first": {"type": "string"},
+            "next": {"type": "string"},
+        },
+        "links": [
+            {"rel": "first", "href": "{first}"},
+            {"rel": "next", "href": "{next}"},
+            {"rel": "describedby", "href": "{schema}"},
+        ],
+    }
+
 
 MEMBER_SCHEMA: Mapping[str, Any] = {
     "name": "member",
@@ -308,53 +316,127 @@ MEMBERS_SCHEMA: Mapping[str, Any] = {
     "links": [{"rel": "describedby", "href": "{schema}"}],
 }
 
-SCHEMAS: Mapping[str, Mapping[str, Any]] = {
-    "image": IMAGE_SCHEMA,
-    "images": IMAGES_SCHEMA,
-    "member": MEMBER_SCHEMA,
-    "members": MEMBERS_SCHEMA,
-}
 
-_IMAGE_VALIDATOR = Draft4Validator(IMAGE_SCHEMA)
+class SchemaFileError(ValueError):
+    """A ``schema-image.json`` imaged cannot use, in words naming the property."""
 
 
-def schema_document(name: str) -> dict[str, Any]:
-    """A fresh copy of a schema, safe to serialise or modify."""
-    return copy.deepcopy(dict(SCHEMAS[name]))
+#: JSON types an optional property's schema may allow: extra properties are strings (Glance's
+#: ``additionalProperties``), and ``null`` is how a client asks for one to be removed.
+_PROPERTY_TYPES = frozenset({"string", "null"})
+
+
+def _check_custom(custom: Any) -> dict[str, Any]:
+    """Glance's ``schema-image.json`` format (property name to JSON schema), checked."""
+    if not isinstance(custom, dict):
+        raise SchemaFileError("the file must hold a JSON object of property schemas")
+    for name, schema in custom.items():
+        if name in _BASE_PROPERTIES or name in READ_ONLY or is_reserved(name):
+            raise SchemaFileError(f"'{name}' is an image attribute, not an optional property")
+        if len(name) > 255:
+            raise SchemaFileError(f"'{name[:32]}...' is longer than 255 characters")
+        if not isinstance(schema, dict):
+            raise SchemaFileError(f"'{name}': a property's schema must be a JSON object")
+        kinds = schema.get("type", "string")
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        if not isinstance(kinds, list) or "string" not in kinds or not (
+            set(kinds) <= _PROPERTY_TYPES
+        ):
+            raise SchemaFileError(
+                f"'{name}': type must be \"string\" or [\"null\", \"string\"] "
+                "(extra properties are strings)"
+            )
+        try:
+            Draft4Validator.check_schema(schema)
+        except SchemaError as e:
+            raise SchemaFileError(f"'{name}': not a valid JSON schema: {e.message}") from None
+    return copy.deepcopy(custom)
+
+
+def load_custom_properties(path: str) -> dict[str, Any]:
+    """Glance's ``schema-image.json`` from ``path``; ``SchemaFileError`` says what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except OSError as e:
+        raise SchemaFileError(str(e)) from None
+    except ValueError as e:
+        raise SchemaFileError(f"not valid JSON: {e}") from None
+    return _check_custom(document)
+
+
+@attrs.frozen
+class ImageSchemas:
+    """
+    The documents at ``/v2/schemas/*`` and the validator of image attributes, built from one
+    set of optional properties so the two never disagree.
+
+    ``custom`` is Glance's ``schema-image.json``: optional properties the schema describes (and
+    glanceclient then validates and patches with ``add``).  The default is the file a packaged
+    Glance ships; an operator's own (``--schema-image``) replaces it whole, as Glance's does.
+    """
+
+    custom: Mapping[str, Any] = attrs.field(
+        factory=lambda: copy.deepcopy(GLANCE_CUSTOM_PROPERTIES), converter=_check_custom
+    )
+    _documents: Mapping[str, Mapping[str, Any]] = attrs.field(init=False)
+    _validator: Draft4Validator = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        image = _image_schema(self.custom)
+        documents = {
+            "image": image,
+            "images": _images_schema(image),
+            "member": MEMBER_SCHEMA,
+            "members": MEMBERS_SCHEMA,
+        }
+        object.__setattr__(self, "_documents", documents)
+        object.__setattr__(self, "_validator", Draft4Validator(image))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._documents
+
+    def document(self, name: str) -> dict[str, Any]:
+        """A fresh copy of a schema, safe to serialise or modify."""
+        return copy.deepcopy(dict(self._documents[name]))
+
+    def validate(self, attributes: Mapping[str, Any]) -> None:
+        """
+        Check attribute values against the image schema, as Glance does for create and patch.
+
+        Raises ``BadRequest`` naming the first violation.
+        """
+        for key, value in attributes.items():
+            if len(key) > 255:
+                raise BadRequest(
+                    "Provided object does not match schema 'image': "
+                    f"property name '{key[:32]}...' is longer than 255 characters"
+                )
+            if isinstance(value, str) and len(value) > MAX_PROPERTY_VALUE // 4 and (
+                len(value.encode("utf-8", "surrogatepass")) > MAX_PROPERTY_VALUE
+            ):
+                raise BadRequest(
+                    "Provided object does not match schema 'image': "
+                    f"the value of '{key[:32]}' is longer than {MAX_PROPERTY_VALUE} bytes"
+                )
+        errors = self._validator.iter_errors(dict(attributes))
+        error = next(iter(sorted(errors, key=str)), None)
+        if error is not None:
+            where = "/".join(str(p) for p in error.path)
+            detail = f"{error.message}" + (f" (at '{where}')" if where else "")
+            raise BadRequest(f"Provided object does not match schema 'image': {detail}")
+        for key in ("min_ram", "min_disk"):
+            value = attributes.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                if value < 0:
+                    raise BadRequest(f"Invalid value '{value}' for {key}: must be >= 0.")
+                if value > MAX_INT:
+                    raise BadRequest(f"Invalid value '{value}' for {key}: must be <= {MAX_INT}.")
 
 
 def is_reserved(name: str) -> bool:
     return name in RESERVED or name.startswith(RESERVED_PREFIX)
 
 
-def validate_image_attributes(attributes: Mapping[str, Any]) -> None:
-    """
-    Check attribute values against the image schema, as Glance does for create and patch.
-
-    Raises ``BadRequest`` naming the first violation.
-    """
-    for key, value in attributes.items():
-        if len(key) > 255:
-            raise BadRequest(
-                "Provided object does not match schema 'image': "
-                f"property name '{key[:32]}...' is longer than 255 characters"
-            )
-        if isinstance(value, str) and len(value) > MAX_PROPERTY_VALUE // 4 and (
-            len(value.encode("utf-8", "surrogatepass")) > MAX_PROPERTY_VALUE
-        ):
-            raise BadRequest(
-                "Provided object does not match schema 'image': "
-                f"the value of '{key[:32]}' is longer than {MAX_PROPERTY_VALUE} bytes"
-            )
-    error = next(iter(sorted(_IMAGE_VALIDATOR.iter_errors(dict(attributes)), key=str)), None)
-    if error is not None:
-        where = "/".join(str(p) for p in error.path)
-        detail = f"{error.message}" + (f" (at '{where}')" if where else "")
-        raise BadRequest(f"Provided object does not match schema 'image': {detail}")
-    for key in ("min_ram", "min_disk"):
-        value = attributes.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value < 0:
-                raise BadRequest(f"Invalid value '{value}' for {key}: must be >= 0.")
-            if value > MAX_INT:
-                raise BadRequest(f"Invalid value '{value}' for {key}: must be <= {MAX_INT}.")
+#: The schemas of a Glance with its packaged ``schema-image.json``.
+DEFAULT_SCHEMAS = ImageSchemas()

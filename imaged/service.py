@@ -91,8 +91,10 @@ class ImageService:
         require_format_match: bool = True,
         clock: IReactorTime | None = None,
         node: str | None = None,
+        rules: policy.Rules = policy.Rules(),
     ) -> None:
         self.metadata = metadata
+        self.rules = rules
         self.blobs = blobs
         self.hash_algo = check_algorithm(hash_algo)
         self.limits = limits
@@ -200,7 +202,7 @@ class ImageService:
         self, context: RequestContext, image_id: str, action: str, source: Status, target: Status
     ) -> Deferred[None]:
         def mutate(image: Image) -> Image:
-            policy.check_admin(context, image, action)
+            policy.check_deactivate(context, image, action, self.rules)
             if image.status is target:
                 return image
             if image.status is not source:

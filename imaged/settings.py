@@ -20,9 +20,11 @@ import attrs
 
 from .errors import BadRequest
 from .hashing import check_algorithm
+from .policy import DEACTIVATE_POLICIES, Rules
 from .quotas import Limits
+from .schemas import ImageSchemas, SchemaFileError, load_custom_properties
 from .store.swift import SWIFT_MAX_OBJECT
-from .web.auth import STRATEGY_NAMES
+from .web.auth import LOOPBACK, STRATEGY_NAMES, Network, parse_networks
 from .web.streaming import HTTPLimits
 
 #: The ``--store`` choices (``imaged.assembly`` builds each).
@@ -125,6 +127,8 @@ class Settings:
     metrics_listen: str | None = None
     public_url: str | None = None
     auth: str = "headers"
+    #: Where the header-believing ``auth`` modes are served (``None``: everywhere).
+    trusted_networks: tuple[Network, ...] | None = LOOPBACK
     default_project: str = "admin"
     keystone: KeystoneSettings | None = None
     healthcheck_disable_file: str | None = None
@@ -139,6 +143,8 @@ class Settings:
     s3: S3Settings | None = None
     show_locations: bool = False
     require_format_match: bool = True
+    rules: Rules = Rules()
+    schemas: ImageSchemas = attrs.field(factory=ImageSchemas)
 
     @property
     def images_dir(self) -> str:
@@ -165,6 +171,17 @@ class Settings:
             check_algorithm(options["hash-algo"])
         except BadRequest as e:
             raise SettingsError(f"--hash-algo: {e.message}") from None
+        if options["auth"] != "keystone":
+            _no_keystone_options(options)
+        if options["deactivate-policy"] not in DEACTIVATE_POLICIES:
+            raise SettingsError(
+                f"--deactivate-policy: '{options['deactivate-policy']}' is not one of "
+                f"{', '.join(DEACTIVATE_POLICIES)}"
+            )
+        try:
+            trusted_networks = parse_networks(options["trusted-networks"])
+        except ValueError as e:
+            raise SettingsError(f"--trusted-networks: {e}") from None
         data_dir = os.path.abspath(options["data-dir"])
         database = options["database"] or "sqlite:///" + os.path.join(data_dir, "imaged.sqlite")
         return cls(
@@ -174,6 +191,7 @@ class Settings:
             metrics_listen=options["metrics-listen"],
             public_url=options["public-url"],
             auth=options["auth"],
+            trusted_networks=trusted_networks,
             default_project=options["default-project"],
             keystone=_keystone(options) if options["auth"] == "keystone" else None,
             healthcheck_disable_file=options["healthcheck-disable-file"],
@@ -195,7 +213,34 @@ class Settings:
             s3=_s3(options) if options["store"] == "s3" else None,
             show_locations=bool(options["show-locations"]),
             require_format_match=not options["no-require-format-match"],
+            rules=Rules(deactivate=options["deactivate-policy"]),
+            schemas=_schemas(options["schema-image"]),
         )
+
+
+def _no_keystone_options(options: Mapping[str, Any]) -> None:
+    """Keystone options without ``--auth keystone`` mean a forgotten ``--auth``: imaged would
+    otherwise start believing headers, the opposite of what the operator set up."""
+    given = [
+        f"--{name}"
+        for name in ("keystone-url", "keystone-public-url", "keystone-user",
+                     "keystone-password-file")
+        if options[name]
+    ]
+    if given:
+        raise SettingsError(
+            f"{', '.join(given)} given, but --auth is '{options['auth']}': add --auth keystone "
+            "(or remove the keystone options)"
+        )
+
+
+def _schemas(path: str | None) -> ImageSchemas:
+    if not path:
+        return ImageSchemas()
+    try:
+        return ImageSchemas(load_custom_properties(path))
+    except SchemaFileError as e:
+        raise SettingsError(f"--schema-image: {path}: {e}") from None
 
 
 def _http(options: Mapping[str, Any]) -> HTTPLimits:

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IBodyProducer
@@ -25,6 +26,7 @@ from .errors import NotFound
 from .hashing import Digests
 from .interfaces import IBlobStore, IMetadataStore
 from .model import StoredBlob
+from .policy import Rules
 from .quotas import Limits
 from .service import ImageService
 from .store.sql import SQLMetadataStore
@@ -109,6 +111,7 @@ def memory_image_service(
     clock: IReactorTime | None = None,
     require_format_match: bool = True,
     node: str | None = None,
+    rules: Rules = Rules(),
 ) -> ImageService:
     """
     The real ``ImageService`` over in-memory stores (or the ``metadata``/``blobs`` given),
@@ -122,6 +125,7 @@ def memory_image_service(
         require_format_match=require_format_match,
         clock=clock,
         node=node,
+        rules=rules,
     )
 
 
@@ -134,6 +138,10 @@ def producer_of(data: bytes, chunk: int = 64 * 1024) -> IBodyProducer:
 
 
 # -- the daemon as users run it ---------------------------------------------------------------
+
+#: The peer of an in-memory connection (``StringTransport(peerAddress=LOCAL_PEER)``): a client
+#: on this host, whose identity headers the default authentication believes.
+LOCAL_PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 # The API's listener (not the metrics listener, whose description ends "(metrics)").
@@ -183,6 +191,18 @@ class TwistdDaemon:
     def log(self) -> str:
         with open(self.log_path) as f:
             return f.read()
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> str:
+        """The log once ``text`` is in it (an event the daemon reports, never a set time)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            if text in log:
+                return log
+            if self.process is None or self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} never appeared in the log:\n" + self.log())
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process is None:

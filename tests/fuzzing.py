@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from imaged.api import APIConfig, Limits, routes
 from imaged.store import tables
 from imaged.store.sql import SQLMetadataStore
-from imaged.testing import MemoryBlobStore, memory_image_service
+from imaged.testing import LOCAL_PEER, MemoryBlobStore, memory_image_service
 from imaged.web.app import ImagesAPI
 from imaged.web.site import make_site
 
@@ -508,7 +508,7 @@ class World:
         the connection: it propagates.
         """
         protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        transport = StringTransport()
+        transport = StringTransport(peerAddress=LOCAL_PEER)
         protocol.makeConnection(transport)
         try:
             data = request.encode()

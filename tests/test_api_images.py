@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import pytest
 
-from imaged.schemas import schema_document
+from imaged.api import APIConfig, ImageService, routes
+from imaged.policy import Rules
+from imaged.schemas import DEFAULT_SCHEMAS, ImageSchemas
 
 from .conftest import ADMIN, PROJECT_A, PROJECT_B, Client
 
-# Every key of the seed's DefaultResponse but ``properties``, which the seed used for extra
+# Every key of the seed's DefaultResponse but ``locations`` (Glance shows it only when locations
+# are shown) and ``properties``, which the seed used for extra
 # properties: they are top-level keys (echoing them as an object breaks openstacksdk's patches,
 # see tests/test_clients.py::test_openstacksdk).
 SEED_KEYS = {
     "status", "container_format", "min_ram", "updated_at", "owner", "min_disk", "tags",
-    "locations", "visibility", "id", "size", "virtual_size", "name", "checksum", "created_at",
+    "visibility", "id", "size", "virtual_size", "name", "checksum", "created_at",
     "disk_format", "protected", "self", "file", "schema",
 }
-GLANCE_KEYS = SEED_KEYS - {"locations"} | {
+GLANCE_KEYS = SEED_KEYS | {
     "os_hidden", "os_hash_algo", "os_hash_value",
 }
 
@@ -38,7 +42,8 @@ def test_create_returns_201_location_and_every_key(client: Client) -> None:
     assert image["owner"] == "project-a"
     assert image["protected"] is False and image["os_hidden"] is False
     assert image["min_disk"] == 0 and image["min_ram"] == 0
-    assert image["tags"] == [] and image["locations"] == [] and "properties" not in image
+    assert image["tags"] == [] and "properties" not in image
+    assert "locations" not in image  # Glance shows it only with show_multiple_locations
     for key in ("size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value",
                 "disk_format", "container_format"):
         assert image[key] is None
@@ -342,10 +347,14 @@ def test_deactivate_reactivate(client: Client) -> None:
     reply = client.post(f"{path}/actions/deactivate", headers=ADMIN)
     assert reply.code == 403 and b"Not allowed to deactivate image in status 'queued'" in reply.body
     client.upload(image["id"], b"payload", **PROJECT_A)
-    # Admin-only (this service's policy, as the tenancy issue asks): the owner may not.
-    reply = client.post(f"{path}/actions/deactivate", headers=PROJECT_A)
+    # Glance 33's default (tempest's test_deactivate_reactivate_image): the owning project's
+    # members may, its readers and other projects may not.
+    reader = {"X-Project-Id": "project-a", "X-User-Id": "rita", "X-Roles": "reader"}
+    reply = client.post(f"{path}/actions/deactivate", headers=reader)
     assert reply.code == 403 and b"not permitted to deactivate" in reply.body
-    assert client.post(f"{path}/actions/deactivate", headers=ADMIN).code == 204
+    assert client.post(f"{path}/actions/deactivate", headers=PROJECT_B).code == 404
+    assert client.get(path, headers=PROJECT_A).json()["status"] == "active"
+    assert client.post(f"{path}/actions/deactivate", headers=PROJECT_A).code == 204
     assert client.post(f"{path}/actions/deactivate", headers=ADMIN).code == 204
     assert client.get(path, headers=PROJECT_A).json()["status"] == "deactivated"
     assert client.get(f"{path}/file", headers=PROJECT_A).code == 403
@@ -354,12 +363,29 @@ def test_deactivate_reactivate(client: Client) -> None:
     assert client.patch(path, [{"op": "replace", "path": "/name", "value": "n"}],
                         headers=PROJECT_A).code == 200
     assert client.post(f"{path}/actions/reactivate", headers=PROJECT_B).code == 404
-    assert client.post(f"{path}/actions/reactivate", headers=PROJECT_A).code == 403
-    assert client.post(f"{path}/actions/reactivate", headers=ADMIN).code == 204
+    assert client.post(f"{path}/actions/reactivate", headers=reader).code == 403
+    assert client.get(path, headers=PROJECT_A).json()["status"] == "deactivated"
+    assert client.post(f"{path}/actions/reactivate", headers=PROJECT_A).code == 204
     assert client.post(f"{path}/actions/reactivate", headers=ADMIN).code == 204
     assert client.get(path, headers=PROJECT_A).json()["status"] == "active"
     assert client.post(f"{path}/actions/reactivate", data=b"{}", headers=ADMIN).code == 400
     assert client.post(f"/v2/images/{uuid.uuid4()}/actions/deactivate").code == 404
+
+
+def test_deactivate_can_be_admin_only(services: Callable[..., ImageService]) -> None:
+    """``--deactivate-policy admin``: the owning project's members are refused too."""
+    client = Client(routes(APIConfig(image_service=services(rules=Rules(deactivate="admin")))
+                           ).resource())
+    image = client.create(disk_format="raw", container_format="bare", _headers=PROJECT_A)
+    path = f"/v2/images/{image['id']}"
+    assert client.upload(image["id"], b"payload", **PROJECT_A).code == 204
+    for action in ("deactivate", "reactivate"):
+        reply = client.post(f"{path}/actions/{action}", headers=PROJECT_A)
+        assert reply.code == 403 and f"not permitted to {action}".encode() in reply.body
+        assert client.get(path, headers=PROJECT_A).json()["status"] == (
+            "active" if action == "deactivate" else "deactivated"
+        )
+        assert client.post(f"{path}/actions/{action}", headers=ADMIN).code == 204
 
 
 def test_roles_reader_reads_member_writes(client: Client) -> None:
@@ -393,7 +419,7 @@ def test_roles_reader_reads_member_writes(client: Client) -> None:
 @pytest.mark.parametrize("name", ["image", "images", "member", "members"])
 def test_schemas(client: Client, name: str) -> None:
     reply = client.get(f"/v2/schemas/{name}")
-    assert reply.code == 200 and reply.json() == schema_document(name)
+    assert reply.code == 200 and reply.json() == DEFAULT_SCHEMAS.document(name)
     assert reply.json()["name"] == name
 
 
@@ -406,3 +432,61 @@ def test_image_schema_details(client: Client) -> None:
     assert "additionalProperties" not in client.get("/v2/schemas/member").json()
     assert client.get("/v2/schemas/nope").code == 404
     assert client.post("/v2/schemas/image").code == 405
+
+
+def test_the_operators_schema_file_shapes_the_schema_and_validation(
+    services: Callable[..., ImageService]
+) -> None:
+    """``--schema-image``: the operator's optional properties replace Glance's, in the served
+    schema (which glanceclient validates with) and in create and patch."""
+    custom = {
+        "hw_firmware_type": {"type": "string", "enum": ["bios", "uefi"], "is_base": False,
+                             "description": "Firmware the guest boots with."},
+        "site": {"type": ["null", "string"], "maxLength": 8, "is_base": False},
+    }
+    client = Client(routes(APIConfig(image_service=services(), schemas=ImageSchemas(custom))
+                           ).resource())
+    schema = client.get("/v2/schemas/image", headers=PROJECT_A).json()
+    assert schema["properties"]["hw_firmware_type"] == custom["hw_firmware_type"]
+    assert "os_distro" not in schema["properties"] and "name" in schema["properties"]
+    assert client.get("/v2/schemas/images", headers=PROJECT_A).json()[
+        "properties"]["images"]["items"] == schema
+    image = client.create(name="u", hw_firmware_type="uefi", os_distro="free-form",
+                          _headers=PROJECT_A)
+    path = f"/v2/images/{image['id']}"
+    before = client.get(path, headers=PROJECT_A).json()
+    refused = [
+        client.post("/v2/images", json={"name": "b", "hw_firmware_type": "coreboot"},
+                    headers=PROJECT_A),
+        client.post("/v2/images", json={"name": "b", "site": "far-too-long"},
+                    headers=PROJECT_A),
+        client.patch(path, [{"op": "replace", "path": "/hw_firmware_type", "value": "efi"}],
+                     headers=PROJECT_A),
+    ]
+    for reply in refused:
+        assert reply.code == 400, reply.body
+        assert b"Provided object does not match schema 'image'" in reply.body
+    assert client.get(path, headers=PROJECT_A).json() == before
+    assert [i["name"] for i in client.get("/v2/images", headers=PROJECT_A).json()["images"]] == [
+        "u"]
+    # The defaults' checks are gone with them: Glance's kernel_id must be a UUID, this is free.
+    assert client.create(name="k", kernel_id="not-a-uuid", _headers=PROJECT_A)[
+        "kernel_id"] == "not-a-uuid"
+    default = Client(routes(APIConfig(image_service=services())).resource())
+    assert default.post("/v2/images", json={"kernel_id": "not-a-uuid"},
+                        headers=PROJECT_A).code == 400
+
+
+def test_locations_appear_only_when_shown(services: Callable[..., ImageService]) -> None:
+    """Glance's ``show_multiple_locations``: the key exists only then (and lists the data)."""
+    service = services()
+    shown = Client(routes(APIConfig(image_service=service, show_locations=True)).resource())
+    hidden = Client(routes(APIConfig(image_service=service)).resource())
+    image = shown.create(disk_format="raw", container_format="bare", _headers=PROJECT_A)
+    assert image["locations"] == []
+    assert shown.upload(image["id"], b"bytes", **PROJECT_A).code == 204
+    [location] = shown.get(f"/v2/images/{image['id']}", headers=PROJECT_A).json()["locations"]
+    assert location["url"].startswith("memory://") and location["metadata"] == {}
+    assert "locations" not in hidden.get(f"/v2/images/{image['id']}", headers=PROJECT_A).json()
+    listed = hidden.get("/v2/images", headers=PROJECT_A).json()["images"]
+    assert listed and all("locations" not in i for i in listed)

@@ -171,6 +171,42 @@ def test_tac_reads_the_shipped_config_format(tmp_path: Any) -> None:
         daemon.stop()
 
 
+def test_identity_mode_is_logged_and_headers_are_believed_from_trusted_networks_only(
+    tmp_path: Any,
+) -> None:
+    """
+    The default believes identity headers from this host only; here the operator trusts a
+    proxy network that loopback is not in, so curl over loopback plays a client elsewhere.
+    The start-up log says what is trusted, and an operator's schema file is served.
+    """
+    schema = tmp_path / "schema-image.json"
+    schema.write_text(json.dumps({"site": {"type": "string", "enum": ["north", "south"]}}))
+    daemon = Daemon(str(tmp_path), args=["--trusted-networks", "10.20.0.0/16",
+                                         "--schema-image", str(schema)]).start()
+    try:
+        assert ("imaged identity: 'headers': believes X-Project-Id, X-User-Id and X-Roles as "
+                "sent; a request without them acts as an administrator; served to "
+                "10.20.0.0/16 only, others get 401") in daemon.log()
+        admin = ["-H", "X-Roles: admin", "-H", "X-Project-Id: p1"]
+        status, _, body = curl(f"{daemon.url}/v2/images", *admin, "-X", "POST", "-H",
+                               "Content-Type: application/json", "-d", '{"name": "x"}')
+        assert status == 401 and b"trusted networks" in body
+        assert curl(f"{daemon.url}/v2/images", *admin)[0] == 401
+        assert curl(f"{daemon.url}/versions")[0] == 200
+    finally:
+        daemon.stop()
+    default = Daemon(str(tmp_path / "default"), args=["--schema-image", str(schema)])
+    os.makedirs(default.workdir)
+    default.start()
+    try:
+        assert "served to 127.0.0.0/8, ::1/128 only, others get 401" in default.log()
+        status, _, body = curl(f"{default.url}/v2/schemas/image")
+        assert status == 200 and json.loads(body)["properties"]["site"]["enum"] == [
+            "north", "south"]
+    finally:
+        default.stop()
+
+
 def test_bad_options_fail_clearly(tmp_path: Any) -> None:
     from .daemon import TWISTD
 

@@ -204,10 +204,11 @@ ENDPOINTS = [
              codes(204, 403, 403, 403, 403, 403, 204), image="public"),
     Endpoint("delete another project's", "DELETE", "/v2/images/{image}",
              codes(404, 404, 204, 404, 404, 404, 204), image="foreign"),
+    # Glance 33's default: the owning project's members too (--deactivate-policy).
     Endpoint("deactivate", "POST", "/v2/images/{image}/actions/deactivate",
-             codes(403, 403, 404, 403, 403, 403, 204)),
+             codes(204, 403, 404, 403, 403, 403, 204)),
     Endpoint("reactivate", "POST", "/v2/images/{image}/actions/reactivate",
-             codes(403, 403, 403, 403, 403, 403, 204), image="deactivated"),
+             codes(204, 403, 403, 403, 403, 403, 204), image="deactivated"),
     # -- tags ----------------------------------------------------------------------------
     Endpoint("add tag", "PUT", "/v2/images/{image}/tags/t9",
              codes(204, 403, 404, 403, 403, 403, 204)),

@@ -198,6 +198,52 @@ def test_keystone_down_is_503_never_access(daemon: TwistdDaemon, keystone: Keyst
     assert call(daemon, "GET", "/v2/images", fresh)[0] == 200
 
 
+def test_start_up_names_the_identity_mode_and_checks_the_credentials(
+    daemon: TwistdDaemon, keystone: Keystone
+) -> None:
+    log = daemon.wait_for_log("Keystone accepts imaged's service credentials")
+    assert (f"imaged identity: 'keystone': validates X-Auth-Token with Keystone at "
+            f"{keystone.url} as service user 'imaged' (project 'service'); believes no "
+            "identity header") in log
+    assert "Keystone accepts imaged's service credentials (user imaged)" in log
+    assert call(daemon, "GET", "/healthcheck")[2] == {"detailed": False, "reasons": ["OK"]}
+
+
+@pytest.mark.parametrize("problem", ["wrong-password", "no-service-role"])
+def test_bad_service_credentials_show_at_start_and_in_the_healthcheck(
+    keystone: Keystone, tmp_path: Path, problem: str
+) -> None:
+    """Found at start, not at a client's first request: one error line, /healthcheck 503."""
+    user = f"imaged-{problem}"
+    keystone.user(user, PASSWORD, "service",
+                  ["member"] if problem == "no-service-role" else ["service"])
+    password_file = tmp_path / "keystone-password"
+    password_file.write_text(PASSWORD + ("-typo" if problem == "wrong-password" else "") + "\n")
+    daemon = TwistdDaemon(str(tmp_path), args=[
+        "--auth", "keystone", "--keystone-url", keystone.url + "/v3",
+        "--keystone-user", user, "--keystone-password-file", str(password_file),
+    ]).start()
+    try:
+        expected = {
+            "wrong-password": f"Keystone refused imaged's service credentials (user '{user}'",
+            "no-service-role": f"imaged's service user '{user}' lacks the 'service' role in "
+                               f"project 'service' (openstack role add --user {user}",
+        }[problem]
+        log = daemon.wait_for_log("imaged cannot validate tokens")
+        code, _, body = call(daemon, "GET", "/healthcheck")
+        assert code == 503 and body["reasons"][0].startswith("identity: " + expected), body
+        error = [line for line in log.splitlines() if "cannot validate" in line]
+        assert len(error) == 1 and expected in error[0]
+        assert "checking again in 5 s" in error[0]
+        # The daemon still runs (Keystone may be fixed without restarting imaged): discovery
+        # answers, and a client's request is refused as a whole identity service would.
+        assert call(daemon, "GET", "/versions")[0] == 200
+        alice = token_of(keystone, "alice", "alpha")
+        assert call(daemon, "GET", "/v2/images", alice)[0] == 503
+    finally:
+        daemon.stop()
+
+
 def test_log_never_holds_tokens_or_the_password(daemon: TwistdDaemon) -> None:
     log = Path(daemon.log_path).read_text()
     assert PASSWORD not in log

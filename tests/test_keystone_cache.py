@@ -21,7 +21,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from imaged.context import RequestContext
 from imaged.errors import IdentityUnavailable, Unauthorized
-from imaged.web.keystone import KeystoneTokens, ServiceCredentials
+from imaged.web.keystone import CredentialCheck, KeystoneTokens, ServiceCredentials
 
 from .conftest import fired
 
@@ -43,8 +43,11 @@ class FakeKeystone(Resource):
         self.tokens: dict[str, dict[str, Any]] = {}
         self.service_tokens: set[str] = set()
         self.logins = 0
+        self.login_attempts = 0
         self.validations = 0
         self.status: int | None = None  # forced answer, to play a broken Keystone
+        self.password = CREDENTIALS.password  # what the service user's password is now
+        self.service_roles = ["service"]  # the service user's roles in its project
 
     def issue(self, token: str, project: str | None, roles: list[str],
               lifetime: float = 3600) -> None:
@@ -58,7 +61,8 @@ class FakeKeystone(Resource):
     def render_POST(self, request: Any) -> bytes:
         body = json.loads(request.content.read())
         password = body["auth"]["identity"]["password"]["user"]["password"]
-        if password != CREDENTIALS.password:
+        self.login_attempts += 1
+        if password != self.password:
             request.setResponseCode(401)
             return b"{}"
         self.logins += 1
@@ -66,7 +70,9 @@ class FakeKeystone(Resource):
         self.service_tokens.add(token)
         request.setResponseCode(201)
         request.setHeader(b"x-subject-token", token.encode())
-        return json.dumps({"token": {"expires_at": _iso(self.clock.seconds() + 3600)}}).encode()
+        roles = [{"id": r, "name": r} for r in self.service_roles]
+        return json.dumps({"token": {"expires_at": _iso(self.clock.seconds() + 3600),
+                                     "roles": roles}}).encode()
 
     def render_GET(self, request: Any) -> bytes:
         self.validations += 1
@@ -269,3 +275,97 @@ def test_wrong_service_password_is_unavailable(
     keystone.issue("t1", "p1", ["reader"])
     assert isinstance(refused(strategy, "t1"), IdentityUnavailable)
     assert "wrong" not in repr(strategy.credentials)
+
+
+# -- imaged's own credentials, checked at start and reported by /healthcheck --------------------
+
+
+def test_wrong_credentials_are_reported_and_checked_again_with_back_off(
+    clock: Clock, keystone: FakeKeystone, http: HeldHTTP
+) -> None:
+    keystone.password = "changed-in-keystone"
+    strategy = tokens(clock, http)
+    check = CredentialCheck(strategy, clock, first_retry=5, max_retry=20)
+    check.startService()
+    assert keystone.login_attempts == 1
+    problem = strategy.health()
+    assert problem is not None and problem.startswith(
+        "Keystone refused imaged's service credentials (user 'imaged' in domain 'default', "
+        "project 'service'): check --keystone-user, --keystone-password-file")
+    # back-off: 5, 10, 20, then 20 s (the cap) between attempts; nothing in between
+    for wait, attempts in ((4.9, 1), (0.1, 2), (9.9, 2), (0.1, 3), (20, 4), (20, 5)):
+        clock.advance(wait)
+        assert keystone.login_attempts == attempts, wait
+    # Fixed in Keystone (no restart of imaged): the next attempt succeeds and checking stops.
+    keystone.password = CREDENTIALS.password
+    clock.advance(20)
+    assert keystone.login_attempts == 6 and strategy.health() is None
+    assert clock.getDelayedCalls() == []
+    check.stopService()
+
+
+def test_a_service_user_without_the_service_role_is_reported_at_start(
+    clock: Clock, keystone: FakeKeystone, http: HeldHTTP
+) -> None:
+    keystone.service_roles = ["member", "reader"]
+    strategy = tokens(clock, http)
+    check = CredentialCheck(strategy, clock, first_retry=5)
+    check.startService()
+    assert strategy.health() == (
+        "imaged's service user 'imaged' lacks the 'service' role in project 'service' "
+        "(openstack role add --user imaged --project service service); Keystone will not let "
+        "it validate tokens")
+    keystone.service_roles = ["service"]
+    clock.advance(5)
+    assert strategy.health() is None and clock.getDelayedCalls() == []
+    check.stopService()
+
+
+def test_stopping_cancels_the_next_check(
+    clock: Clock, keystone: FakeKeystone, http: HeldHTTP
+) -> None:
+    http.refuse = True
+    strategy = tokens(clock, http)
+    check = CredentialCheck(strategy, clock, first_retry=5)
+    check.startService()
+    assert strategy.health() == "Keystone at http://keystone.test is unreachable"
+    assert len(clock.getDelayedCalls()) == 1
+    check.stopService()
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_refused_validation_is_reported_until_keystone_allows_it_again(
+    clock: Clock, keystone: FakeKeystone, http: HeldHTTP
+) -> None:
+    keystone.issue("t1", "p1", ["member"])
+    strategy = tokens(clock, http, cache_seconds=0)
+    keystone.status = 403  # e.g. the service role was removed after the start
+    assert isinstance(refused(strategy, "t1"), IdentityUnavailable)
+    problem = strategy.health()
+    assert problem is not None and (
+        "does not let imaged's service user 'imaged' validate tokens (403)" in problem)
+    keystone.status = None
+    assert identity(strategy, "t1").project_id == "p1"
+    assert strategy.health() is None
+
+
+def test_healthcheck_reports_the_identity_problem(
+    clock: Clock, keystone: FakeKeystone, http: HeldHTTP, services: Any
+) -> None:
+    from imaged.api import APIConfig, routes
+
+    from .conftest import Client
+
+    strategy = tokens(clock, http)
+    client = Client(routes(APIConfig(image_service=services(), auth=strategy)).resource())
+    assert client.get("/healthcheck").body == b"OK"
+    keystone.password = "changed-in-keystone"
+    fired(Deferred.fromCoroutine(strategy.check()))
+    reply = client.get("/healthcheck", headers={"Accept": "application/json"})
+    assert reply.code == 503
+    [reason] = reply.json()["reasons"]
+    assert reason.startswith("identity: Keystone refused imaged's service credentials")
+    assert client.request("HEAD", "/healthcheck").code == 503
+    keystone.password = CREDENTIALS.password
+    fired(Deferred.fromCoroutine(strategy.check()))
+    assert client.get("/healthcheck").code == 200

@@ -33,7 +33,7 @@ from imaged import tap
 from imaged.api import APIConfig, ImageService, routes
 from imaged.settings import Settings
 from imaged.store.sql import SQLMetadataStore
-from imaged.testing import MemoryBlobStore
+from imaged.testing import LOCAL_PEER, MemoryBlobStore
 from imaged.web.errors import error_body
 from imaged.web.site import make_site
 from imaged.web.streaming import (
@@ -70,7 +70,7 @@ class Connection:
 
     def __init__(self, protocol: Any) -> None:
         self.protocol = protocol
-        self.transport = StringTransport()
+        self.transport = StringTransport(peerAddress=LOCAL_PEER)
         protocol.makeConnection(self.transport)
 
     def send(self, data: bytes) -> None:
@@ -438,7 +438,7 @@ def test_the_connection_limit_refuses_past_it_and_says_so_once_per_burst() -> No
 
     def refused() -> bool:
         """Whether a new connection is closed as soon as it is made."""
-        transport = StringTransport()
+        transport = StringTransport(peerAddress=LOCAL_PEER)
         site.site.buildProtocol(address).makeConnection(transport)
         return bool(transport.disconnected) and transport.value() == b""
 

@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from imaged.api import APIConfig, Limits, routes
-from imaged.testing import MemoryBlobStore, TwistdDaemon, memory_image_service
+from imaged.testing import LOCAL_PEER, MemoryBlobStore, TwistdDaemon, memory_image_service
 from imaged.web.routing import VERSIONS, negotiate, segments_of
 from imaged.web.site import make_site
 
@@ -69,7 +69,7 @@ class Wire:
 
     def send(self, method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
         protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        transport = StringTransport()
+        transport = StringTransport(peerAddress=LOCAL_PEER)
         protocol.makeConnection(transport)
         lines = [f"{method} {path} HTTP/1.1", "Host: imaged.test", "Connection: close"]
         lines += [f"{name}: {value}" for name, value in headers.items()]

@@ -35,7 +35,7 @@ from imaged.interfaces import IBlobStore
 from imaged.model import StoredBlob
 from imaged.store.sql import SQLMetadataStore
 from imaged.streams import ChunkProducer, consume
-from imaged.testing import MemoryBlobStore, producer_of
+from imaged.testing import LOCAL_PEER, MemoryBlobStore, producer_of
 from imaged.web.site import make_site
 
 OWNER = {"X-Project-Id": "p1", "X-Roles": "member"}
@@ -102,7 +102,7 @@ class Wire:
 
     def connect(self) -> None:
         self.protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        self.transport = StringTransport()
+        self.transport = StringTransport(peerAddress=LOCAL_PEER)
         self.protocol.makeConnection(self.transport)
 
     def send(self, data: bytes) -> None:
@@ -345,7 +345,7 @@ def test_a_download_failing_midway_is_cut_never_completed_with_an_error_page() -
     image = results[0]
     service.upload(owner, image.id, producer_of(b"a" * 65536)).addCallback(results.append)
     protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-    transport = StringTransport()
+    transport = StringTransport(peerAddress=LOCAL_PEER)
     protocol.makeConnection(transport)
     protocol.dataReceived(f"GET /v2/images/{image.id}/file HTTP/1.1\r\nHost: x\r\n"
                           "X-Project-Id: p1\r\nX-Roles: member\r\n\r\n".encode())

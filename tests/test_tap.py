@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -41,7 +42,10 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "show-locations": 0,
         "no-require-format-match": 0,
         "auth": "headers",
+        "trusted-networks": "127.0.0.0/8,::1",
         "default-project": "admin",
+        "deactivate-policy": "project-member",
+        "schema-image": None,
         "healthcheck-disable-file": None,
         "keystone-url": None,
         "keystone-public-url": None,
@@ -116,6 +120,46 @@ def test_keystone_options_name_what_is_missing(
     monkeypatch.delenv("IMAGED_KEYSTONE_PASSWORD", raising=False)
     with pytest.raises(UsageError, match=named):
         tap.Options().parseOptions(["--auth", "keystone", *args])
+
+
+@pytest.mark.parametrize("auth", ["headers", "trusted-headers", "none"])
+@pytest.mark.parametrize("option", ["--keystone-url", "--keystone-public-url",
+                                    "--keystone-user", "--keystone-password-file"])
+def test_keystone_options_without_auth_keystone_stop_the_start(auth: str, option: str) -> None:
+    """A forgotten ``--auth keystone`` would start a daemon believing headers instead."""
+    args = [option, "http://k:5000/v3"] + ([] if auth == "headers" else ["--auth", auth])
+    with pytest.raises(UsageError, match=f"{option} given, but --auth is '{auth}': add --auth "
+                       "keystone"):
+        tap.Options().parseOptions(args)
+
+
+def test_trusted_networks_are_parsed_and_checked(tmp_path: Any) -> None:
+    import ipaddress
+
+    options = tap.Options()
+    options.parseOptions(["--data-dir", str(tmp_path)])
+    assert options.settings.trusted_networks == (
+        ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1"))
+    options = tap.Options()
+    options.parseOptions(["--data-dir", str(tmp_path), "--trusted-networks",
+                          "10.0.0.7, 192.168.4.0/24,fd00::/8"])
+    assert [str(n) for n in options.settings.trusted_networks or ()] == [
+        "10.0.0.7/32", "192.168.4.0/24", "fd00::/8"]
+    options = tap.Options()
+    options.parseOptions(["--data-dir", str(tmp_path), "--trusted-networks", "any"])
+    assert options.settings.trusted_networks is None
+    for bad in ("", "10.0.0.300", "everyone", ","):
+        with pytest.raises(UsageError, match="--trusted-networks"):
+            tap.Options().parseOptions(["--trusted-networks", bad])
+
+
+def test_deactivate_policy_option(tmp_path: Any) -> None:
+    options = tap.Options()
+    options.parseOptions(["--data-dir", str(tmp_path), "--deactivate-policy", "admin"])
+    assert options.settings.rules.deactivate == "admin"
+    with pytest.raises(UsageError, match="--deactivate-policy: 'owner' is not one of "
+                       "project-member, admin"):
+        tap.Options().parseOptions(["--deactivate-policy", "owner"])
 
 
 def test_keystone_password_stays_out_of_the_options(tmp_path: Any, monkeypatch: Any) -> None:
@@ -248,3 +292,35 @@ def test_store_options_become_typed_settings(tmp_path: Any, monkeypatch: Any) ->
             tap.Options().parseOptions(["--store", "s3", "--s3-endpoint", "http://s3:9000",
                                         "--s3-access-key", "AK", "--s3-secret-key-file",
                                         str(tmp_path / "s3-secret"), *bad])
+
+
+def test_the_shipped_schema_file_is_glances_default() -> None:
+    import json
+    import os
+
+    from imaged.schemas import GLANCE_CUSTOM_PROPERTIES, load_custom_properties
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "etc", "schema-image.json")
+    assert json.load(open(path)) == GLANCE_CUSTOM_PROPERTIES
+    assert load_custom_properties(path) == GLANCE_CUSTOM_PROPERTIES
+
+
+@pytest.mark.parametrize("content, named", [
+    ('{"name": {"type": "string"}}', "'name' is an image attribute"),
+    ('{"os_glance_x": {"type": "string"}}', "'os_glance_x' is an image attribute"),
+    ('{"cores": {"type": "integer"}}', "'cores': type must be \"string\""),
+    ('{"cores": {"type": ["string", "integer"]}}', "'cores': type must be \"string\""),
+    ('{"flavour": {"type": "string", "enum": "abc"}}', "'flavour': not a valid JSON schema"),
+    ('{"flavour": "string"}', "'flavour': a property's schema must be a JSON object"),
+    ('["os_distro"]', "must hold a JSON object"),
+    ("{not json", "not valid JSON"),
+])
+def test_a_schema_file_imaged_cannot_use_stops_the_start(
+    tmp_path: Any, content: str, named: str
+) -> None:
+    path = tmp_path / "schema-image.json"
+    path.write_text(content)
+    with pytest.raises(UsageError, match=f"--schema-image: {path}: .*{re.escape(named)}"):
+        tap.Options().parseOptions(["--data-dir", str(tmp_path), "--schema-image", str(path)])
+    with pytest.raises(UsageError, match=r"--schema-image: .*No such file"):
+        tap.Options().parseOptions(["--schema-image", str(tmp_path / "missing.json")])

@@ -27,9 +27,9 @@ from ..interfaces import IImageService
 from ..logcontext import run_for_request
 from ..model import Image, Link, Version
 from ..quotas import Limits
-from ..schemas import SCHEMAS, schema_document
+from ..schemas import DEFAULT_SCHEMAS, ImageSchemas
 from . import listing, wire
-from .auth import Authenticator, HeaderIdentity
+from .auth import Authenticator, FromNetworks, HeaderIdentity
 from .data import (
     BodyReceiver,
     requested_range,
@@ -61,8 +61,9 @@ class APIConfig:
 
     ``public_base_url`` is the URL clients reach this API at (behind a proxy, say); without it
     links are built from the request's ``Host``.  ``auth`` turns requests into identities
-    (``imaged.web.auth``).  ``show_locations`` shows where each image's bytes are stored, as
-    Glance's ``show_multiple_locations``.
+    (``imaged.web.auth``; by default identity headers, believed from loopback only).
+    ``show_locations`` shows where each image's bytes are stored, as Glance's
+    ``show_multiple_locations``.
     """
 
     image_service: IImageService
@@ -70,10 +71,12 @@ class APIConfig:
     public_base_url: str | None = None
     limits: Limits = Limits()
     show_locations: bool = False
-    auth: Authenticator = HeaderIdentity()
+    auth: Authenticator = FromNetworks(HeaderIdentity())
     #: While this file exists ``/healthcheck`` answers 503, so a load balancer drains the node
     #: before maintenance (oslo.middleware's ``disable_by_file_path``).
     healthcheck_disable_file: str | None = None
+    #: The image schema's optional properties and the validator made from them.
+    schemas: ImageSchemas = DEFAULT_SCHEMAS
 
 
 def _begin_upload(
@@ -176,14 +179,18 @@ class ImagesAPI:
     async def healthcheck(self, request: IRequest) -> bytes:
         """
         oslo.middleware's healthcheck as Glance mounts it (no auth, outside ``/v2``), with
-        the database's answer as a second check: 503 while the disable file exists or the
-        database does not answer.
+        the database's and the identity service's answers as further checks: 503 while the
+        disable file exists, the database does not answer, or requests cannot be
+        authenticated (``--auth keystone`` with credentials Keystone refuses, say).
         """
         disable = self.config.healthcheck_disable_file
         if disable and os.path.exists(disable):
             problem: str | None = "DISABLED BY FILE"
         else:
             problem = await self.service.health()
+            identity = self.config.auth.health()
+            if problem is None and identity is not None:
+                problem = f"identity: {identity}"
         reason = problem or "OK"
         code = 200 if problem is None else 503
         if request.method == b"HEAD":
@@ -202,7 +209,7 @@ class ImagesAPI:
     @app.route("/v2/images", methods=["POST"])
     async def create_image(self, request: IRequest) -> bytes:
         context = await self.context(request)
-        create = wire.decode_create(wire.decode_json(read_body(request)))
+        create = wire.decode_create(wire.decode_json(read_body(request)), self.config.schemas)
         image = await self.service.create(context, create)
         location = f"{self._base_url(request)}/v2/images/{image.id}"
         request.setHeader(b"location", location.encode("ascii"))
@@ -232,7 +239,9 @@ class ImagesAPI:
     async def update_image(self, request: IRequest, image_id: str) -> bytes:
         context = await self.context(request)
         content_type = header(request, b"content-type")
-        changes = wire.decode_patch(content_type, wire.decode_json(read_body(request)))
+        changes = wire.decode_patch(
+            content_type, wire.decode_json(read_body(request)), self.config.schemas
+        )
         image = await self.service.update(context, image_id, changes)
         return json_response(request, self._image(image))
 
@@ -371,9 +380,9 @@ class ImagesAPI:
     async def schema(self, request: IRequest, name: str) -> bytes:
         await self.context(request)  # behind authentication, as in Glance's pipeline
         reject_body(request)
-        if name not in SCHEMAS:
+        if name not in self.config.schemas:
             raise NotFound(f"Schema {name} not found.")
-        return json_response(request, schema_document(name))
+        return json_response(request, self.config.schemas.document(name))
 
 
 # The map is complete once the class body has run: seal it (HEAD, slashes) and ask it, once.

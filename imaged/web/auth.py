@@ -15,14 +15,21 @@ that context may do.  Two exist now:
 
 - ``KeystoneTokens`` (``imaged.web.keystone``) validates ``X-Auth-Token`` against Keystone
   itself.
+
+The first three believe whoever sends the headers, so they are only as safe as the network
+in front of them: ``FromNetworks`` serves them only to the addresses an operator trusts
+(``--trusted-networks``, loopback by default) and answers anyone else 401.  Reaching such a
+mode from the network is therefore always an explicit choice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
@@ -59,6 +66,14 @@ class Authenticator(Protocol):
 
     def context(self, request: IRequest) -> RequestContext | Deferred[RequestContext]: ...
 
+    def describe(self) -> str:
+        """What this strategy trusts, in words for the start-up log."""
+        ...
+
+    def health(self) -> str | None:
+        """Why requests cannot be authenticated now (for ``/healthcheck``), or ``None``."""
+        ...
+
 
 @attrs.frozen
 class HeaderIdentity:
@@ -69,6 +84,15 @@ class HeaderIdentity:
         if identity is None:
             return RequestContext.unauthenticated(header(request, b"x-openstack-request-id"))
         return identity
+
+    def describe(self) -> str:
+        return (
+            "'headers': believes X-Project-Id, X-User-Id and X-Roles as sent; a request "
+            "without them acts as an administrator"
+        )
+
+    def health(self) -> str | None:
+        return None
 
 
 @attrs.frozen
@@ -81,6 +105,15 @@ class TrustedHeaders:
         if status != "confirmed" or identity is None:
             raise Unauthorized("The request you have made requires authentication.")
         return identity
+
+    def describe(self) -> str:
+        return (
+            "'trusted-headers': believes X-Project-Id, X-User-Id and X-Roles when sent with "
+            "X-Identity-Status: Confirmed (keystonemiddleware's verdict), else 401"
+        )
+
+    def health(self) -> str | None:
+        return None
 
 
 @attrs.frozen
@@ -96,6 +129,78 @@ class NoAuth:
             frozenset({"admin", "member", "reader"}),
             header(request, b"x-openstack-request-id"),
         )
+
+    def describe(self) -> str:
+        return (
+            f"'none': every request is an administrator of project '{self.default_project}' "
+            "(or of the project X-Project-Id names)"
+        )
+
+    def health(self) -> str | None:
+        return None
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: ``--trusted-networks``' default: this host only.
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+
+def parse_networks(text: str) -> tuple[Network, ...] | None:
+    """``--trusted-networks``: comma-separated networks (or addresses), ``None`` for 'any'."""
+    if text.strip().lower() == "any":
+        return None
+    networks = []
+    for part in text.split(","):
+        if part.strip():
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+    if not networks:
+        raise ValueError("no network given (name one, or 'any')")
+    return tuple(networks)
+
+
+@attrs.frozen
+class FromNetworks:
+    """
+    ``inner`` (a strategy that believes headers) for peers in ``networks`` only; anyone else
+    is 401, whatever headers it sends.
+
+    The peer is the TCP connection's address, never ``X-Forwarded-For`` (which the client
+    writes): behind a proxy, trust the proxy's address.  A UNIX socket's peer is on this host
+    and is trusted like loopback.
+    """
+
+    inner: Authenticator
+    networks: Sequence[Network] = LOOPBACK
+
+    def context(self, request: IRequest) -> RequestContext | Deferred[RequestContext]:
+        if not self.trusts(request.getClientAddress()):
+            raise Unauthorized(
+                "The request you have made requires authentication: this service serves "
+                "identity headers from its trusted networks only (use Keystone tokens)."
+            )
+        return self.inner.context(request)
+
+    def trusts(self, peer: object) -> bool:
+        if not isinstance(peer, (IPv4Address, IPv6Address)):
+            return True  # a UNIX socket: this host
+        try:
+            address = ipaddress.ip_address(peer.host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
+
+    def describe(self) -> str:
+        where = ", ".join(str(network) for network in self.networks)
+        return f"{self.inner.describe()}; served to {where} only, others get 401"
+
+    def health(self) -> str | None:
+        return self.inner.health()
 
 
 #: The ``--auth`` choices that need no configuration of their own (``none`` takes its default

@@ -19,6 +19,12 @@ Why the rules below:
   ``WWW-Authenticate: Keystone uri="..."`` so clients know where to authenticate.
 - A 401 from Keystone on validation means imaged's own service token went stale (Keystone
   restarted with new keys, the token was revoked); imaged logs in again once and retries.
+- imaged's own credentials are checked at start (``CredentialCheck``), not first at a
+  client's request: a wrong password, an unknown user or a missing ``service`` role is logged
+  in words saying what to fix, ``/healthcheck`` reports it, and the check repeats with
+  back-off until Keystone accepts them.  imaged does not refuse to start: at boot Keystone
+  may come up after it, and the usual fixes (a role grant, a password reset in Keystone)
+  happen in Keystone, without a restart of imaged.
 """
 
 from __future__ import annotations
@@ -33,9 +39,10 @@ from typing import Any
 import attrs
 import treq
 from treq.client import HTTPClient
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
@@ -137,6 +144,27 @@ class KeystoneTokens:
         self._service_token: str | None = None
         self._service_token_until = 0.0
         self._login: _Shared | None = None
+        #: Why imaged cannot validate tokens now (``health``), in words saying what to fix.
+        self._problem: str | None = None
+
+    def describe(self) -> str:
+        c = self.credentials
+        return (
+            f"'keystone': validates X-Auth-Token with Keystone at {self.auth_url} as service "
+            f"user '{c.username}' (project '{c.project_name}'); believes no identity header"
+        )
+
+    def health(self) -> str | None:
+        return self._problem
+
+    async def check(self) -> str | None:
+        """Log in afresh (the start-up check); what is wrong, or ``None``."""
+        self._service_token = None
+        try:
+            await self._service_token_now()
+        except IdentityUnavailable:
+            pass
+        return self._problem
 
     # -- the strategy ---------------------------------------------------------------------
 
@@ -190,6 +218,9 @@ class KeystoneTokens:
             headers={"X-Auth-Token": service_token, "X-Subject-Token": token},
         )
         body = await self._body(response)
+        if response.code in (200, 404) and self._problem is not None:
+            self._problem = None
+            log.info("Keystone lets imaged validate tokens again")
         if response.code == 200:
             return self._read_token(body)
         if response.code == 404:
@@ -197,6 +228,12 @@ class KeystoneTokens:
         if response.code == 401 and not retried:
             self._service_token = None  # ours went stale: log in again, once
             return await self._validate(token, retried=True)
+        if response.code == 403:
+            c = self.credentials
+            self._problem = (
+                f"Keystone does not let imaged's service user '{c.username}' validate tokens "
+                f"(403): give it the 'service' role in project '{c.project_name}'"
+            )
         log.error(
             "Keystone answered {code} validating a token: {body}",
             code=response.code,
@@ -248,18 +285,40 @@ class KeystoneTokens:
         )
         body = await self._body(response)
         token = response.headers.getRawHeaders(b"x-subject-token", [None])[0]
+        c = self.credentials
         if response.code != 201 or token is None:
+            if response.code == 401:
+                self._problem = (
+                    f"Keystone refused imaged's service credentials (user '{c.username}' in "
+                    f"domain '{c.user_domain_id}', project '{c.project_name}'): check "
+                    "--keystone-user, --keystone-password-file and the user's project role"
+                )
+            else:
+                self._problem = f"Keystone answered {response.code} to imaged's login"
             log.error(
                 "imaged could not log into Keystone as {user}: {code} {body}",
-                user=self.credentials.username,
+                user=c.username,
                 code=response.code,
                 body=body[:200],
             )
             raise IdentityUnavailable(_UNAVAILABLE)
         try:
-            expires = _timestamp(json.loads(body)["token"]["expires_at"])
+            document = json.loads(body)["token"]
+            expires = _timestamp(document["expires_at"])
+            roles = {role["name"] for role in document.get("roles") or ()}
         except (ValueError, KeyError, TypeError):
             expires = self._reactor.seconds() + 300
+            roles = set()
+        if roles.isdisjoint({"service", "admin"}):
+            # Keystone's default policy lets only the service role (or an admin) validate
+            # another's token: every client would see 503.  Said now, not at the first request.
+            self._problem = (
+                f"imaged's service user '{c.username}' lacks the 'service' role in project "
+                f"'{c.project_name}' (openstack role add --user {c.username} --project "
+                f"{c.project_name} service); Keystone will not let it validate tokens"
+            )
+        else:
+            self._problem = None
         # Renew early (a minute, or a quarter of a short lifetime), so that the token never
         # expires between our check and Keystone's.
         now = self._reactor.seconds()
@@ -276,6 +335,7 @@ class KeystoneTokens:
             log.error(
                 "Keystone at {url} is unreachable: {error}", url=self.auth_url, error=e
             )
+            self._problem = f"Keystone at {self.auth_url} is unreachable"
             raise IdentityUnavailable(_UNAVAILABLE) from None
 
     async def _body(self, response: Any) -> bytes:
@@ -291,6 +351,62 @@ class KeystoneTokens:
         )
 
 
+
+
+class CredentialCheck(Service):
+    """
+    Checks imaged's Keystone credentials when the daemon starts, and again with back-off
+    (``first_retry`` doubling up to ``max_retry`` seconds) until Keystone accepts them; each
+    failure is one error line saying what to fix.
+    """
+
+    def __init__(
+        self,
+        tokens: KeystoneTokens,
+        clock: IReactorTime,
+        first_retry: float = 5.0,
+        max_retry: float = 300.0,
+    ) -> None:
+        self.tokens = tokens
+        self.clock = clock
+        self.first_retry = first_retry
+        self.max_retry = max_retry
+        self._delay = first_retry
+        self._next: IDelayedCall | None = None
+        self._running: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._delay = self.first_retry
+        self._check()
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = None
+
+    def _check(self) -> None:
+        self._next = None
+        self._running = ensureDeferred(self._once())
+
+    async def _once(self) -> None:
+        problem = await self.tokens.check()
+        if not self.running:
+            return
+        user = self.tokens.credentials.username
+        if problem is None:
+            log.info(
+                "Keystone accepts imaged's service credentials (user {user})", user=user
+            )
+            return
+        log.error(
+            "imaged cannot validate tokens: {problem}; checking again in {delay:.0f} s",
+            problem=problem,
+            delay=self._delay,
+        )
+        self._next = self.clock.callLater(self._delay, self._check)
+        self._delay = min(self._delay * 2, self.max_retry)
 
 
 class _Shared:

@@ -28,7 +28,7 @@ from ..model import (
     QuotaUsage,
     Visibility,
 )
-from ..schemas import READ_ONLY, SETTABLE, is_reserved, validate_image_attributes
+from ..schemas import DEFAULT_SCHEMAS, READ_ONLY, SETTABLE, ImageSchemas, is_reserved
 from .errors import HTTPError
 
 PATCH_V21 = "application/openstack-images-v2.1-json-patch"
@@ -54,18 +54,16 @@ def header(request: Any, name: bytes) -> str | None:
 
 def image_document(image: Image, show_locations: bool = False) -> dict[str, Any]:
     """
-    An image as Glance shows it, plus the seed's ``locations`` key.
+    An image as Glance shows it.
 
     Extra properties appear at the top level, as in Glance.  The seed's ``DefaultResponse`` also
     had a ``properties`` object; it is accepted on create but not echoed: openstacksdk unpacks a
     ``properties`` object over the image's own attributes when it builds a patch, so echoing the
     extras there made its updates of known extras (``os_distro``, ``hw_*``...) silently do
-    nothing.  ``locations`` lists where the bytes are only when the operator enabled it, as
-    Glance's ``show_multiple_locations``; otherwise it is empty.
+    nothing.  ``locations`` is there only when the operator enabled it, as Glance's
+    ``show_multiple_locations``; otherwise the key is absent, as in Glance, whose clients
+    compare an image's keys with the schema's.
     """
-    locations: list[dict[str, Any]] = []
-    if show_locations and image.location is not None:
-        locations.append({"url": image.location, "metadata": {}})
     document: dict[str, Any] = dict(image.properties)
     document.update(
         {
@@ -90,12 +88,15 @@ def image_document(image: Image, show_locations: bool = False) -> dict[str, Any]
             "created_at": isotime(image.created_at),
             "updated_at": isotime(image.updated_at),
             "tags": sorted(image.tags),
-            "locations": locations,
             "self": f"/v2/images/{image.id}",
             "file": f"/v2/images/{image.id}/file",
             "schema": "/v2/schemas/image",
         }
     )
+    if show_locations:
+        document["locations"] = (
+            [] if image.location is None else [{"url": image.location, "metadata": {}}]
+        )
     return document
 
 
@@ -177,13 +178,13 @@ def _check_settable_key(key: str) -> None:
         raise Forbidden(f"Attribute '{key}' is reserved.")
 
 
-def decode_create(document: Any) -> CreateImageRequest:
+def decode_create(document: Any, schemas: ImageSchemas = DEFAULT_SCHEMAS) -> CreateImageRequest:
     """
     A create body as a ``CreateImageRequest``.
 
     Read-only and reserved keys are refused (403), then everything is validated against the
-    image schema (400).  The seed's ``properties`` object is taken as extra properties, under
-    the same rules as extra properties given at the top level.
+    image schema of ``schemas`` (400).  The seed's ``properties`` object is taken as extra
+    properties, under the same rules as extra properties given at the top level.
     """
     if not isinstance(document, dict):
         raise BadRequest("Unexpected body type. Expected dict.")
@@ -191,7 +192,7 @@ def decode_create(document: Any) -> CreateImageRequest:
         _check_settable_key(key)
     attributes = dict(document)
     nested = attributes.pop("properties", None)
-    validate_image_attributes(attributes)
+    schemas.validate(attributes)
     extras = {k: v for k, v in attributes.items() if k not in SETTABLE}
     if nested is not None:
         if not isinstance(nested, dict):
@@ -206,7 +207,7 @@ def decode_create(document: Any) -> CreateImageRequest:
                     f"'{key}' is an image attribute, not an extra property: "
                     "set it at the top level."
                 )
-        validate_image_attributes(nested)
+        schemas.validate(nested)
         extras.update(nested)
 
     def enum_or_none(kind: Any, key: str) -> Any:
@@ -270,7 +271,9 @@ def _decode_op_v20(raw: Mapping[str, Any]) -> tuple[PatchOp, Any]:
     return found[0], raw[found[0].value]
 
 
-def decode_patch(content_type: str | None, document: Any) -> list[Change]:
+def decode_patch(
+    content_type: str | None, document: Any, schemas: ImageSchemas = DEFAULT_SCHEMAS
+) -> list[Change]:
     """
     A json-patch document (either Glance media type) as ``Change`` steps.
 
@@ -301,7 +304,7 @@ def decode_patch(content_type: str | None, document: Any) -> list[Change]:
             if "value" not in raw:
                 raise BadRequest(f"Operation \"{op.value}\" requires a member named \"value\".")
             value = raw["value"]
-            validate_image_attributes({name: value})
+            schemas.validate({name: value})
         changes.append(
             Change(op=op, name=name, value=value, strict_add=media == PATCH_V20)
         )
