@@ -30,6 +30,18 @@ class ReadOnlyImages:
 
     create = update = delete = upload = add_tag = remove_tag = _refuse
     deactivate = reactivate = add_member = update_member = delete_member = _refuse
+    stage = import_image = _refuse
+    #: A mirror takes no data in: no import method is offered.
+    import_methods: tuple[str, ...] = ()
+
+    def image_tasks(self, context: Any, image_id: str) -> Deferred[Any]:
+        return self.source.image_tasks(context, image_id)  # type: ignore[no-any-return]
+
+    def list_tasks(self, context: Any, *args: Any) -> Deferred[Any]:
+        return self.source.list_tasks(context, *args)  # type: ignore[no-any-return]
+
+    def get_task(self, context: Any, task_id: str) -> Deferred[Any]:
+        return self.source.get_task(context, task_id)  # type: ignore[no-any-return]
 
     def list(self, context: Any, query: Any) -> Deferred[Any]:
         return self.source.list(context, query)  # type: ignore[no-any-return]

@@ -11,7 +11,7 @@ reactor thread.  Errors are ``imaged.errors`` exceptions delivered as the ``Defe
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from twisted.internet.defer import Deferred
@@ -27,6 +27,7 @@ from .model import (
     Image,
     ImageChange,
     ImageQuery,
+    ImportRequest,
     Member,
     MemberStatus,
     Mutation,
@@ -38,6 +39,8 @@ from .model import (
     Scrubbed,
     Status,
     StoredBlob,
+    Task,
+    TaskStatus,
 )
 
 
@@ -81,6 +84,43 @@ class IImageService(Interface):
         and against the bytes received at the end.  On any failure the image is ``queued``
         again and nothing of the data is kept.
         """
+
+    import_methods = Attribute(
+        "The interoperable import methods offered (``GET /v2/info/import``), Glance's names."
+    )
+
+    def stage(
+        context: RequestContext,
+        image_id: str,
+        producer: IBodyProducer,
+        size: int | None = None,
+    ) -> Deferred[Image]:
+        """
+        Keep data for a later ``glance-direct`` import (``queued -> uploading``), with
+        ``upload``'s checks; on failure the image is ``queued`` again with nothing kept.
+        """
+
+    def import_image(
+        context: RequestContext, image_id: str, request: ImportRequest
+    ) -> Deferred[Task]:
+        """Start an import: the image locked, the task recorded; the work goes on after
+        the Deferred fires (with the task)."""
+
+    def image_tasks(context: RequestContext, image_id: str) -> Deferred[builtins.list[Task]]:
+        """The tasks of an image the caller may see, oldest first."""
+
+    def list_tasks(
+        context: RequestContext,
+        status: TaskStatus | None,
+        type: str | None,
+        limit: int,
+        marker: str | None,
+        newest_first: bool,
+    ) -> Deferred[builtins.list[Task]]:
+        """One page of every task (the tasks API, an administrator's)."""
+
+    def get_task(context: RequestContext, task_id: str) -> Deferred[Task]:
+        """One task (the tasks API)."""
 
     def download(
         context: RequestContext, image_id: str, byte_range: ByteRange | None = None
@@ -218,6 +258,40 @@ class IMetadataStore(Interface):
         """Release connections and threads."""
 
 
+class ITaskStore(Interface):
+    """
+    Durable tasks (imports), in the metadata database: a task survives a restart, and a
+    node's claim on one (``Task.node``) says who runs it.  Each call is one transaction.
+    """
+
+    def insert_task(task: Task) -> Deferred[Task]:
+        """Store a new task."""
+
+    def get_task(task_id: str) -> Deferred[Task | None]:
+        """The task, or ``None`` when missing or deleted."""
+
+    def modify_task(task_id: str, mutate: Callable[[Task], Task]) -> Deferred[Task]:
+        """In one transaction: read the task, ``mutate`` it (in the store's thread; if it
+        raises, nothing is written), write it; ``NotFound`` if missing."""
+
+    def image_tasks(image_id: str) -> Deferred[builtins.list[Task]]:
+        """The image's tasks, oldest first."""
+
+    def list_tasks(
+        owner: str | None,
+        status: TaskStatus | None,
+        type: str | None,
+        limit: int,
+        marker: str | None,
+        newest_first: bool,
+    ) -> Deferred[builtins.list[Task]]:
+        """One page of tasks (of ``owner``, unless ``None``: all), by ``created_at``;
+        ``BadRequest`` for an unknown marker."""
+
+    def unfinished_tasks() -> Deferred[builtins.list[tuple[Task, datetime | None]]]:
+        """Every task not finished, with the last heartbeat of the node holding it."""
+
+
 class IBlobStore(Interface):
     """
     Image bytes.  A blob is written once, read many times, and deleted; it is never visible
@@ -262,4 +336,5 @@ __all__ = [
     "IBlobStore",
     "IImageService",
     "IMetadataStore",
+    "ITaskStore",
 ]

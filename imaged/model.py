@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -191,6 +191,56 @@ class Member:
 #: A read-check-write of one image, run by ``IMetadataStore.modify`` inside its transaction:
 #: ``mutate(image, membership)`` returns the image to write (or raises to write nothing).
 Mutation = Callable[[Image, Member | None], Image]
+
+
+class TaskStatus(enum.StrEnum):
+    """Where an asynchronous task (an import) is (Glance's task statuses)."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+@attrs.frozen
+class Task:
+    """
+    One asynchronous piece of work on an image, as Glance's tasks API shows it (type
+    ``api_image_import`` for the interoperable import).
+
+    ``input`` and ``result`` are JSON documents.  ``node`` is the claim of the process running
+    it (``<node>#<nonce>``, as an upload's), so that a task whose node died is found and ended
+    rather than lost or run twice.  ``done`` and ``total`` are bytes, for a progress bar.
+    """
+
+    id: str
+    type: str
+    status: TaskStatus
+    owner: str | None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None = None
+    image_id: str | None = None
+    input: Mapping[str, Any] = attrs.field(factory=dict)
+    result: Mapping[str, Any] | None = None
+    message: str = ""
+    request_id: str | None = None
+    user_id: str | None = None
+    node: str | None = None
+    done: int = 0
+    total: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (TaskStatus.SUCCESS, TaskStatus.FAILURE)
+
+
+@attrs.frozen
+class ImportRequest:
+    """A checked ``POST /v2/images/{id}/import`` body: the method and its arguments."""
+
+    method: str
+    uri: str | None = None
 
 
 @attrs.frozen

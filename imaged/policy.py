@@ -157,6 +157,13 @@ def check_deactivate(context: RequestContext, image: Image, action: str, rules: 
         raise Forbidden(f"You are not permitted to {action} image {image.id}.")
 
 
+def check_tasks_api(context: RequestContext) -> None:
+    """Glance's ``tasks_api_access``: the tasks API is an administrator's (an image's own
+    tasks are shown to whoever may see the image)."""
+    if not context.is_admin:
+        raise Forbidden("You are not authorized to complete get_task action.")
+
+
 def list_scope(context: RequestContext, member_status: MemberStatus | None) -> Scope:
     return Scope(
         everything=context.is_admin, project=context.project_id, member_status=member_status

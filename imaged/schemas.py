@@ -317,6 +317,60 @@ MEMBERS_SCHEMA: Mapping[str, Any] = {
 }
 
 
+TASK_SCHEMA: Mapping[str, Any] = {
+    "name": "task",
+    "properties": {
+        "id": {"type": "string", "pattern": UUID_PATTERN,
+               "description": "An identifier for the task"},
+        "type": {"type": "string", "enum": ["import", "api_image_import"],
+                 "description": "The type of task represented by this content"},
+        "status": {"type": "string", "enum": ["pending", "processing", "success", "failure"],
+                   "description": "The current status of this task"},
+        "input": {"type": ["null", "object"],
+                  "description": "The parameters required by task, JSON blob"},
+        "result": {"type": ["null", "object"], "description": "The result of current task, "
+                   "JSON blob"},
+        "owner": {"type": ["null", "string"],
+                  "description": "An identifier for the owner of this task"},
+        "message": {"type": "string", "description": "Human-readable informative message "
+                    "only included when appropriate (usually on failure)"},
+        "image_id": {"type": ["null", "string"], "description": "Image associated with the "
+                     "task"},
+        "request_id": {"type": ["null", "string"], "description": "Request ID of the "
+                       "request that created the task"},
+        "user_id": {"type": ["null", "string"], "description": "User associated with the "
+                    "task"},
+        "expires_at": {"type": ["null", "string"], "description": "Datetime when this "
+                       "resource would be subject to removal"},
+        "created_at": {"type": "string", "description": "Datetime when this resource was "
+                       "created"},
+        "updated_at": {"type": "string", "description": "Datetime when this resource was "
+                       "updated"},
+        "self": {"type": "string"},
+        "schema": {"type": "string"},
+    },
+    "links": [
+        {"rel": "self", "href": "{self}"},
+        {"rel": "describedby", "href": "{schema}"},
+    ],
+}
+
+TASKS_SCHEMA: Mapping[str, Any] = {
+    "name": "tasks",
+    "properties": {
+        "tasks": {"type": "array", "items": TASK_SCHEMA},
+        "schema": {"type": "string"},
+        "first": {"type": "string"},
+        "next": {"type": "string"},
+    },
+    "links": [
+        {"rel": "first", "href": "{first}"},
+        {"rel": "next", "href": "{next}"},
+        {"rel": "describedby", "href": "{schema}"},
+    ],
+}
+
+
 class SchemaFileError(ValueError):
     """A ``schema-image.json`` imaged cannot use, in words naming the property."""
 
@@ -389,6 +443,8 @@ class ImageSchemas:
             "images": _images_schema(image),
             "member": MEMBER_SCHEMA,
             "members": MEMBERS_SCHEMA,
+            "task": TASK_SCHEMA,
+            "tasks": TASKS_SCHEMA,
         }
         object.__setattr__(self, "_documents", documents)
         object.__setattr__(self, "_validator", Draft4Validator(image))

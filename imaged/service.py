@@ -30,7 +30,8 @@ from .coroutines import deferred
 from .errors import BadRequest, Forbidden, NotFound
 from .guards import ImageGuard
 from .hashing import check_algorithm
-from .interfaces import IBlobStore, IImageService, IMetadataStore
+from .imports import IMPLEMENTED_METHODS, Fetcher, Imports, URIRules
+from .interfaces import IBlobStore, IImageService, IMetadataStore, ITaskStore
 from .lifecycle import transition
 from .logcontext import Logger
 from .members import Members
@@ -41,12 +42,15 @@ from .model import (
     Download,
     Image,
     ImageQuery,
+    ImportRequest,
     Member,
     MemberStatus,
     Page,
     QuotaUsage,
     Scrubbed,
     Status,
+    Task,
+    TaskStatus,
     Visibility,
 )
 from .patching import apply_changes, coerce_base
@@ -92,6 +96,9 @@ class ImageService:
         clock: IReactorTime | None = None,
         node: str | None = None,
         rules: policy.Rules = policy.Rules(),
+        import_methods: Sequence[str] = IMPLEMENTED_METHODS,
+        fetcher: Fetcher | None = None,
+        uri_rules: URIRules | None = None,
     ) -> None:
         self.metadata = metadata
         self.rules = rules
@@ -110,6 +117,11 @@ class ImageService:
         #: Every blob location the background orphan removal removed (for tests and logs).
         self.orphans_removed: builtins.list[str] = []
         self.members = Members(self.guard, self.quotas)
+        #: Tasks live in the metadata database (the SQL store is both).
+        tasks = ITaskStore(metadata)
+        self.imports = Imports(
+            self.guard, self.uploads, tasks, import_methods, fetcher, uri_rules
+        )
 
     # -- images ---------------------------------------------------------------------------
 
@@ -231,6 +243,50 @@ class ImageService:
         return await self.uploads.upload(context, image_id, producer, size)
 
     @deferred
+    async def stage(
+        self,
+        context: RequestContext,
+        image_id: str,
+        producer: IBodyProducer,
+        size: int | None = None,
+    ) -> Image:
+        return await self.imports.stage(context, image_id, producer, size)
+
+    @deferred
+    async def import_image(
+        self, context: RequestContext, image_id: str, request: ImportRequest
+    ) -> Task:
+        return await self.imports.begin(context, image_id, request)
+
+    @property
+    def import_methods(self) -> tuple[str, ...]:
+        return self.imports.methods
+
+    @deferred
+    async def image_tasks(self, context: RequestContext, image_id: str) -> builtins.list[Task]:
+        return await self.imports.image_tasks(context, image_id)
+
+    @deferred
+    async def list_tasks(
+        self,
+        context: RequestContext,
+        status: TaskStatus | None,
+        type: str | None,
+        limit: int,
+        marker: str | None,
+        newest_first: bool,
+    ) -> builtins.list[Task]:
+        policy.check_tasks_api(context)
+        return await self.imports.tasks.list_tasks(
+            None, status, type, limit, marker, newest_first
+        )
+
+    @deferred
+    async def get_task(self, context: RequestContext, task_id: str) -> Task:
+        policy.check_tasks_api(context)
+        return await self.imports.get_task(context, task_id)
+
+    @deferred
     async def download(
         self, context: RequestContext, image_id: str, byte_range: ByteRange | None = None
     ) -> Download:
@@ -277,9 +333,11 @@ class ImageService:
 
     @deferred
     async def recover(self, started_at: float) -> Scrubbed:
-        return await scrub(
+        scrubbed = await scrub(
             self.metadata, self.blobs, self.uploads.restore, None, started_at, self.uploads.busy
         )
+        await self.imports.end_orphaned(self.node, set)
+        return scrubbed
 
     @deferred
     async def sweep(self) -> Scrubbed:
@@ -302,6 +360,7 @@ class ImageService:
             self.metadata, uploads.restore, self.node, running,
             now - timedelta(seconds=UPLOAD_LEASE), now - timedelta(seconds=ORPHAN_MARGIN),
         )
+        await self.imports.end_orphaned(self.node, running)
         self._sweeps += 1
         if self._sweeps % ORPHAN_SWEEPS == 0 and self._orphans is None:
             removal = ensureDeferred(self._remove_orphans(now))

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
@@ -112,10 +113,12 @@ def memory_image_service(
     require_format_match: bool = True,
     node: str | None = None,
     rules: Rules = Rules(),
+    **imports: Any,
 ) -> ImageService:
     """
     The real ``ImageService`` over in-memory stores (or the ``metadata``/``blobs`` given),
-    reading time from ``clock`` (the reactor unless a test passes a ``Clock``).
+    reading time from ``clock`` (the reactor unless a test passes a ``Clock``); ``imports``
+    are the service's import arguments (``import_methods``, ``fetcher``, ``uri_rules``).
     """
     return ImageService(
         metadata if metadata is not None else SQLMetadataStore.in_memory(),
@@ -126,6 +129,7 @@ def memory_image_service(
         clock=clock,
         node=node,
         rules=rules,
+        **imports,
     )
 
 

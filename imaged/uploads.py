@@ -1,6 +1,10 @@
 """
 Image data in and out: an upload's path from ``queued`` to ``active``, and downloads.
 
+The same path takes data in for the interoperable import (``Intake``): staging
+(``queued -> uploading``, the data kept in the blob store for a later ``glance-direct``
+import) and ``web-download`` (``importing -> active``, the body of a remote URL).
+
 An upload claims the image (``queued -> saving``, one transaction that also checks policy),
 checks the project's quotas, streams the bytes into the blob store while the format inspector
 looks at them, and publishes the result (``saving -> active``) only if the image is still
@@ -14,6 +18,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.web.iweb import IBodyProducer
@@ -50,6 +55,33 @@ from .model import (
 )
 from .quotas import Quotas, storage_quota_message
 from .streams import TeeProducer
+
+
+@attrs.frozen
+class Intake:
+    """
+    How data comes into an image: the status that holds it while bytes arrive (with the
+    receiving node's claim in ``upload_node``), and the status it ends in.
+    """
+
+    name: str
+    receiving: Status
+    final: Status
+    #: Extra properties dropped when the data is in (an import's lock).
+    clears: tuple[str, ...] = ()
+
+
+#: ``PUT /file``: ``queued -> saving -> active``.
+UPLOAD = Intake("upload", Status.SAVING, Status.ACTIVE)
+#: ``PUT /stage``: ``queued -> uploading``, the data kept for a ``glance-direct`` import.
+STAGE = Intake("stage", Status.UPLOADING, Status.UPLOADING)
+#: Glance's import lock and progress properties, shown while an import runs.
+IMPORT_LOCK = "os_glance_import_task"
+IMPORT_PROPERTIES = (IMPORT_LOCK, "os_glance_importing_to_stores", "os_glance_failed_import")
+#: An import fetching its data (``web-download``): ``importing -> active``.
+FETCH = Intake("import", Status.IMPORTING, Status.ACTIVE, clears=IMPORT_PROPERTIES)
+#: The statuses a node's claim may hold an image in while data arrives.
+RECEIVING = frozenset({Status.SAVING, Status.UPLOADING, Status.IMPORTING})
 
 #: Seconds between attempts to repair an image after the metadata database failed, doubling
 #: up to the last; after ``REPAIR_ATTEMPTS`` the repair is left to the periodic recovery.
@@ -92,17 +124,36 @@ class Uploads:
         image_id: str,
         producer: IBodyProducer,
         size: int | None = None,
+        intake: Intake = UPLOAD,
     ) -> Image:
         cap = self.quotas.limits.image_size_cap
         if size is not None and size > cap:
             raise TooLarge(f"Image size {size} exceeds the size cap of {cap} bytes.")
-        claimed = await self._claim(context, image_id)
+        claimed = await self._claim(context, image_id, intake)
         saving, queued_at = claimed.after, claimed.before.updated_at
         claim = saving.upload_node
         assert claim is not None
+        return await self.receive(saving, claim, queued_at, producer, size, intake)
+
+    def new_claim(self) -> str:
+        """A claim of this node on an image's incoming data, ``<node>#<nonce>``."""
+        return f"{self.node}#{uuid.uuid4().hex[:12]}"
+
+    async def receive(
+        self,
+        saving: Image,
+        claim: str,
+        queued_at: datetime,
+        producer: IBodyProducer,
+        size: int | None,
+        intake: Intake = UPLOAD,
+    ) -> Image:
+        """Take in the data of an image already claimed (``saving`` is it, in
+        ``intake.receiving`` under ``claim``); what ``upload`` does after its claim."""
+        image_id = saving.id
         self.live[image_id] = claim
         try:
-            return await self._receive(saving, claim, queued_at, producer, size)
+            return await self._receive(saving, claim, queued_at, producer, size, intake)
         finally:
             if self.live.get(image_id) == claim:
                 del self.live[image_id]
@@ -118,6 +169,7 @@ class Uploads:
         queued_at: datetime,
         producer: IBodyProducer,
         size: int | None,
+        intake: Intake,
     ) -> Image:
         """
         The rest of ``upload`` once the image is ``saving`` under ``claim``.  A refused
@@ -157,23 +209,29 @@ class Uploads:
         except Exception:
             await self._abandon(image_id, claim, blob.location, queued_at)
             raise
-        return await self._publish(image_id, claim, queued_at, blob, virtual_size)
+        return await self._publish(image_id, claim, queued_at, blob, virtual_size, intake)
 
-    async def _claim(self, context: RequestContext, image_id: str) -> ImageChange:
-        """``queued -> saving``: only one upload can win an image."""
+    async def _claim(
+        self, context: RequestContext, image_id: str, intake: Intake
+    ) -> ImageChange:
+        """``queued -> saving`` (or ``uploading``): only one upload can win an image."""
+        target = intake.receiving.value
 
         def start(image: Image) -> Image:
             if image.status is not Status.QUEUED:
                 raise Conflict(
+                    f"Image status transition from {image.status.value} to {target} is not "
+                    f"allowed: image data can only be {intake.name}ed to a queued image."
+                    if intake is not UPLOAD else
                     f"Image status transition from {image.status.value} to saving is not "
                     "allowed: image data can only be uploaded to a queued image."
                 )
             return transition(
-                image, Status.SAVING, Conflict, self.guard.now(),
-                upload_node=f"{self.node}#{uuid.uuid4().hex[:12]}",
+                image, intake.receiving, Conflict, self.guard.now(), upload_node=self.new_claim()
             )
 
-        return await self.guard.modify(context, image_id, "upload data to", start, "start_upload")
+        verb = "upload data to" if intake is UPLOAD else "stage data for"
+        return await self.guard.modify(context, image_id, verb, start, f"start_{intake.name}")
 
     def _inspected_size(
         self, saving: Image, blob: StoredBlob, inspector: FormatInspector | None
@@ -205,17 +263,25 @@ class Uploads:
         queued_at: datetime,
         blob: StoredBlob,
         virtual_size: int | None,
+        intake: Intake,
     ) -> Image:
-        """``saving -> active`` with the data's attributes, unless the image moved on."""
+        """``saving -> active`` (``intake``'s statuses) with the data's attributes, unless the
+        image moved on."""
 
         def finish(image: Image, _member: Member | None) -> Image:
-            if image.status is not Status.SAVING or image.upload_node != claim:
+            if image.status is not intake.receiving or image.upload_node != claim:
                 # Deleted, or released by recovery as dead (this node was silent too long)
                 # and perhaps claimed by another upload since.
                 raise Gone(f"Image {image_id} changed status during upload.")
+            if intake.clears:
+                image = attrs.evolve(image, properties={
+                    k: v for k, v in image.properties.items() if k not in intake.clears
+                })
+            if intake.final is intake.receiving:  # staged: the data waits for its import
+                image = attrs.evolve(image, status=Status.QUEUED)
             return transition(
                 image,
-                Status.ACTIVE,
+                intake.final,
                 Conflict,
                 self.guard.now(),
                 size=blob.size,
@@ -231,7 +297,7 @@ class Uploads:
         except (Gone, ImageNotFound):
             current = await self.guard.metadata.get(image_id)
             if current is None or (
-                current.status is not Status.SAVING and current.location != blob.location
+                current.status is not intake.receiving and current.location != blob.location
             ):
                 await self.delete_blob(image_id, blob.location)
             # else another upload holds the image now, and may have published to the same
@@ -316,12 +382,12 @@ class Uploads:
         image = await self.guard.metadata.get(image_id)
         if image is not None and location is not None and image.location == location:
             return
-        if image is not None and image.status is Status.SAVING and image.upload_node != claim:
+        if image is not None and image.upload_node is not None and image.upload_node != claim:
             return  # another upload holds it now: its bytes may be at the same location
         # Bytes first, then the state: once the image is queued, a new upload may claim it.
         if location is not None:
             await self.delete_blob(image_id, location)
-        if image is not None and image.status is Status.SAVING:
+        if image is not None and image.upload_node == claim:
             await self.restore(image_id, claim)
 
     async def restore(
@@ -331,14 +397,21 @@ class Uploads:
         Put an image whose upload failed back to ``queued`` (Glance v2's ``_restore``), with
         ``updated_at`` (the time it was queued before: nothing changed) or now.
 
-        Checked inside the transaction: only an image still ``saving`` is changed (and, with
-        ``claim``, only if that upload still holds it).  Returns whether it was.
+        Checked inside the transaction: only an image still receiving data (``saving``, or
+        staging or importing under a claim) is changed (and, with ``claim``, only if that
+        claim still holds it); an import's lock goes with it.  Returns whether it was.
         """
 
         def back(image: Image, _member: Member | None) -> Image:
-            if image.status is Status.SAVING and (claim is None or image.upload_node == claim):
+            receiving = image.status is Status.SAVING or (
+                image.status in RECEIVING and image.upload_node is not None
+            )
+            if receiving and (claim is None or image.upload_node == claim):
                 when = updated_at if updated_at is not None else self.guard.now()
-                return transition(image, Status.QUEUED, Conflict, when)
+                properties = {
+                    k: v for k, v in image.properties.items() if k not in IMPORT_PROPERTIES
+                }
+                return transition(image, Status.QUEUED, Conflict, when, properties=properties)
             return image
 
         try:
@@ -395,4 +468,5 @@ class Uploads:
         )
 
 
-__all__ = ["Uploads"]
+__all__ = ["FETCH", "IMPORT_LOCK", "IMPORT_PROPERTIES", "RECEIVING", "STAGE", "UPLOAD", "Intake",
+           "Uploads"]

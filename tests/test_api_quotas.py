@@ -174,6 +174,6 @@ def test_other_info_endpoints(path: str, code: int, services: Any) -> None:
     reply = client.get(path, headers={**PROJECT_A, "Accept": "application/json"})
     assert reply.code == code
     if code == 200:
-        assert reply.json()["import-methods"]["value"] == []
+        assert reply.json()["import-methods"]["value"] == ["glance-direct"]  # no fetcher
     else:
         assert "Multi backend is not supported" in reply.body.decode()

@@ -37,7 +37,7 @@ from ..errors import (
     NotFound,
     TooLarge,
 )
-from ..interfaces import IMetadataStore
+from ..interfaces import IMetadataStore, ITaskStore
 from ..logcontext import Logger
 from ..model import (
     Image,
@@ -75,11 +75,16 @@ from .rows import (
     write_tags,
 )
 from .tables import image_members, images, nodes
+from .tasks import SQLTasks
 
 T = TypeVar("T")
 
 #: A transaction slower than this, queueing included, is logged with its name.
 SLOW_TRANSACTION = 1.0
+
+
+#: What ``image_count_uploading`` counts, as Glance: data arriving, staged, or importing.
+_UPLOADING = (Status.SAVING.value, Status.UPLOADING.value, Status.IMPORTING.value)
 
 
 def _when(value: datetime | str) -> datetime:
@@ -158,10 +163,10 @@ def database_trouble(error: BaseException, write: bool) -> ImageServiceError | N
     return MetadataUnavailable(text.splitlines()[0] if text else type(original).__name__)
 
 
-@implementer(IMetadataStore)
-class SQLMetadataStore:
+@implementer(IMetadataStore, ITaskStore)
+class SQLMetadataStore(SQLTasks):
     """
-    ``IMetadataStore`` over a SQLAlchemy engine.
+    ``IMetadataStore`` (and ``ITaskStore``, ``imaged.store.tasks``) over a SQLAlchemy engine.
 
     Use ``open(url)`` for a real database (its own threads) and ``in_memory()`` for tests and
     embedding (SQLite in memory, run inline: no threads, deterministic).
@@ -403,7 +408,7 @@ class SQLMetadataStore:
                 func.coalesce(func.sum(images.c.size), 0),
                 func.count(),
                 func.coalesce(
-                    func.sum(case((images.c.status == Status.SAVING.value, 1), else_=0)), 0
+                    func.sum(case((images.c.status.in_(_UPLOADING), 1), else_=0)), 0
                 ),
             ).where(images.c.owner == owner, images.c.deleted == false())
             size, count, uploading = connection.execute(statement).one()
@@ -443,7 +448,10 @@ class SQLMetadataStore:
     def _saving(connection: Connection) -> builtins.list[tuple[str, str | None, datetime]]:
         statement = (
             select(images.c.id, images.c.upload_node, images.c.updated_at)
-            .where(images.c.status == Status.SAVING.value, images.c.deleted == false())
+            .where(
+                (images.c.status == Status.SAVING.value) | images.c.upload_node.is_not(None),
+                images.c.deleted == false(),
+            )
             .order_by(images.c.id)
         )
         return [(row[0], row[1], _when(row[2])) for row in connection.execute(statement)]

@@ -110,3 +110,30 @@ nodes = Table(
     Column("id", String(64), primary_key=True),
     Column("heartbeat_at", DateTime, nullable=False),
 )
+
+#: Asynchronous work on images (imports), as Glance's ``tasks`` table, plus the claim of the
+#: node running each and its progress.  ``input`` and ``result`` are JSON text.
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("type", String(30), nullable=False),
+    Column("status", String(30), nullable=False),
+    Column("owner", String(255), nullable=True),
+    Column("image_id", String(36), nullable=True),
+    Column("input", Text, nullable=False),
+    Column("result", Text, nullable=True),
+    Column("message", Text, nullable=False),
+    Column("request_id", String(64), nullable=True),
+    Column("user_id", String(255), nullable=True),
+    Column("node", String(64), nullable=True),
+    Column("done", BigInteger, nullable=False, default=0),
+    Column("total", BigInteger, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=True),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Index("ix_tasks_image_id", "image_id"),
+    Index("ix_tasks_status", "status"),
+    Index("ix_tasks_owner_created_at", "owner", "created_at", "id"),
+)

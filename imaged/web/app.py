@@ -84,13 +84,26 @@ def _begin_upload(
 ) -> Deferred[Image]:
     """Start an upload when its headers are in (``routing.streams_body``): identity, image
     state and declared size are checked before any body byte is stored."""
-    size = upload_size(request)
 
     async def upload() -> Image:
         # One coroutine: it keeps the request's logging context however long identity takes.
-        return await api.service.upload(await api.context(request), image_id, stream, size)
+        # Identity first: a caller without one gets 401 whatever it sent, as in Glance.
+        context = await api.context(request)
+        return await api.service.upload(context, image_id, stream, upload_size(request))
 
     return Deferred.fromCoroutine(upload())
+
+
+def _begin_stage(
+    api: ImagesAPI, request: IRequest, stream: IBodyProducer, image_id: str
+) -> Deferred[Image]:
+    """Start staging (``PUT /stage``) when its headers are in, as ``_begin_upload``."""
+
+    async def stage() -> Image:
+        context = await api.context(request)
+        return await api.service.stage(context, image_id, stream, upload_size(request))
+
+    return Deferred.fromCoroutine(stage())
 
 
 class ImagesAPI:
@@ -213,6 +226,10 @@ class ImagesAPI:
         image = await self.service.create(context, create)
         location = f"{self._base_url(request)}/v2/images/{image.id}"
         request.setHeader(b"location", location.encode("ascii"))
+        # openstacksdk's use_import looks for this header before it stages and imports.
+        methods = ",".join(self.service.import_methods)
+        if methods:
+            request.setHeader(b"openstack-image-import-methods", methods.encode("ascii"))
         return json_response(request, self._image(image), 201)
 
     @app.route("/v2/images", methods=["GET"])
@@ -342,6 +359,61 @@ class ImagesAPI:
             content.close()
         return no_content(request)
 
+    @app.route("/v2/images/<image_id>/stage", methods=["PUT"])
+    @streams_body(_begin_stage)
+    async def stage_data(self, request: IRequest, image_id: str) -> bytes:
+        started = streamed(request)
+        if started is not None:
+            await started
+            return no_content(request)
+        context = await self.context(request)
+        size = upload_size(request)
+        content, request.content = request.content, BytesIO()
+        try:
+            await self.service.stage(context, image_id, spooled_body(content), size)
+        finally:
+            content.close()
+        return no_content(request)
+
+    @app.route("/v2/images/<image_id>/import", methods=["POST"])
+    async def import_image(self, request: IRequest, image_id: str) -> bytes:
+        context = await self.context(request)
+        body = wire.decode_import(wire.decode_json(read_body(request)))
+        await self.service.import_image(context, image_id, body)
+        request.setResponseCode(202)
+        return b""
+
+    @app.route("/v2/images/<image_id>/tasks", methods=["GET"])
+    async def image_tasks(self, request: IRequest, image_id: str) -> bytes:
+        context = await self.context(request)
+        reject_body(request)
+        tasks = await self.service.image_tasks(context, image_id)
+        return json_response(request, {"tasks": [wire.image_task_document(t) for t in tasks]})
+
+    # -- tasks --------------------------------------------------------------------------
+
+    @app.route("/v2/tasks", methods=["GET"])
+    async def list_tasks(self, request: IRequest) -> bytes:
+        context = await self.context(request)
+        reject_body(request)
+        query = wire.decode_task_query(request.args, self.config.limits)
+        tasks = await self.service.list_tasks(context, *query)
+        document: dict[str, Any] = {
+            "tasks": [wire.task_document(t, listed=True) for t in tasks],
+            "schema": "/v2/schemas/tasks",
+            "first": "/v2/tasks",
+        }
+        if tasks and len(tasks) == query[2]:
+            document["next"] = f"/v2/tasks?marker={tasks[-1].id}"
+        return json_response(request, document)
+
+    @app.route("/v2/tasks/<task_id>", methods=["GET"])
+    async def show_task(self, request: IRequest, task_id: str) -> bytes:
+        context = await self.context(request)
+        reject_body(request)
+        return json_response(request, wire.task_document(
+            await self.service.get_task(context, task_id)))
+
     @app.route("/v2/images/<image_id>/file", methods=["GET"])
     async def download_data(self, request: IRequest, image_id: str) -> bytes:
         context = await self.context(request)
@@ -366,8 +438,11 @@ class ImagesAPI:
     async def import_methods(self, request: IRequest) -> bytes:
         await self.context(request)
         reject_body(request)
-        # imaged takes data by upload only; clients read the (empty) list to learn that.
-        methods = {"description": "Import methods available.", "type": "array", "value": []}
+        methods = {
+            "description": "Import methods available.",
+            "type": "array",
+            "value": list(self.service.import_methods),
+        }
         return json_response(request, {"import-methods": methods})
 
     @app.route("/v2/info/stores", methods=["GET"], strict_slashes=False)

@@ -22,10 +22,13 @@ from ..model import (
     CreateImageRequest,
     DiskFormat,
     Image,
+    ImportRequest,
     Member,
     MemberStatus,
     PatchOp,
     QuotaUsage,
+    Task,
+    TaskStatus,
     Visibility,
 )
 from ..schemas import DEFAULT_SCHEMAS, READ_ONLY, SETTABLE, ImageSchemas, is_reserved
@@ -423,3 +426,111 @@ def usage_document(quota: QuotaUsage) -> dict[str, Any]:
             "image_count_uploading": entry(quota.uploading_limit, usage.uploading),
         }
     }
+
+
+# -- import and tasks -------------------------------------------------------------------------
+
+
+def decode_import(document: Any) -> ImportRequest:
+    """
+    A ``POST /v2/images/{id}/import`` body, checked as Glance's ``_validate_import_body``:
+    a ``method`` object with a ``name`` (400 otherwise); ``stores`` and ``all_stores`` need
+    several stores, which this site does not have (400).
+    """
+    if not isinstance(document, dict):
+        raise BadRequest("Unexpected body type. Expected dict.")
+    method = document.get("method")
+    if not isinstance(method, dict) or not isinstance(method.get("name"), str):
+        raise BadRequest("Import request requires a 'method' field with a 'name'.")
+    for flag in ("all_stores", "all_stores_must_succeed"):
+        if flag in document and not isinstance(document[flag], bool):
+            raise BadRequest(f"'{flag}' must be a boolean value.")
+    if document.get("stores") or document.get("all_stores"):
+        raise BadRequest("Multi backend is not supported at this site.")
+    uri = method.get("uri")
+    if uri is not None and not isinstance(uri, str):
+        raise BadRequest("'uri' must be a string.")
+    return ImportRequest(method=method["name"], uri=uri)
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else isotime(value)
+
+
+def task_document(task: Task, listed: bool = False) -> dict[str, Any]:
+    """A task as Glance's tasks API shows it (a list hides input, result and message)."""
+    document: dict[str, Any] = {
+        "id": task.id,
+        "type": task.type,
+        "status": task.status.value,
+        "owner": task.owner,
+        "expires_at": _time(task.expires_at),
+        "created_at": isotime(task.created_at),
+        "updated_at": isotime(task.updated_at),
+        "self": f"/v2/tasks/{task.id}",
+        "schema": "/v2/schemas/task",
+    }
+    if not listed:
+        document.update(
+            input=dict(task.input),
+            result=None if task.result is None else dict(task.result),
+            message=task.message,
+            image_id=task.image_id,
+            request_id=task.request_id,
+            user_id=task.user_id,
+        )
+    return document
+
+
+def image_task_document(task: Task) -> dict[str, Any]:
+    """An entry of ``GET /v2/images/{id}/tasks`` (2.12), Glance's keys plus the progress of a
+    running import (``os_imaged_progress``: bytes done and total, total ``null`` if unknown)."""
+    return {
+        "id": task.id,
+        "type": task.type,
+        "status": task.status.value,
+        "owner": task.owner,
+        "input": dict(task.input),
+        "result": None if task.result is None else dict(task.result),
+        "message": task.message,
+        "expires_at": _time(task.expires_at),
+        "created_at": isotime(task.created_at),
+        "updated_at": isotime(task.updated_at),
+        "deleted": False,
+        "deleted_at": None,
+        "image_id": task.image_id,
+        "request_id": task.request_id,
+        "user_id": task.user_id,
+        "os_imaged_progress": {"done": task.done, "total": task.total},
+    }
+
+
+def decode_task_query(
+    args: Mapping[bytes, Any], limits: Any
+) -> tuple[TaskStatus | None, str | None, int, str | None, bool]:
+    """``GET /v2/tasks``' parameters: ``status``, ``type``, ``limit``, ``marker``,
+    ``sort_dir`` (tasks sort by ``created_at``, newest first by default, as Glance)."""
+    from .listing import decode_params
+
+    params = {key: values[-1] for key, values in decode_params(args).items() if values}
+    status = None
+    if "status" in params:
+        try:
+            status = TaskStatus(params["status"])
+        except ValueError:
+            raise BadRequest(f"Invalid status value: {params['status']}") from None
+    limit = limits.list_limit_default
+    if "limit" in params:
+        try:
+            limit = int(params["limit"])
+        except ValueError:
+            raise BadRequest("limit param must be an integer") from None
+        if limit < 0:
+            raise BadRequest("limit param must be positive")
+        limit = min(limit, limits.list_limit_max)
+    if params.get("sort_key", "created_at") != "created_at":
+        raise BadRequest(f"Unsupported sort_key: {params['sort_key']}")
+    direction = params.get("sort_dir", "desc")
+    if direction not in ("asc", "desc"):
+        raise BadRequest(f"Invalid sort direction: {direction}")
+    return status, params.get("type"), limit, params.get("marker"), direction == "desc"
