@@ -15,6 +15,7 @@ import attrs
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 
+from .fetch import Fetcher
 from .interfaces import IBlobStore
 from .service import ImageService
 from .settings import Settings
@@ -92,6 +93,9 @@ def assemble(settings: Settings, reactor: Any) -> Assembly:
         require_format_match=settings.require_format_match,
         clock=reactor,
         rules=settings.rules,
+        import_methods=settings.import_methods,
+        fetcher=Fetcher(reactor, settings.import_filter),
+        uri_rules=settings.import_filter,
     )
     return Assembly(metadata=metadata, blobs=blobs, service=service, images_at=images_at)
 

@@ -123,6 +123,41 @@ class Options(usage.Options):
             "of the owning project, Glance's default) or 'admin'.",
         ],
         [
+            "enabled-import-methods",
+            None,
+            "glance-direct,web-download",
+            "Interoperable import methods offered, Glance's names (copy-image and "
+            "glance-download are not available yet).",
+        ],
+        [
+            "import-allowed-schemes",
+            None,
+            "http,https",
+            "web-download: URI schemes allowed (Glance's import_filtering_opts).",
+        ],
+        ["import-disallowed-schemes", None, "", "web-download: URI schemes refused."],
+        [
+            "import-allowed-hosts",
+            None,
+            "",
+            "web-download: the only hosts allowed (empty: any host not refused).",
+        ],
+        ["import-disallowed-hosts", None, "", "web-download: hosts refused."],
+        [
+            "import-allowed-ports",
+            None,
+            "80,443",
+            "web-download: the only ports allowed (empty: any port not refused).",
+        ],
+        ["import-disallowed-ports", None, "", "web-download: ports refused."],
+        [
+            "import-allowed-networks",
+            None,
+            "",
+            "web-download: networks allowed although refused by default (loopback, private, "
+            "link-local and metadata-service addresses are, at every redirect).",
+        ],
+        [
             "schema-image",
             None,
             None,

@@ -33,7 +33,12 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.error import ConnectError, ConnectionRefusedError, TimeoutError
+from twisted.internet.error import (
+    ConnectError,
+    ConnectingCancelledError,
+    ConnectionRefusedError,
+    TimeoutError,
+)
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -125,10 +130,10 @@ def _refused_range(address: IPAddress, allowed: tuple[IPNetwork, ...] = ()) -> s
         return "link-local"
     if address.is_multicast:
         return "multicast"
-    if address.is_private:
-        return "private"
     if address.is_reserved:
         return "reserved"
+    if address.is_private:
+        return "private"
     return None
 
 
@@ -271,7 +276,7 @@ class ImportFilter:
         if scheme not in DEFAULT_PORTS:
             raise _Refused("scheme", f"the scheme {scheme!r} is not supported")
         if "@" in parts.netloc:
-            raise _Refused("URI (credentials)", "credentials (user:password@) are not allowed")
+            raise _Refused("URI with credentials", "credentials (user:password@) are not allowed")
         if not parts.hostname:
             raise _Refused("host", "it has no host")
         host, address = _parse_host(parts.hostname)
@@ -290,7 +295,7 @@ class ImportFilter:
         if address is not None:
             refused = _refused_range(address, self.allowed_networks)
             if refused is not None:
-                raise _Refused("address", f"{address} is a {refused} address")
+                raise _Refused("address", f"the address {address} is not allowed ({refused})")
         netloc = f"[{host}]" if isinstance(address, ipaddress.IPv6Address) else host
         host_header = netloc if port == DEFAULT_PORTS[scheme] else f"{netloc}:{port}"
         if given_port is not None:
@@ -321,7 +326,10 @@ class FetchFailed(Exception):
 
 @attrs.frozen
 class Fetched:
-    """A successful answer, its body not yet read."""
+    """
+    A successful answer, its body not yet read.  Its connection stays open (paused) until the
+    producer has finished or been stopped: whoever drops it unread must ``stopProducing()``.
+    """
 
     #: The body: length is the Content-Length or UNKNOWN_LENGTH; streams with back-pressure
     #: (pausing it pauses the TCP connection); its Deferred fails with ``FetchFailed``.
@@ -343,14 +351,12 @@ class _Connection:
     def __init__(self, made: Callable[[], None] = lambda: None) -> None:
         self._on_made = made
         self.protocol: IProtocol | None = None
-        self.aborted = False
 
     def made(self, protocol: IProtocol) -> None:
         self.protocol = protocol
         self._on_made()
 
     def abort(self) -> None:
-        self.aborted = True
         transport = getattr(self.protocol, "transport", None)
         if transport is None:
             return
@@ -442,6 +448,14 @@ def _discard(response: IResponse, connection: _Connection) -> None:
 
 def _is_tls_failure(error: BaseException | None) -> bool:
     return isinstance(error, SSL.Error | VerificationError)
+
+
+def _cancelled(error: BaseException) -> bool:
+    """Whether ``error`` is a cancellation (the caller's), however the ``Agent`` wrapped it."""
+    if isinstance(error, CancelledError | ConnectingCancelledError):
+        return True
+    reasons: list[Failure] = getattr(error, "reasons", None) or []
+    return any(isinstance(reason.value, CancelledError) for reason in reasons)
 
 
 def _describe(error: BaseException) -> str:
@@ -697,7 +711,9 @@ class Fetcher:
         try:
             found = await lookup
         except Exception as e:
-            timed_out = isinstance(e, CancelledError) and not timer.active()
+            timed_out = not timer.active()
+            if isinstance(e, CancelledError) and not timed_out:
+                raise  # the caller gave up
             why = f"resolving {of} timed out" if timed_out else f"could not resolve {of}"
             raise self._failed(shown, why, host=target.host, error=repr(e)) from None
         finally:
@@ -721,7 +737,7 @@ class Fetcher:
                     if redirected
                     else "its host resolves to an address that is not allowed"
                 )
-                detail = f"{target.host} resolves to {address}, a {refused} address"
+                detail = f"{target.host} resolves to {address} ({refused})"
                 raise self._refused(shown, why, detail)
         return addresses
 
@@ -757,6 +773,8 @@ class Fetcher:
         try:
             response: IResponse = await answer
         except Exception as e:
+            if _cancelled(e) and not timed_out:
+                raise CancelledError() from None  # the caller gave up, however Twisted put it
             why = (
                 f"no answer in {self.rules.idle_timeout:g} s (timed out)"
                 if timed_out

@@ -51,9 +51,14 @@ PROGRESS_INTERVAL = 2.0
 
 
 class Fetched(Protocol):
-    producer: IBodyProducer
-    length: int | None
-    uri: str
+    @property
+    def producer(self) -> IBodyProducer: ...
+
+    @property
+    def length(self) -> int | None: ...
+
+    @property
+    def uri(self) -> str: ...
 
 
 class Fetcher(Protocol):

@@ -10,6 +10,7 @@ files or the environment, never the command line (``ps`` shows it), and never ap
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -19,7 +20,9 @@ from typing import Any, Literal, TypeVar
 import attrs
 
 from .errors import BadRequest
+from .fetch import ImportFilter
 from .hashing import check_algorithm
+from .imports import IMPLEMENTED_METHODS, parse_methods
 from .policy import DEACTIVATE_POLICIES, Rules
 from .quotas import Limits
 from .schemas import ImageSchemas, SchemaFileError, load_custom_properties
@@ -145,6 +148,8 @@ class Settings:
     require_format_match: bool = True
     rules: Rules = Rules()
     schemas: ImageSchemas = attrs.field(factory=ImageSchemas)
+    import_methods: tuple[str, ...] = IMPLEMENTED_METHODS
+    import_filter: ImportFilter = ImportFilter()
 
     @property
     def images_dir(self) -> str:
@@ -215,7 +220,42 @@ class Settings:
             require_format_match=not options["no-require-format-match"],
             rules=Rules(deactivate=options["deactivate-policy"]),
             schemas=_schemas(options["schema-image"]),
+            import_methods=_methods(options["enabled-import-methods"]),
+            import_filter=_import_filter(options),
         )
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    try:
+        return parse_methods(text)
+    except ValueError as e:
+        raise SettingsError(f"--enabled-import-methods: {e}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
+
+
+def _import_filter(options: Mapping[str, Any]) -> ImportFilter:
+    """web-download's rules from the ``--import-*`` options."""
+    values: dict[str, Any] = {}
+    try:
+        for kind in ("schemes", "hosts"):
+            for which in ("allowed", "disallowed"):
+                values[f"{which}_{kind}"] = _names(options[f"import-{which}-{kind}"])
+        for which in ("allowed", "disallowed"):
+            name = f"import-{which}-ports"
+            values[f"{which}_ports"] = tuple(int(p) for p in _names(options[name]))
+        networks = _names(options["import-allowed-networks"])
+        values["allowed_networks"] = tuple(
+            ipaddress.ip_network(n, strict=False) for n in networks
+        )
+    except ValueError as e:
+        raise SettingsError(f"--import-*: {e}") from None
+    for port in values["allowed_ports"] + values["disallowed_ports"]:
+        if not 0 < port < 65536:
+            raise SettingsError(f"--import-*-ports: {port} is not a port")
+    return ImportFilter(**values)
 
 
 def _no_keystone_options(options: Mapping[str, Any]) -> None:

@@ -129,7 +129,9 @@ def test_stage_then_glance_direct(world: World) -> None:
     # Staged data is nobody's download yet.
     assert world.client.get(f"/v2/images/{image_id}/file", headers=PROJECT_A).code == 204
     assert len(world.blobs.blobs) == 1
-    reply = start_import(world, image_id, {"method": {"name": "glance-direct"}})
+    # all_stores names the one store there is (tempest sends it), as on Glance with one store.
+    reply = start_import(world, image_id, {"method": {"name": "glance-direct"},
+                                           "all_stores": True})
     assert reply.code == 202 and reply.body == b""
     image = show(world, image_id)
     assert image["status"] == "active"
@@ -142,7 +144,7 @@ def test_stage_then_glance_direct(world: World) -> None:
     assert task["status"] == "success" and task["type"] == "api_image_import"
     assert task["request_id"] == reply.header("x-openstack-request-id")
     assert task["result"] == {"image_id": image_id} and task["image_id"] == image_id
-    assert task["input"]["import_req"] == {"method": {"name": "glance-direct"}}
+    assert task["input"]["import_req"]["method"] == {"name": "glance-direct"}
     assert task["expires_at"] is not None and task["user_id"] == "alice"
 
 
@@ -188,7 +190,6 @@ def test_import_refusals_change_nothing(world: World) -> None:
         (queued, {"method": {"name": "no-such-method"}}, 400),
         (queued, {"method": {"name": "web-download"}}, 400),  # no uri
         (queued, {"method": {"name": "web-download", "uri": "http://forbidden.example/x"}}, 400),
-        (queued, {"method": {"name": "glance-direct"}, "stores": ["fast"]}, 400),
         (queued, {"method": {"name": "glance-direct"}, "all_stores": "yes"}, 400),
         (queued, {"method": {"name": "glance-direct"}}, 409),  # nothing staged
         (active, {"method": {"name": "web-download", "uri": "http://example.org/i"}}, 409),

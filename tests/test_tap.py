@@ -46,6 +46,14 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "default-project": "admin",
         "deactivate-policy": "project-member",
         "schema-image": None,
+        "enabled-import-methods": "glance-direct,web-download",
+        "import-allowed-schemes": "http,https",
+        "import-disallowed-schemes": "",
+        "import-allowed-hosts": "",
+        "import-disallowed-hosts": "",
+        "import-allowed-ports": "80,443",
+        "import-disallowed-ports": "",
+        "import-allowed-networks": "",
         "healthcheck-disable-file": None,
         "keystone-url": None,
         "keystone-public-url": None,
@@ -324,3 +332,31 @@ def test_a_schema_file_imaged_cannot_use_stops_the_start(
         tap.Options().parseOptions(["--data-dir", str(tmp_path), "--schema-image", str(path)])
     with pytest.raises(UsageError, match=r"--schema-image: .*No such file"):
         tap.Options().parseOptions(["--schema-image", str(tmp_path / "missing.json")])
+
+
+def test_import_options_become_the_methods_and_the_filter(tmp_path: Any) -> None:
+    import ipaddress
+
+    from imaged.fetch import ImportFilter
+
+    options = tap.Options()
+    options.parseOptions(["--data-dir", str(tmp_path)])
+    assert options.settings.import_methods == ("glance-direct", "web-download")
+    assert options.settings.import_filter == ImportFilter()
+    options = tap.Options()
+    options.parseOptions(["--data-dir", str(tmp_path), "--enabled-import-methods",
+                          "web-download", "--import-allowed-ports", "", "--import-allowed-hosts",
+                          "Mirror.Example.org", "--import-allowed-networks", "127.0.0.0/8"])
+    assert options.settings.import_methods == ("web-download",)
+    rules = options.settings.import_filter
+    assert rules.allowed_ports == () and rules.allowed_hosts == ("mirror.example.org",)
+    assert rules.allowed_networks == (ipaddress.ip_network("127.0.0.0/8"),)
+    for args, named in [
+        (["--enabled-import-methods", "ftp-magic"], "'ftp-magic' is not an import method"),
+        (["--enabled-import-methods", "copy-image"], "'copy-image' is not available yet"),
+        (["--import-allowed-ports", "http"], "--import-"),
+        (["--import-disallowed-ports", "70000"], "70000 is not a port"),
+        (["--import-allowed-networks", "10.0.0.300/8"], "--import-"),
+    ]:
+        with pytest.raises(UsageError, match=named):
+            tap.Options().parseOptions(args)
