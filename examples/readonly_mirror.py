@@ -30,7 +30,7 @@ class ReadOnlyImages:
 
     create = update = delete = upload = add_tag = remove_tag = _refuse
     deactivate = reactivate = add_member = update_member = delete_member = _refuse
-    stage = import_image = _refuse
+    stage = import_image = create_task = _refuse
     #: A mirror takes no data in: no import method is offered.
     import_methods: tuple[str, ...] = ()
 

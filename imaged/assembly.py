@@ -94,8 +94,10 @@ def assemble(settings: Settings, reactor: Any) -> Assembly:
         clock=reactor,
         rules=settings.rules,
         import_methods=settings.import_methods,
+        stage_expiry=settings.stage_expiry,
         fetcher=Fetcher(reactor, settings.import_filter),
         uri_rules=settings.import_filter,
+        import_plugins=settings.import_plugins,
     )
     return Assembly(metadata=metadata, blobs=blobs, service=service, images_at=images_at)
 

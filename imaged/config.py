@@ -130,6 +130,39 @@ class Options(usage.Options):
             "glance-download are not available yet).",
         ],
         [
+            "stage-expiry",
+            None,
+            86400.0,
+            "Seconds staged data (PUT /stage) waits for its import; then it is removed and "
+            "the image queued again.",
+            float,
+        ],
+        [
+            "import-plugins",
+            None,
+            "",
+            "Import plugins run on every import, Glance's names: image_decompression, "
+            "image_conversion, inject_image_metadata (default: none).",
+        ],
+        [
+            "conversion-output-format",
+            None,
+            "raw",
+            "image_conversion: the disk format imports are converted to (raw for Ceph RBD).",
+        ],
+        [
+            "inject-metadata",
+            None,
+            "",
+            "inject_image_metadata: properties set on imports, 'key=value,key2=value2'.",
+        ],
+        [
+            "inject-ignore-user-roles",
+            None,
+            "admin",
+            "inject_image_metadata: users with any of these roles get no injected properties.",
+        ],
+        [
             "import-allowed-schemes",
             None,
             "http,https",

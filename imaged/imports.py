@@ -19,26 +19,51 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IBodyProducer
 
 from .context import RequestContext
+from .conversion import ConversionLimits, convert
+from .decompression import decompresses, decompressing
 from .errors import BadRequest, Conflict, ImageServiceError, NotFound
 from .guards import ImageGuard
 from .interfaces import ITaskStore
 from .lifecycle import transition
 from .logcontext import Logger
-from .model import Image, ImportRequest, Member, Status, Task, TaskStatus, claim_node
-from .streams import TeeProducer
-from .uploads import FETCH, IMPORT_LOCK, IMPORT_PROPERTIES, STAGE, Uploads
+from .model import (
+    DiskFormat,
+    Image,
+    ImportRequest,
+    Member,
+    Status,
+    Task,
+    TaskStatus,
+    claim_node,
+)
+from .streams import TeeProducer, consume
+from .uploads import (
+    FETCH,
+    FETCH_FOR_PLUGINS,
+    IMPORT_LOCK,
+    IMPORT_PROPERTIES,
+    REWRITE,
+    STAGE,
+    STAGE_FOR_PLUGINS,
+    Adjust,
+    Uploads,
+)
 
 #: Every method Glance names, and those imaged runs (``--enabled-import-methods``).
 GLANCE_METHODS = ("glance-direct", "web-download", "copy-image", "glance-download")
@@ -48,6 +73,42 @@ TASK_TYPE = "api_image_import"
 TASK_TIME_TO_LIVE = timedelta(hours=48)
 #: How often a running import writes its progress to its task.
 PROGRESS_INTERVAL = 2.0
+#: Glance's import plugins imaged runs (``--import-plugins``), by Glance's names.
+PLUGINS = ("image_decompression", "image_conversion", "inject_image_metadata")
+#: Disk formats ``image_conversion`` converts from and to (qemu-img's).
+CONVERTIBLE = ("raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi")
+
+
+@attrs.frozen
+class ImportPlugins:
+    """
+    Glance's ``image_import_plugins`` and their options.  They run on every import, in a
+    fixed order: ``image_decompression`` (gzip and zip, streamed), ``image_conversion``
+    (``qemu-img convert`` to ``output_format``, the result inspected again: the image's
+    ``disk_format``, size, checksums and virtual size become the converted data's), then
+    ``inject_image_metadata`` (``inject`` properties set on imports by users with none of
+    ``ignore_user_roles``).
+    """
+
+    names: tuple[str, ...] = ()
+    output_format: str = "raw"
+    inject: Mapping[str, str] = attrs.field(factory=dict)
+    ignore_user_roles: frozenset[str] = frozenset({"admin"})
+    #: Where conversion writes its temporary files (a local directory with room).
+    workdir: str | None = None
+    limits: ConversionLimits = ConversionLimits()
+
+    @property
+    def transform(self) -> bool:
+        """Whether the data passes through a plugin before it is the image's."""
+        return "image_decompression" in self.names or "image_conversion" in self.names
+
+    def injected(self, context: RequestContext) -> dict[str, str]:
+        if "inject_image_metadata" not in self.names or not self.inject:
+            return {}
+        if context.roles & self.ignore_user_roles:
+            return {}
+        return dict(self.inject)
 
 
 class Fetched(Protocol):
@@ -71,6 +132,39 @@ class URIRules(Protocol):
     def check_uri(self, uri: str) -> None: ...
 
 
+async def spool(producer: IBodyProducer, workdir: str, cap: int) -> str:
+    """``producer``'s bytes in a new file under ``workdir`` (written in a thread)."""
+    os.makedirs(workdir, exist_ok=True)
+    handle, path = tempfile.mkstemp(prefix="imaged-import-", dir=workdir)
+    out = os.fdopen(handle, "wb")
+
+    def write(chunk: bytes) -> Deferred[None]:
+        return deferToThread(out.write, chunk).addCallback(lambda _: None)
+
+    try:
+        await consume(producer, write, cap)
+        await deferToThread(out.flush)
+    except BaseException:
+        out.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    out.close()
+    return path
+
+
+def file_producer(path: str) -> IBodyProducer:
+    """A local file as a producer (read in bounded chunks by Twisted's cooperator)."""
+    from twisted.web.client import FileBodyProducer
+
+    producer: IBodyProducer = FileBodyProducer(open(path, "rb"))
+    return producer
+
+
+def _container(image: Image) -> str | None:
+    return None if image.container_format is None else image.container_format.value
+
+
 def task_failure_message(error: BaseException) -> str:
     if isinstance(error, ImageServiceError):
         return error.message
@@ -90,8 +184,10 @@ class Imports:
         methods: Sequence[str] = IMPLEMENTED_METHODS,
         fetcher: Fetcher | None = None,
         uri_rules: URIRules | None = None,
+        plugins: ImportPlugins = ImportPlugins(),
     ) -> None:
         self.guard = guard
+        self.plugins = plugins
         self.uploads = uploads
         self.tasks = tasks
         # web-download needs something to fetch with: without, it is not offered.
@@ -105,6 +201,13 @@ class Imports:
     def clock(self) -> IReactorTime:
         return self.guard.clock
 
+    @property
+    def processes(self) -> Any:
+        """What runs ``qemu-img``: the reactor (the service's clock may be a test's)."""
+        from twisted.internet import reactor
+
+        return reactor
+
     # -- stage ----------------------------------------------------------------------------
 
     async def stage(
@@ -112,7 +215,8 @@ class Imports:
     ) -> Image:
         if "glance-direct" not in self.methods:
             raise NotFound("'glance-direct' method is not available at this site.")
-        return await self.uploads.upload(context, image_id, producer, size, STAGE)
+        intake = STAGE_FOR_PLUGINS if self.plugins.transform else STAGE
+        return await self.uploads.upload(context, image_id, producer, size, intake)
 
     # -- import ---------------------------------------------------------------------------
 
@@ -126,7 +230,12 @@ class Imports:
                 self.uri_rules.check_uri(request.uri)
 
     async def begin(
-        self, context: RequestContext, image_id: str, request: ImportRequest
+        self,
+        context: RequestContext,
+        image_id: str,
+        request: ImportRequest,
+        task_type: str = TASK_TYPE,
+        task_input: Mapping[str, Any] | None = None,
     ) -> Task:
         """
         Check and lock the image for ``request`` and record its task; the work runs in the
@@ -173,13 +282,13 @@ class Imports:
         change = await self.guard.modify(context, image_id, "import", lock, "start_import")
         task = Task(
             id=task_id,
-            type=TASK_TYPE,
+            type=task_type,
             status=TaskStatus.PENDING,
             owner=change.after.owner,
             created_at=now,
             updated_at=now,
             image_id=image_id,
-            input=_task_input(image_id, request),
+            input=task_input if task_input is not None else _task_input(image_id, request),
             request_id=context.request_id,
             user_id=context.user_id,
             node=claim,
@@ -195,7 +304,8 @@ class Imports:
             image_id=image_id, method=request.method, task_id=task_id,
         )
         self.uploads.live[image_id] = claim
-        done = ensureDeferred(self._run(task, change.before, change.after, request))
+        inject = self.plugins.injected(context)
+        done = ensureDeferred(self._run(task, change.after, request, inject))
         if not done.called:
             self.running[task_id] = done
 
@@ -206,16 +316,25 @@ class Imports:
         return task
 
     async def _run(
-        self, task: Task, before: Image, importing: Image, request: ImportRequest
+        self, task: Task, importing: Image, request: ImportRequest, inject: dict[str, str]
     ) -> None:
         claim = importing.upload_node
         assert claim is not None
+
+        def adjust(image: Image) -> Image:
+            if not inject:
+                return image
+            return attrs.evolve(image, properties={**image.properties, **inject})
+
         try:
             await self._update(task.id, status=TaskStatus.PROCESSING)
             if request.method == "glance-direct":
-                image = await self._publish_staged(importing, claim)
+                if self.plugins.transform:
+                    image = await self._transform(importing, claim, adjust)
+                else:
+                    image = await self._publish_staged(importing, claim, adjust)
             else:
-                image = await self._web_download(task, importing, claim, request)
+                image = await self._web_download(task, importing, claim, request, adjust)
         except Exception as e:
             message = task_failure_message(e)
             self.log.warn(
@@ -240,12 +359,13 @@ class Imports:
             image_id=image.id, task_id=task.id,
         )
 
-    async def _publish_staged(self, importing: Image, claim: str) -> Image:
+    async def _publish_staged(self, importing: Image, claim: str, adjust: Adjust) -> Image:
         """``glance-direct``: the staged data is the image's data already; make it active."""
 
         def finish(image: Image, _member: Member | None) -> Image:
             if image.status is not Status.IMPORTING or image.upload_node != claim:
                 raise Conflict(f"Image {image.id} changed status during import.")
+            image = adjust(image)
             properties = {
                 k: v for k, v in image.properties.items() if k not in IMPORT_PROPERTIES
             }
@@ -257,7 +377,7 @@ class Imports:
         return change.after
 
     async def _web_download(
-        self, task: Task, importing: Image, claim: str, request: ImportRequest
+        self, task: Task, importing: Image, claim: str, request: ImportRequest, adjust: Adjust
     ) -> Image:
         if self.fetcher is None or request.uri is None:
             raise BadRequest("web-download is not available at this site.")
@@ -273,12 +393,86 @@ class Imports:
         progress.clock = self.clock
         progress.start(PROGRESS_INTERVAL, now=False)
         try:
-            producer = TeeProducer(fetched.producer, count)
-            return await self.uploads.receive(
-                importing, claim, importing.updated_at, producer, fetched.length, FETCH
-            )
+            producer: IBodyProducer = TeeProducer(fetched.producer, count)
+            if "image_conversion" in self.plugins.names:
+                # Converting needs the whole data first: fetched, then transformed.
+                held = await self.uploads.receive(
+                    importing, claim, importing.updated_at, producer, fetched.length,
+                    FETCH_FOR_PLUGINS,
+                )
+            elif "image_decompression" in self.plugins.names and decompresses(
+                _container(importing)
+            ):
+                # Decompressed as it arrives: one pass, the result inspected and stored.
+                # Bombs stop at the size cap; no ratio limit, as a mostly empty disk inflates
+                # past any ratio a bomb check could set.
+                cap = self.uploads.quotas.limits.image_size_cap
+                return await self.uploads.receive(
+                    importing, claim, importing.updated_at,
+                    decompressing(producer, max_output=cap, max_ratio=None), None, FETCH,
+                    adjust,
+                )
+            else:
+                return await self.uploads.receive(
+                    importing, claim, importing.updated_at, producer, fetched.length, FETCH,
+                    adjust,
+                )
         finally:
             progress.stop()
+        return await self._transform(held, claim, adjust)
+
+    async def _transform(self, importing: Image, claim: str, adjust: Adjust) -> Image:
+        """
+        The import plugins that rewrite data, on the data at ``importing.location`` (staged,
+        or fetched): decompressed as it is read, converted through a local file, and stored
+        anew through the upload pipeline (hashes, inspection, cap), which makes the image
+        active; the data it came from is removed either way.
+        """
+        source = importing.location
+        assert source is not None
+        plugins = self.plugins
+        spooled: list[str] = []
+        try:
+            producer: IBodyProducer = await self.uploads.blobs.read(source)
+            cap = self.uploads.quotas.limits.image_size_cap
+            if "image_decompression" in plugins.names and decompresses(_container(importing)):
+                producer = decompressing(producer, max_output=cap, max_ratio=None)
+            disk_format = importing.disk_format
+            size: int | None = None
+            if (
+                "image_conversion" in plugins.names
+                and disk_format is not None
+                and disk_format.value != plugins.output_format
+                and disk_format.value in CONVERTIBLE
+            ):
+                workdir = plugins.workdir or tempfile.gettempdir()
+                path = await spool(producer, workdir, cap)
+                spooled.append(path)
+                converted = await convert(
+                    self.processes, path, disk_format.value, plugins.output_format, workdir,
+                    plugins.limits,
+                )
+                if converted is not None:
+                    spooled.append(converted.path)
+                    producer = file_producer(converted.path)
+                    size = converted.size
+                    disk_format = DiskFormat(plugins.output_format)
+                else:
+                    producer = file_producer(path)
+            target_format = disk_format
+
+            def adjusted(image: Image) -> Image:
+                return adjust(attrs.evolve(image, disk_format=target_format))
+
+            return await self.uploads.receive(
+                attrs.evolve(importing, disk_format=target_format), claim,
+                importing.updated_at, producer, size, REWRITE, adjusted,
+            )
+        finally:
+            await self.uploads.delete_blob(importing.id, source)
+            for path in spooled:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     def _progress(self, task_id: str, done: int, total: int | None) -> Deferred[None]:
         def ignore(_: object) -> None:
@@ -317,6 +511,37 @@ class Imports:
         return await self.tasks.modify_task(task_id, apply)
 
     # -- recovery -------------------------------------------------------------------------
+
+    async def expire_staged(self, before: datetime) -> list[str]:
+        """
+        Staged data never imported: images ``uploading`` with data, unchanged since
+        ``before``, lose it and are ``queued`` again (``--stage-expiry``).  Returns their ids.
+        """
+        expired = []
+        for image_id in await self.guard.metadata.ids_with_status(Status.UPLOADING):
+            image = await self.guard.metadata.get(image_id)
+            if image is None or image.upload_node is not None or image.location is None:
+                continue  # being staged right now, or nothing kept
+            if image.updated_at >= before:
+                continue
+            location = image.location
+
+            def forget(current: Image, _member: Member | None, location: str = location) -> Image:
+                if current.status is not Status.UPLOADING or current.location != location or (
+                    current.upload_node is not None
+                ):
+                    return current  # imported or staged again meanwhile
+                return transition(current, Status.QUEUED, Conflict, self.guard.now())
+
+            change = await self.guard.metadata.modify(image_id, forget, name="expire_stage")
+            if change.changed:
+                await self.uploads.delete_blob(image_id, location)
+                expired.append(image_id)
+                self.log.warn(
+                    "staged data of image {image_id} was never imported; it is removed and "
+                    "the image queued again", image_id=image_id,
+                )
+        return expired
 
     async def end_orphaned(self, node: str, running: Callable[[], set[str]]) -> list[str]:
         """

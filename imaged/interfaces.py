@@ -11,8 +11,9 @@ reactor thread.  Errors are ``imaged.errors`` exceptions delivered as the ``Defe
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IBodyProducer
@@ -121,6 +122,14 @@ class IImageService(Interface):
 
     def get_task(context: RequestContext, task_id: str) -> Deferred[Task]:
         """One task (the tasks API)."""
+
+    def create_task(
+        context: RequestContext,
+        uri: str,
+        image: CreateImageRequest,
+        task_input: Mapping[str, Any],
+    ) -> Deferred[Task]:
+        """Glance's legacy ``import`` task: a new image, its data fetched from ``uri``."""
 
     def download(
         context: RequestContext, image_id: str, byte_range: ByteRange | None = None

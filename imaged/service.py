@@ -14,8 +14,9 @@ import builtins
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, fail
@@ -30,7 +31,7 @@ from .coroutines import deferred
 from .errors import BadRequest, Forbidden, NotFound
 from .guards import ImageGuard
 from .hashing import check_algorithm
-from .imports import IMPLEMENTED_METHODS, Fetcher, Imports, URIRules
+from .imports import IMPLEMENTED_METHODS, Fetcher, ImportPlugins, Imports, URIRules
 from .interfaces import IBlobStore, IImageService, IMetadataStore, ITaskStore
 from .lifecycle import transition
 from .logcontext import Logger
@@ -72,6 +73,8 @@ UPLOAD_LEASE = 120.0
 #: before the transaction that makes its image refer to it.
 ORPHAN_SWEEPS = 10
 ORPHAN_MARGIN = 3600.0
+#: Staged data never imported is removed after this many seconds (``--stage-expiry``).
+STAGE_EXPIRY = 86400.0
 
 
 def node_name() -> str:
@@ -97,11 +100,15 @@ class ImageService:
         node: str | None = None,
         rules: policy.Rules = policy.Rules(),
         import_methods: Sequence[str] = IMPLEMENTED_METHODS,
+        stage_expiry: float = STAGE_EXPIRY,
         fetcher: Fetcher | None = None,
         uri_rules: URIRules | None = None,
+        import_plugins: ImportPlugins = ImportPlugins(),
     ) -> None:
         self.metadata = metadata
         self.rules = rules
+        #: Seconds staged data waits for its import before recovery removes it.
+        self.stage_expiry = stage_expiry
         self.blobs = blobs
         self.hash_algo = check_algorithm(hash_algo)
         self.limits = limits
@@ -120,7 +127,7 @@ class ImageService:
         #: Tasks live in the metadata database (the SQL store is both).
         tasks = ITaskStore(metadata)
         self.imports = Imports(
-            self.guard, self.uploads, tasks, import_methods, fetcher, uri_rules
+            self.guard, self.uploads, tasks, import_methods, fetcher, uri_rules, import_plugins
         )
 
     # -- images ---------------------------------------------------------------------------
@@ -282,6 +289,30 @@ class ImageService:
         )
 
     @deferred
+    async def create_task(
+        self, context: RequestContext, uri: str, image: CreateImageRequest,
+        task_input: Mapping[str, Any],
+    ) -> Task:
+        """
+        Glance's legacy ``import`` task (``POST /v2/tasks``, an administrator's): a new image
+        with ``image``'s attributes, its data fetched from ``uri`` as ``web-download`` does.
+        """
+        policy.check_tasks_api(context)
+        request = ImportRequest(method="web-download", uri=uri)
+        if self.imports.fetcher is None:
+            raise BadRequest("Importing from a URI is not available at this site.")
+        if self.imports.uri_rules is not None:
+            self.imports.uri_rules.check_uri(uri)
+        created = await self.create(context, image)
+        try:
+            return await self.imports.begin(
+                context, created.id, request, task_type="import", task_input=task_input
+            )
+        except Exception:
+            await self.delete(context, created.id)  # nothing is left of a refused task
+            raise
+
+    @deferred
     async def get_task(self, context: RequestContext, task_id: str) -> Task:
         policy.check_tasks_api(context)
         return await self.imports.get_task(context, task_id)
@@ -361,6 +392,7 @@ class ImageService:
             now - timedelta(seconds=UPLOAD_LEASE), now - timedelta(seconds=ORPHAN_MARGIN),
         )
         await self.imports.end_orphaned(self.node, running)
+        await self.imports.expire_staged(now - timedelta(seconds=self.stage_expiry))
         self._sweeps += 1
         if self._sweeps % ORPHAN_SWEEPS == 0 and self._orphans is None:
             removal = ensureDeferred(self._remove_orphans(now))

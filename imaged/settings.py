@@ -22,10 +22,17 @@ import attrs
 from .errors import BadRequest
 from .fetch import ImportFilter
 from .hashing import check_algorithm
-from .imports import IMPLEMENTED_METHODS, parse_methods
+from .imports import CONVERTIBLE, IMPLEMENTED_METHODS, PLUGINS, ImportPlugins, parse_methods
 from .policy import DEACTIVATE_POLICIES, Rules
 from .quotas import Limits
-from .schemas import ImageSchemas, SchemaFileError, load_custom_properties
+from .schemas import (
+    READ_ONLY,
+    SETTABLE,
+    ImageSchemas,
+    SchemaFileError,
+    is_reserved,
+    load_custom_properties,
+)
 from .store.swift import SWIFT_MAX_OBJECT
 from .web.auth import LOOPBACK, STRATEGY_NAMES, Network, parse_networks
 from .web.streaming import HTTPLimits
@@ -149,6 +156,8 @@ class Settings:
     rules: Rules = Rules()
     schemas: ImageSchemas = attrs.field(factory=ImageSchemas)
     import_methods: tuple[str, ...] = IMPLEMENTED_METHODS
+    import_plugins: ImportPlugins = ImportPlugins()
+    stage_expiry: float = 86400.0
     import_filter: ImportFilter = ImportFilter()
 
     @property
@@ -221,8 +230,16 @@ class Settings:
             rules=Rules(deactivate=options["deactivate-policy"]),
             schemas=_schemas(options["schema-image"]),
             import_methods=_methods(options["enabled-import-methods"]),
+            stage_expiry=_positive_seconds(options["stage-expiry"], "--stage-expiry"),
             import_filter=_import_filter(options),
+            import_plugins=_plugins(options, data_dir),
         )
+
+
+def _positive_seconds(value: float, option: str) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise SettingsError(f"{option}: {value} is not a positive number of seconds")
+    return value
 
 
 def _methods(text: str) -> tuple[str, ...]:
@@ -230,6 +247,38 @@ def _methods(text: str) -> tuple[str, ...]:
         return parse_methods(text)
     except ValueError as e:
         raise SettingsError(f"--enabled-import-methods: {e}") from None
+
+
+def _plugins(options: Mapping[str, Any], data_dir: str) -> ImportPlugins:
+    names = tuple(n.strip() for n in options["import-plugins"].split(",") if n.strip())
+    for name in names:
+        if name not in PLUGINS:
+            raise SettingsError(
+                f"--import-plugins: '{name}' is not one of {', '.join(PLUGINS)}"
+            )
+    output = options["conversion-output-format"]
+    if output not in CONVERTIBLE:
+        raise SettingsError(
+            f"--conversion-output-format: '{output}' is not one of {', '.join(CONVERTIBLE)}"
+        )
+    inject: dict[str, str] = {}
+    for pair in options["inject-metadata"].split(","):
+        if not pair.strip():
+            continue
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SettingsError(f"--inject-metadata: '{pair}' is not key=value")
+        if key in READ_ONLY or key in SETTABLE or is_reserved(key):
+            raise SettingsError(f"--inject-metadata: '{key}' is not an extra property")
+        inject[key] = value.strip()
+    return ImportPlugins(
+        names=names,
+        output_format=output,
+        inject=inject,
+        ignore_user_roles=frozenset(_names(options["inject-ignore-user-roles"])),
+        workdir=os.path.join(data_dir, "import-work"),
+    )
 
 
 def _names(text: str) -> tuple[str, ...]:

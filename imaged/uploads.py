@@ -16,7 +16,9 @@ in the background until the database answers again (``_repair``).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -69,6 +71,11 @@ class Intake:
     final: Status
     #: Extra properties dropped when the data is in (an import's lock).
     clears: tuple[str, ...] = ()
+    #: Whether the claim still holds the image once its data is in (more work follows).
+    keeps_claim: bool = False
+    #: Whether the data is inspected (its format checked) now; not when an import's plugins
+    #: transform it first (decompression): their result is inspected instead.
+    inspects: bool = True
 
 
 #: ``PUT /file``: ``queued -> saving -> active``.
@@ -80,8 +87,19 @@ IMPORT_LOCK = "os_glance_import_task"
 IMPORT_PROPERTIES = (IMPORT_LOCK, "os_glance_importing_to_stores", "os_glance_failed_import")
 #: An import fetching its data (``web-download``): ``importing -> active``.
 FETCH = Intake("import", Status.IMPORTING, Status.ACTIVE, clears=IMPORT_PROPERTIES)
+#: An import fetching data that its plugins transform next: it stays ``importing``.
+FETCH_FOR_PLUGINS = Intake(
+    "import", Status.IMPORTING, Status.IMPORTING, keeps_claim=True, inspects=False
+)
+#: Staging for a site whose import plugins transform the data (inspected at import).
+STAGE_FOR_PLUGINS = Intake("stage", Status.UPLOADING, Status.UPLOADING, inspects=False)
+#: An import's plugins writing the transformed data: ``importing -> active``.
+REWRITE = Intake("import", Status.IMPORTING, Status.ACTIVE, clears=IMPORT_PROPERTIES)
 #: The statuses a node's claim may hold an image in while data arrives.
 RECEIVING = frozenset({Status.SAVING, Status.UPLOADING, Status.IMPORTING})
+
+#: A change made to an image as its data is published (see ``Uploads.receive``).
+Adjust = Callable[[Image], Image]
 
 #: Seconds between attempts to repair an image after the metadata database failed, doubling
 #: up to the last; after ``REPAIR_ATTEMPTS`` the repair is left to the periodic recovery.
@@ -147,13 +165,19 @@ class Uploads:
         producer: IBodyProducer,
         size: int | None,
         intake: Intake = UPLOAD,
+        adjust: Adjust | None = None,
     ) -> Image:
         """Take in the data of an image already claimed (``saving`` is it, in
-        ``intake.receiving`` under ``claim``); what ``upload`` does after its claim."""
+        ``intake.receiving`` under ``claim``); what ``upload`` does after its claim.
+        ``adjust`` changes the image in the publishing transaction (an import's plugins:
+        a new ``disk_format``, injected properties); ``saving``'s ``disk_format`` is what the
+        data is inspected against."""
         image_id = saving.id
         self.live[image_id] = claim
         try:
-            return await self._receive(saving, claim, queued_at, producer, size, intake)
+            return await self._receive(
+                saving, claim, queued_at, producer, size, intake, adjust
+            )
         finally:
             if self.live.get(image_id) == claim:
                 del self.live[image_id]
@@ -170,6 +194,7 @@ class Uploads:
         producer: IBodyProducer,
         size: int | None,
         intake: Intake,
+        adjust: Adjust | None = None,
     ) -> Image:
         """
         The rest of ``upload`` once the image is ``saving`` under ``claim``.  A refused
@@ -186,7 +211,7 @@ class Uploads:
         self.log.info("receiving data for image {image_id}", image_id=image_id)
         # Glance inspects the content of bare images only; others are opaque containers.
         inspector: FormatInspector | None = None
-        if saving.container_format is ContainerFormat.BARE:
+        if saving.container_format is ContainerFormat.BARE and intake.inspects:
             inspector = FormatInspector()
             producer = TeeProducer(producer, inspector.feed)
         try:
@@ -209,7 +234,9 @@ class Uploads:
         except Exception:
             await self._abandon(image_id, claim, blob.location, queued_at)
             raise
-        return await self._publish(image_id, claim, queued_at, blob, virtual_size, intake)
+        return await self._publish(
+            image_id, claim, queued_at, blob, virtual_size, intake, adjust
+        )
 
     async def _claim(
         self, context: RequestContext, image_id: str, intake: Intake
@@ -264,6 +291,7 @@ class Uploads:
         blob: StoredBlob,
         virtual_size: int | None,
         intake: Intake,
+        adjust: Adjust | None = None,
     ) -> Image:
         """``saving -> active`` (``intake``'s statuses) with the data's attributes, unless the
         image moved on."""
@@ -277,13 +305,9 @@ class Uploads:
                 image = attrs.evolve(image, properties={
                     k: v for k, v in image.properties.items() if k not in intake.clears
                 })
-            if intake.final is intake.receiving:  # staged: the data waits for its import
-                image = attrs.evolve(image, status=Status.QUEUED)
-            return transition(
-                image,
-                intake.final,
-                Conflict,
-                self.guard.now(),
+            if adjust is not None:
+                image = adjust(image)
+            data: dict[str, Any] = dict(
                 size=blob.size,
                 virtual_size=virtual_size,
                 checksum=blob.checksum,
@@ -291,6 +315,13 @@ class Uploads:
                 os_hash_value=blob.hash_value,
                 location=blob.location,
             )
+            if intake.final is intake.receiving:
+                # Staged, or fetched for an import's plugins: the data waits for what follows.
+                return attrs.evolve(
+                    image, updated_at=self.guard.now(),
+                    upload_node=claim if intake.keeps_claim else None, **data,
+                )
+            return transition(image, intake.final, Conflict, self.guard.now(), **data)
 
         try:
             change = await self.guard.metadata.modify(image_id, finish, name="finish_upload")
@@ -468,5 +499,17 @@ class Uploads:
         )
 
 
-__all__ = ["FETCH", "IMPORT_LOCK", "IMPORT_PROPERTIES", "RECEIVING", "STAGE", "UPLOAD", "Intake",
-           "Uploads"]
+__all__ = [
+    "FETCH",
+    "FETCH_FOR_PLUGINS",
+    "IMPORT_LOCK",
+    "IMPORT_PROPERTIES",
+    "RECEIVING",
+    "REWRITE",
+    "STAGE",
+    "STAGE_FOR_PLUGINS",
+    "UPLOAD",
+    "Adjust",
+    "Intake",
+    "Uploads",
+]

@@ -30,7 +30,7 @@ from imaged.threads import InlineRunner
 
 #: Test modules that run on each metadata database.
 SQL_SUITES = {
-    "test_api_data", "test_api_images", "test_api_list", "test_api_members",
+    "test_api_data", "test_api_images", "test_api_import", "test_api_list", "test_api_members",
     "test_api_quotas", "test_api_versions_errors", "test_isolation_matrix",
     "test_contract_image_service", "test_auth", "test_hops", "test_fuzz", "test_hostile",
 }
@@ -110,7 +110,8 @@ class _PostgresStores:
         if not self.fresh:
             with self.engine.begin() as connection:
                 connection.exec_driver_sql(
-                    "TRUNCATE image_tags, image_properties, image_members, images CASCADE"
+                    "TRUNCATE image_tags, image_properties, image_members, images, tasks, "
+                    "imaged_nodes CASCADE"
                 )
             self.fresh = True
             _PostgresStores.generation += 1

@@ -69,8 +69,11 @@ def catalog_image(keystone: Keystone, url: str, region: str = REGION) -> None:
     )
 
 
-def tempest_conf(keystone: Keystone, workdir: Path, format_enforcement: bool = True) -> str:
-    """tempest.conf for a cloud of Keystone and the image API only."""
+def tempest_conf(
+    keystone: Keystone, workdir: Path, format_enforcement: bool = True, images_url: str = ""
+) -> str:
+    """tempest.conf for a cloud of Keystone and the image API only; ``images_url`` serves
+    ``cirros.qcow2`` and ``cirros.tar.gz`` in place of the internet's (web-download)."""
     return f"""\
 [DEFAULT]
 # debug: tempest.log then holds every request's and response's headers and body.
@@ -113,6 +116,8 @@ region = {REGION}
 container_formats = bare,ami,ari,aki,ovf,ova,docker,compressed
 disk_formats = qcow2,raw,ami,ari,aki,vhd,vhdx,vmdk,vdi,iso,ploop
 build_timeout = 120
+http_image = {images_url}/cirros.tar.gz
+http_qcow2_image = {images_url}/cirros.qcow2
 
 [image-feature-enabled]
 api_v2 = true
@@ -166,7 +171,8 @@ class Tempest:
     ``keystone``; tempest runs with ``HOME`` at ``root/home``.
     """
 
-    def __init__(self, root: Path, keystone: Keystone, format_enforcement: bool = True) -> None:
+    def __init__(self, root: Path, keystone: Keystone, format_enforcement: bool = True,
+                 images_url: str = "") -> None:
         self.venv = ensure_venv("tempest")
         self.workdir = root / "workspace"
         self.log_path = self.workdir / "tempest.log"
@@ -185,7 +191,7 @@ class Tempest:
         if init.returncode != 0:
             raise RuntimeError("tempest init failed:\n" + (init.stdout + init.stderr)[-5000:])
         (self.workdir / "etc" / "tempest.conf").write_text(
-            tempest_conf(keystone, self.workdir, format_enforcement)
+            tempest_conf(keystone, self.workdir, format_enforcement, images_url)
         )
         self.process: subprocess.Popen[str] | None = None
 

@@ -6,7 +6,9 @@ error codes, and recovery of an import whose process died.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import os
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -14,10 +16,12 @@ from typing import Any
 
 import attrs
 import pytest
+import pytest_twisted
 from twisted.web.iweb import IBodyProducer
 
 from imaged.api import APIConfig, ImageService, Limits, routes
 from imaged.errors import BadRequest
+from imaged.imports import ImportPlugins
 from imaged.testing import MemoryBlobStore, producer_of
 
 from .conftest import ADMIN, PROJECT_A, PROJECT_B, Client, fired
@@ -324,3 +328,221 @@ def test_glance_direct_can_be_turned_off(services: Callable[..., ImageService]) 
     assert client.get("/v2/info/import", headers=PROJECT_A).json()[
         "import-methods"]["value"] == ["web-download"]
 
+
+
+def legacy_task(uri: str, **properties: Any) -> dict[str, Any]:
+    return {"type": "import", "input": {
+        "import_from": uri, "import_from_format": "raw",
+        "image_properties": {"name": "legacy", "disk_format": "raw", "container_format": "bare",
+                             **properties}}}
+
+
+def test_the_legacy_import_task_makes_an_image_from_a_uri(world: World) -> None:
+    """``POST /v2/tasks`` (type ``import``): Glance's pre-2.6 import, as tempest drives it."""
+    data = b"legacy bytes" * 50
+    world.fetcher.answers["http://example.org/legacy.raw"] = data
+    reply = world.client.post("/v2/tasks", json=legacy_task("http://example.org/legacy.raw"),
+                              headers=ADMIN)
+    assert reply.code == 201, reply.body
+    task = reply.json()
+    assert task["type"] == "import" and task["input"]["import_from_format"] == "raw"
+    assert reply.header("Location") == f"http://imaged.test:9292/v2/tasks/{task['id']}"
+    shown = world.client.get(f"/v2/tasks/{task['id']}", headers=ADMIN).json()
+    assert shown["status"] == "success"
+    image = show(world, shown["result"]["image_id"])
+    assert image["name"] == "legacy" and image["status"] == "active"
+    assert world.client.get(f"/v2/images/{image['id']}/file", headers=ADMIN).body == data
+    # A host that does not resolve: accepted, then the task fails (tempest's negative test).
+    world.fetcher.answers["http://no-such-host.example/x.qcow2"] = OSError("DNS lookup failed")
+    reply = world.client.post("/v2/tasks", json=legacy_task("http://no-such-host.example/x.qcow2"),
+                              headers=ADMIN)
+    assert reply.code == 201
+    failed = world.client.get(f"/v2/tasks/{reply.json()['id']}", headers=ADMIN).json()
+    assert failed["status"] == "failure" and "DNS lookup failed" in failed["message"]
+
+
+def test_legacy_task_refusals_leave_no_image(world: World) -> None:
+    good = legacy_task("http://example.org/x")
+    cases = [
+        (PROJECT_A, good, 403),
+        (ADMIN, {**good, "type": "api_image_import"}, 400),
+        (ADMIN, {"type": "import", "input": {"import_from": "http://example.org/x"}}, 400),
+        (ADMIN, legacy_task("http://forbidden.example/x"), 400),
+        (ADMIN, legacy_task("http://example.org/x", disk_format=None), 400),
+        (ADMIN, legacy_task("http://example.org/x", status="active"), 403),
+        (ADMIN, [], 400),
+    ]
+    for headers, body, code in cases:
+        reply = world.client.post("/v2/tasks", json=body, headers=headers)
+        assert reply.code == code, (body, reply.body)
+    assert world.client.get("/v2/images", headers=ADMIN).json()["images"] == []
+    assert world.client.get("/v2/tasks", headers=ADMIN).json()["tasks"] == []
+    assert world.fetcher.opened == []
+
+
+def test_staged_data_never_imported_expires(world: World, clock: Any) -> None:
+    image_id = new_image(world)
+    assert stage(world, image_id, b"forgotten").code == 204
+    fresh = new_image(world)
+    clock.advance(world.service.stage_expiry - 100)
+    assert stage(world, fresh, b"recent").code == 204
+    clock.advance(200)
+    fired(world.service.sweep())
+    expired = show(world, image_id)
+    assert expired["status"] == "queued" and expired["size"] is None
+    assert show(world, fresh)["status"] == "uploading"
+    assert list(world.blobs.blobs.values()) == [b"recent"]
+    # The image can be staged again and imported.
+    assert stage(world, image_id, b"again").code == 204
+    assert start_import(world, image_id, {"method": {"name": "glance-direct"}}).code == 202
+    assert show(world, image_id)["status"] == "active"
+
+
+# -- import plugins -------------------------------------------------------------------------
+
+
+def plugin_world(services: Callable[..., ImageService], tmp_path: Any, *names: str,
+                 **options: Any) -> World:
+    blobs, fetcher = MemoryBlobStore(), FakeFetcher()
+    plugins = ImportPlugins(names=names, workdir=str(tmp_path / "work"), **options)
+    service = services(limits=Limits(image_size_cap=64 * 1024 * 1024), blobs=blobs,
+                       fetcher=fetcher, uri_rules=Rules(), import_plugins=plugins)
+    client = Client(routes(APIConfig(image_service=service, limits=service.limits)).resource())
+    return World(client, service, blobs, fetcher)
+
+
+async def finished(world: World) -> None:
+    """Wait for the imports running in the background (conversion uses threads)."""
+    for running in list(world.service.imports.running.values()):
+        await running
+
+
+def test_inject_image_metadata_marks_users_imports(
+    services: Callable[..., ImageService], tmp_path: Any
+) -> None:
+    world = plugin_world(services, tmp_path, "inject_image_metadata",
+                         inject={"origin": "imported", "site": "edge-1"})
+    mine = new_image(world)
+    assert stage(world, mine, b"data").code == 204
+    assert start_import(world, mine, {"method": {"name": "glance-direct"}}).code == 202
+    image = show(world, mine)
+    assert image["status"] == "active"
+    assert (image["origin"], image["site"]) == ("imported", "edge-1")
+    admins = new_image(world, ADMIN)
+    assert stage(world, admins, b"data", ADMIN).code == 204
+    assert start_import(world, admins, {"method": {"name": "glance-direct"}}, ADMIN).code == 202
+    assert "origin" not in show(world, admins)  # ignore_user_roles: admin
+
+
+@pytest_twisted.ensureDeferred
+async def test_decompression_on_web_download_and_glance_direct(
+    services: Callable[..., ImageService], tmp_path: Any
+) -> None:
+    world = plugin_world(services, tmp_path, "image_decompression")
+    raw = os.urandom(300_000) + b"\0" * 700_000
+    world.fetcher.answers["http://example.org/disk.raw.gz"] = gzip.compress(raw)
+    fetched = new_image(world)
+    assert start_import(world, fetched, {"method": {"name": "web-download",
+                                                    "uri": "http://example.org/disk.raw.gz"}}
+                        ).code == 202
+    await finished(world)
+    staged = new_image(world, disk_format="qcow2")
+    qcow = qcow2_image(tmp_path)
+    assert stage(world, staged, gzip.compress(qcow)).code == 204  # inspected at import
+    assert start_import(world, staged, {"method": {"name": "glance-direct"}}).code == 202
+    await finished(world)
+    for image_id, data in ((fetched, raw), (staged, qcow)):
+        image = show(world, image_id)
+        assert image["status"] == "active" and image["size"] == len(data)
+        assert image["os_hash_value"] == hashlib.sha512(data).hexdigest()
+    assert sorted(world.blobs.blobs.values()) == sorted([raw, qcow])  # compressed ones gone
+
+
+@pytest_twisted.ensureDeferred
+async def test_conversion_to_raw(services: Callable[..., ImageService], tmp_path: Any) -> None:
+    world = plugin_world(services, tmp_path, "image_conversion")
+    qcow = qcow2_image(tmp_path)
+    world.fetcher.answers["http://example.org/disk.qcow2"] = qcow
+    fetched = new_image(world, disk_format="qcow2")
+    assert start_import(world, fetched, {"method": {"name": "web-download",
+                                                    "uri": "http://example.org/disk.qcow2"}}
+                        ).code == 202
+    await finished(world)
+    staged = new_image(world, disk_format="qcow2")
+    assert stage(world, staged, qcow).code == 204
+    assert start_import(world, staged, {"method": {"name": "glance-direct"}}).code == 202
+    await finished(world)
+    for image_id in (fetched, staged):
+        image = show(world, image_id)
+        assert image["status"] == "active", tasks_of(world, image_id)
+        assert image["disk_format"] == "raw"
+        assert image["size"] == image["virtual_size"] == 1024 * 1024
+        data = world.client.get(f"/v2/images/{image_id}/file", headers=PROJECT_A).body
+        assert data == b"\0" * 1024 * 1024
+        assert image["checksum"] == hashlib.md5(data).hexdigest()
+    assert len(world.blobs.blobs) == 2  # the qcow2 originals are gone
+    assert os.listdir(tmp_path / "work") == []  # and so are the temporary files
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unsafe_image_fails_conversion_and_leaves_nothing(
+    services: Callable[..., ImageService], tmp_path: Any
+) -> None:
+    world = plugin_world(services, tmp_path, "image_conversion")
+    base = tmp_path / "base.raw"
+    base.write_bytes(b"\0" * 1024)
+    backed = tmp_path / "backed.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", "-b", str(base), "-F", "raw",
+                    str(backed)], check=True, capture_output=True)
+    world.fetcher.answers["http://example.org/backed.qcow2"] = backed.read_bytes()
+    image_id = new_image(world, disk_format="qcow2")
+    assert start_import(world, image_id, {"method": {"name": "web-download",
+                                                     "uri": "http://example.org/backed.qcow2"}}
+                        ).code == 202
+    await finished(world)
+    assert show(world, image_id)["status"] == "queued"
+    [task] = tasks_of(world, image_id)
+    assert task["status"] == "failure" and "backing" in task["message"], task["message"]
+    assert world.blobs.blobs == {} and os.listdir(tmp_path / "work") == []
+
+
+def test_two_nodes_one_database_an_import_of_a_silent_node_ends(
+    services: Callable[..., ImageService], clock: Any
+) -> None:
+    """
+    Two imaged processes on one database and store: staged via one, imported via the
+    other; a web-download whose node falls silent (killed, partitioned) is ended by the
+    other's sweep: the image queued again, the task failed, never run twice.
+    """
+    blobs = MemoryBlobStore()
+    first = services(blobs=blobs, fetcher=FakeFetcher(), node="node-a")
+    second = services(blobs=blobs, fetcher=FakeFetcher(), node="node-b",
+                      metadata=first.metadata)
+    a = World(Client(routes(APIConfig(image_service=first)).resource()), first, blobs,
+              first.imports.fetcher)  # type: ignore[arg-type]
+    b = World(Client(routes(APIConfig(image_service=second)).resource()), second, blobs,
+              second.imports.fetcher)  # type: ignore[arg-type]
+    image_id = new_image(a)
+    assert stage(a, image_id, b"staged on a").code == 204
+    assert start_import(b, image_id, {"method": {"name": "glance-direct"}}).code == 202
+    assert b.client.get(f"/v2/images/{image_id}/file", headers=PROJECT_A).body == b"staged on a"
+    # A web-download running on node-a, whose node then falls silent.
+    held = HeldProducer(b"never finished")
+    a.fetcher.answers["http://example.org/slow"] = held
+    other = new_image(a)
+    assert start_import(a, other, {"method": {"name": "web-download",
+                                              "uri": "http://example.org/slow"}}).code == 202
+    fired(first.sweep())  # node-a's heartbeat
+    clock.advance(100)
+    fired(second.sweep())
+    assert show(b, other)["status"] == "importing"  # node-a beat 100 s ago: alive
+    clock.advance(121)
+    fired(second.sweep())
+    assert show(b, other)["status"] == "queued"
+    [task] = tasks_of(b, other)
+    assert task["status"] == "failure" and "interrupted" in task["message"]
+    # If node-a was only partitioned and its fetch ends now, it finds the image gone from
+    # under its claim: nothing is published, the bytes are removed.
+    held.release()
+    assert show(a, other)["status"] == "queued"
+    assert list(blobs.blobs.values()) == [b"staged on a"]

@@ -104,6 +104,29 @@ def test_upload_via_one_node_download_via_the_other(nodes: Any) -> None:
     assert code == 206 and part == data[4 * MIB - 2:4 * MIB + 2]
 
 
+def test_stage_via_one_node_import_via_the_other(nodes: Any) -> None:
+    """Staged data lives in the shared store, not on the node that took it: any node can
+    import it (Glance needs os_glance_stage_host and worker-to-worker proxying for this)."""
+    a, b = nodes
+    data = os.urandom(6 * MIB + 3)
+    image_id = create(a)
+    code, body = call(a, "PUT", f"/v2/images/{image_id}/stage", data,
+                      {"Content-Type": "application/octet-stream"})
+    assert code == 204, body
+    code, body = call(b, "POST", f"/v2/images/{image_id}/import",
+                      {"method": {"name": "glance-direct"}})
+    assert code == 202, body
+    deadline = time.monotonic() + 60
+    while json.loads(call(a, "GET", f"/v2/images/{image_id}")[1])["status"] != "active":
+        assert time.monotonic() < deadline, "the import did not finish"
+        time.sleep(0.05)
+    code, fetched = call(a, "GET", f"/v2/images/{image_id}/file")
+    assert code == 200 and fetched == data
+    code, tasks = call(a, "GET", f"/v2/images/{image_id}/tasks")
+    [task] = json.loads(tasks)["tasks"]
+    assert task["status"] == "success" and task["result"] == {"image_id": image_id}
+
+
 def _slow(data: bytes, pieces: int, pause: float) -> Iterator[bytes]:
     size = len(data) // pieces + 1
     for start in range(0, len(data), size):

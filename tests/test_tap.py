@@ -47,6 +47,11 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "deactivate-policy": "project-member",
         "schema-image": None,
         "enabled-import-methods": "glance-direct,web-download",
+        "stage-expiry": 86400.0,
+        "import-plugins": "",
+        "conversion-output-format": "raw",
+        "inject-metadata": "",
+        "inject-ignore-user-roles": "admin",
         "import-allowed-schemes": "http,https",
         "import-disallowed-schemes": "",
         "import-allowed-hosts": "",
@@ -357,6 +362,31 @@ def test_import_options_become_the_methods_and_the_filter(tmp_path: Any) -> None
         (["--import-allowed-ports", "http"], "--import-"),
         (["--import-disallowed-ports", "70000"], "70000 is not a port"),
         (["--import-allowed-networks", "10.0.0.300/8"], "--import-"),
+    ]:
+        with pytest.raises(UsageError, match=named):
+            tap.Options().parseOptions(args)
+
+
+def test_import_plugin_options(tmp_path: Any) -> None:
+    options = tap.Options()
+    options.parseOptions(["--data-dir", str(tmp_path), "--import-plugins",
+                          "image_decompression, image_conversion,inject_image_metadata",
+                          "--conversion-output-format", "qcow2", "--inject-metadata",
+                          "origin=imported, site=edge-1", "--inject-ignore-user-roles",
+                          "admin,service"])
+    plugins = options.settings.import_plugins
+    assert plugins.names == ("image_decompression", "image_conversion", "inject_image_metadata")
+    assert plugins.output_format == "qcow2"
+    assert plugins.inject == {"origin": "imported", "site": "edge-1"}
+    assert plugins.ignore_user_roles == {"admin", "service"}
+    assert plugins.workdir == str(tmp_path / "import-work")
+    for args, named in [
+        (["--import-plugins", "image_signing"], "'image_signing' is not one of"),
+        (["--conversion-output-format", "iso"], "'iso' is not one of"),
+        (["--inject-metadata", "novalue"], "'novalue' is not key=value"),
+        (["--inject-metadata", "os_glance_x=1"], "'os_glance_x' is not an extra property"),
+        (["--inject-metadata", "name=x"], "'name' is not an extra property"),
+        (["--stage-expiry", "0"], "--stage-expiry"),
     ]:
         with pytest.raises(UsageError, match=named):
             tap.Options().parseOptions(args)

@@ -19,9 +19,15 @@ vhd, ...: imaged refuses them unless started with ``--no-require-format-match``)
 
 from __future__ import annotations
 
+import functools
+import gzip
+import http.server
 import os
 import shlex
+import subprocess
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -52,6 +58,29 @@ def keystone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keystone]:
         server.stop()
 
 
+class _Images(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def images_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A plain HTTP server on 127.0.0.1 with the images tempest's web-download tests fetch
+    (``[image] http_qcow2_image``, ``http_image``), so they run without the internet."""
+    root = tmp_path_factory.mktemp("images")
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(root / "cirros.qcow2"), "16M"],
+                   check=True, capture_output=True)
+    (root / "cirros.tar.gz").write_bytes(gzip.compress(b"not a real kernel" * 100))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Images, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def imaged(keystone: Keystone, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwistdDaemon]:
     workdir = tmp_path_factory.mktemp("imaged")
@@ -64,6 +93,9 @@ def imaged(keystone: Keystone, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "--keystone-url", keystone.url + "/v3",
             "--keystone-user", "imaged",
             "--keystone-password-file", str(password_file),
+            # web-download from the local image server: loopback, any port (the default
+            # refuses both, as SSRF protection).
+            "--import-allowed-networks", "127.0.0.0/8", "--import-allowed-ports", "",
             *IMAGED_ARGS,
         ],
     )
@@ -76,9 +108,10 @@ def imaged(keystone: Keystone, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture(scope="module")
-def tempest(keystone: Keystone, imaged: TwistdDaemon,
+def tempest(keystone: Keystone, imaged: TwistdDaemon, images_url: str,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tempest]:
-    workspace = Tempest(tmp_path_factory.mktemp("tempest"), keystone, FORMAT_ENFORCEMENT)
+    workspace = Tempest(tmp_path_factory.mktemp("tempest"), keystone, FORMAT_ENFORCEMENT,
+                        images_url)
     try:
         yield workspace
     finally:

@@ -407,6 +407,17 @@ class ImagesAPI:
             document["next"] = f"/v2/tasks?marker={tasks[-1].id}"
         return json_response(request, document)
 
+    @app.route("/v2/tasks", methods=["POST"])
+    async def create_task(self, request: IRequest) -> bytes:
+        context = await self.context(request)
+        uri, image, task_input = wire.decode_task_create(
+            wire.decode_json(read_body(request)), self.config.schemas
+        )
+        task = await self.service.create_task(context, uri, image, task_input)
+        location = f"{self._base_url(request)}/v2/tasks/{task.id}"
+        request.setHeader(b"location", location.encode("ascii"))
+        return json_response(request, wire.task_document(task), 201)
+
     @app.route("/v2/tasks/<task_id>", methods=["GET"])
     async def show_task(self, request: IRequest, task_id: str) -> bytes:
         context = await self.context(request)

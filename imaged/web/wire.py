@@ -533,3 +533,33 @@ def decode_task_query(
     if direction not in ("asc", "desc"):
         raise BadRequest(f"Invalid sort direction: {direction}")
     return status, params.get("type"), limit, params.get("marker"), direction == "desc"
+
+
+def decode_task_create(
+    document: Any, schemas: ImageSchemas = DEFAULT_SCHEMAS
+) -> tuple[str, CreateImageRequest, dict[str, Any]]:
+    """
+    A legacy ``POST /v2/tasks`` body: ``{"type": "import", "input": {"import_from": URI,
+    "import_from_format": FORMAT, "image_properties": {...}}}``, checked as Glance checks it
+    (400 for a wrong type or a missing field); the properties are a create request's, under
+    the same rules, and need both formats.
+    """
+    if not isinstance(document, dict):
+        raise BadRequest("Unexpected body type. Expected dict.")
+    if document.get("type") != "import":
+        raise BadRequest(f"Invalid type value: {document.get('type')!s:.64}")
+    task_input = document.get("input")
+    if not isinstance(task_input, dict):
+        raise BadRequest("Task input must be an object.")
+    for field in ("import_from", "import_from_format", "image_properties"):
+        if field not in task_input:
+            raise BadRequest(f"Input does not contain '{field}' field")
+    uri, properties = task_input["import_from"], task_input["image_properties"]
+    if not isinstance(uri, str) or not isinstance(task_input["import_from_format"], str):
+        raise BadRequest("'import_from' and 'import_from_format' must be strings.")
+    if not isinstance(properties, dict):
+        raise BadRequest("'image_properties' must be an object.")
+    image = decode_create(properties, schemas)
+    if image.disk_format is None or image.container_format is None:
+        raise BadRequest("'image_properties' must set disk_format and container_format.")
+    return uri, image, task_input
