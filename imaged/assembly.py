@@ -8,6 +8,7 @@ a tuple to unpack by position.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any
 
@@ -15,7 +16,7 @@ import attrs
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 
-from .fetch import Fetcher
+from .fetch import Fetcher, ImportFilter
 from .interfaces import IBlobStore
 from .service import ImageService
 from .settings import Settings
@@ -80,6 +81,10 @@ def _blobs(settings: Settings, reactor: Any) -> tuple[IBlobStore, str]:
     return FileBlobStore(settings.images_dir, reactor), settings.images_dir
 
 
+#: Every address (``glance-download`` reaches the catalog's endpoints wherever they are).
+ANYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
 def assemble(settings: Settings, reactor: Any) -> Assembly:
     """The stores and the image service ``settings`` describe, on ``reactor``."""
     os.makedirs(settings.data_dir, exist_ok=True)
@@ -98,6 +103,10 @@ def assemble(settings: Settings, reactor: Any) -> Assembly:
         fetcher=Fetcher(reactor, settings.import_filter),
         uri_rules=settings.import_filter,
         import_plugins=settings.import_plugins,
+        # glance-download's endpoints come from Keystone's catalog (the operator's), so any
+        # address and port is allowed; redirects and timeouts are handled as web-download's.
+        remote=Fetcher(reactor, ImportFilter(allowed_ports=(), allowed_networks=ANYWHERE)),
+        download_properties=settings.glance_download_properties,
     )
     return Assembly(metadata=metadata, blobs=blobs, service=service, images_at=images_at)
 

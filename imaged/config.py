@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.python import usage
 
+from .imports import GLANCE_DOWNLOAD_PROPERTIES
 from .quotas import Limits
 from .settings import (
     Settings,
@@ -125,9 +126,15 @@ class Options(usage.Options):
         [
             "enabled-import-methods",
             None,
-            "glance-direct,web-download",
-            "Interoperable import methods offered, Glance's names (copy-image and "
-            "glance-download are not available yet).",
+            "glance-direct,web-download,glance-download",
+            "Interoperable import methods offered, Glance's names (copy-image is not "
+            "available yet).",
+        ],
+        [
+            "glance-download-properties",
+            None,
+            ",".join(GLANCE_DOWNLOAD_PROPERTIES),
+            "glance-download: the remote image's properties copied (shell patterns).",
         ],
         [
             "stage-expiry",

@@ -7,6 +7,8 @@ never looks at headers.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 #: Glance's implied roles: admin implies member implies reader.
@@ -34,6 +36,10 @@ class RequestContext:
     roles: frozenset[str] = attrs.field(default=frozenset(), converter=_expand)
     is_admin: bool = False
     request_id: str | None = None
+    #: The caller's token and Keystone service catalog, when it came with them: what a
+    #: ``glance-download`` import uses to reach another region's image service as the caller.
+    auth_token: str | None = attrs.field(default=None, repr=False)
+    service_catalog: tuple[Any, ...] = ()
 
     @classmethod
     def from_roles(
@@ -42,6 +48,8 @@ class RequestContext:
         user_id: str | None,
         roles: frozenset[str],
         request_id: str | None = None,
+        auth_token: str | None = None,
+        service_catalog: tuple[Any, ...] = (),
     ) -> RequestContext:
         """A context whose admin-ness follows from the ``admin`` role, as Glance's policy."""
         lowered = frozenset(r.strip().lower() for r in roles if r.strip())
@@ -51,6 +59,8 @@ class RequestContext:
             roles=lowered,
             is_admin="admin" in lowered,
             request_id=request_id,
+            auth_token=auth_token,
+            service_catalog=service_catalog,
         )
 
     @classmethod

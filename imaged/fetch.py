@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -650,10 +650,12 @@ class Fetcher:
         )
         return found
 
-    async def open(self, uri: str) -> Fetched:
+    async def open(self, uri: str, headers: Mapping[bytes, bytes] | None = None) -> Fetched:
         """
         Follow ``uri`` (and its redirects) to an answer 2xx whose body is yet to be read;
         ``FetchRefused`` before connecting anywhere not allowed, ``FetchFailed`` otherwise.
+        ``headers`` go with the request (a token, for ``glance-download``), and with a
+        redirect only to the same host: a credential never travels elsewhere.
         """
         shown = _shown(uri)
         try:
@@ -662,9 +664,11 @@ class Fetcher:
             raise self._refused(shown, refused.reason, refused.reason) from None
         log.info("web-download of {uri} started", uri=shown)
         redirects = 0
+        origin = (target.host, target.port)
         while True:
             addresses = await self._addresses(target, shown, redirects > 0)
-            response, connection = await self._request(target, addresses, shown)
+            extra = headers if headers and (target.host, target.port) == origin else None
+            response, connection = await self._request(target, addresses, shown, extra)
             if response.code in REDIRECTS:
                 location = header(response, b"location")
                 _discard(response, connection)
@@ -742,7 +746,11 @@ class Fetcher:
         return addresses
 
     async def _request(
-        self, target: _Target, addresses: list[IPAddress], shown: str
+        self,
+        target: _Target,
+        addresses: list[IPAddress],
+        shown: str,
+        extra: Mapping[bytes, bytes] | None = None,
     ) -> tuple[IResponse, _Connection]:
         """GET ``target`` from one of ``addresses``: its answer's headers, and its connection."""
         timer: IDelayedCall | None = None
@@ -769,6 +777,8 @@ class Fetcher:
             b"User-Agent": [b"imaged web-download"],
             b"Accept": [b"*/*"],
         })
+        for name, value in (extra or {}).items():
+            headers.setRawHeaders(name, [value])
         answer: Deferred[IResponse] = agent.request(b"GET", target.uri.encode(), headers)
         try:
             response: IResponse = await answer

@@ -20,6 +20,8 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import json
 import os
 import tempfile
 import uuid
@@ -28,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
@@ -43,6 +45,7 @@ from .interfaces import ITaskStore
 from .lifecycle import transition
 from .logcontext import Logger
 from .model import (
+    ContainerFormat,
     DiskFormat,
     Image,
     ImportRequest,
@@ -67,7 +70,12 @@ from .uploads import (
 
 #: Every method Glance names, and those imaged runs (``--enabled-import-methods``).
 GLANCE_METHODS = ("glance-direct", "web-download", "copy-image", "glance-download")
-IMPLEMENTED_METHODS = ("glance-direct", "web-download")
+IMPLEMENTED_METHODS = ("glance-direct", "web-download", "glance-download")
+#: What ``glance-download`` copies from the remote image (Glance's
+#: ``glance_download_properties``), besides its disk and container formats.
+GLANCE_DOWNLOAD_PROPERTIES = ("hw_*", "trait:*", "os_distro", "os_secure_boot", "os_type")
+#: The largest remote image document ``glance-download`` reads.
+REMOTE_DOCUMENT_LIMIT = 1024 * 1024
 #: Glance's ``api_image_import`` task type, and how long a finished task is kept.
 TASK_TYPE = "api_image_import"
 TASK_TIME_TO_LIVE = timedelta(hours=48)
@@ -125,7 +133,9 @@ class Fetched(Protocol):
 class Fetcher(Protocol):
     """What ``web-download`` needs of ``imaged.fetch.Fetcher``."""
 
-    async def open(self, uri: str) -> Fetched: ...
+    async def open(
+        self, uri: str, headers: Mapping[bytes, bytes] | None = None
+    ) -> Fetched: ...
 
 
 class URIRules(Protocol):
@@ -161,6 +171,38 @@ def file_producer(path: str) -> IBodyProducer:
     return producer
 
 
+def remote_endpoint(catalog: Sequence[Any], region: str, interface: str) -> str | None:
+    """The image service's URL in a Keystone v3 catalog (unversioned, no trailing slash)."""
+    for service in catalog:
+        if not isinstance(service, dict) or service.get("type") != "image":
+            continue
+        for endpoint in service.get("endpoints") or ():
+            if not isinstance(endpoint, dict):
+                continue
+            where = endpoint.get("region_id") or endpoint.get("region")
+            if where == region and endpoint.get("interface") == interface:
+                url = str(endpoint.get("url") or "").rstrip("/")
+                if url.endswith("/v2"):
+                    url = url[: -len("/v2")]
+                return url or None
+    return None
+
+
+async def read_json(fetched: Fetched, limit: int) -> Any:
+    """A fetched body, at most ``limit`` bytes, as JSON (a ``BadRequest`` otherwise)."""
+    chunks: list[bytes] = []
+
+    def keep(chunk: bytes) -> Deferred[None]:
+        chunks.append(chunk)
+        return succeed(None)
+
+    await consume(fetched.producer, keep, limit)
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError:
+        raise BadRequest("The remote image service's answer is not JSON.") from None
+
+
 def _container(image: Image) -> str | None:
     return None if image.container_format is None else image.container_format.value
 
@@ -185,13 +227,24 @@ class Imports:
         fetcher: Fetcher | None = None,
         uri_rules: URIRules | None = None,
         plugins: ImportPlugins = ImportPlugins(),
+        remote: Fetcher | None = None,
+        download_properties: Sequence[str] = GLANCE_DOWNLOAD_PROPERTIES,
     ) -> None:
         self.guard = guard
+        #: What fetches from another region's image service (``glance-download``): its
+        #: endpoint comes from Keystone's catalog, the operator's, not from the caller.
+        self.remote = remote
+        self.download_properties = tuple(download_properties)
         self.plugins = plugins
         self.uploads = uploads
         self.tasks = tasks
-        # web-download needs something to fetch with: without, it is not offered.
-        self.methods = tuple(m for m in methods if m != "web-download" or fetcher is not None)
+        # web-download and glance-download need something to fetch with: without, they
+        # are not offered.
+        self.methods = tuple(
+            m for m in methods
+            if (m != "web-download" or fetcher is not None)
+            and (m != "glance-download" or remote is not None)
+        )
         self.fetcher = fetcher
         self.uri_rules = uri_rules
         #: Imports this process runs, by task id (tests wait on them; shutdown drains them).
@@ -228,6 +281,15 @@ class Imports:
                 raise BadRequest("URI for web-download does not pass filtering: no uri given")
             if self.uri_rules is not None:
                 self.uri_rules.check_uri(request.uri)
+        if request.method == "glance-download":
+            if not request.glance_image_id or not request.glance_region:
+                raise BadRequest(
+                    "glance-download needs 'glance_image_id' and 'glance_region'."
+                )
+            try:
+                uuid.UUID(request.glance_image_id)
+            except ValueError:
+                raise BadRequest("Requested image id does not look like a UUID.") from None
 
     async def begin(
         self,
@@ -305,7 +367,7 @@ class Imports:
         )
         self.uploads.live[image_id] = claim
         inject = self.plugins.injected(context)
-        done = ensureDeferred(self._run(task, change.after, request, inject))
+        done = ensureDeferred(self._run(task, change.after, request, inject, context))
         if not done.called:
             self.running[task_id] = done
 
@@ -316,7 +378,12 @@ class Imports:
         return task
 
     async def _run(
-        self, task: Task, importing: Image, request: ImportRequest, inject: dict[str, str]
+        self,
+        task: Task,
+        importing: Image,
+        request: ImportRequest,
+        inject: dict[str, str],
+        context: RequestContext,
     ) -> None:
         claim = importing.upload_node
         assert claim is not None
@@ -333,6 +400,8 @@ class Imports:
                     image = await self._transform(importing, claim, adjust)
                 else:
                     image = await self._publish_staged(importing, claim, adjust)
+            elif request.method == "glance-download":
+                image = await self._glance_download(importing, claim, request, adjust, context)
             else:
                 image = await self._web_download(task, importing, claim, request, adjust)
         except Exception as e:
@@ -420,6 +489,60 @@ class Imports:
         finally:
             progress.stop()
         return await self._transform(held, claim, adjust)
+
+    async def _glance_download(
+        self,
+        importing: Image,
+        claim: str,
+        request: ImportRequest,
+        adjust: Adjust,
+        context: RequestContext,
+    ) -> Image:
+        """
+        ``glance-download``: another region's image (found in the caller's Keystone catalog,
+        fetched with the caller's token, as Glance does) becomes this image: its data through
+        the upload pipeline, its formats and the properties ``download_properties`` match.
+        """
+        assert self.remote is not None and request.glance_image_id and request.glance_region
+        base = remote_endpoint(
+            context.service_catalog, request.glance_region, request.glance_service_interface
+        )
+        if base is None:
+            raise BadRequest(
+                f"No image service in region '{request.glance_region}' with interface "
+                f"'{request.glance_service_interface}' in the caller's catalog."
+            )
+        headers = {b"X-Auth-Token": (context.auth_token or "").encode("latin-1", "replace"),
+                   b"Accept": b"application/json"}
+        path = f"{base}/v2/images/{request.glance_image_id}"
+        document = await read_json(await self.remote.open(path, headers), REMOTE_DOCUMENT_LIMIT)
+        if not isinstance(document, dict) or document.get("status") != "active":
+            raise Conflict(f"The remote image {request.glance_image_id} is not active.")
+        try:
+            disk = DiskFormat(document["disk_format"])
+            container = ContainerFormat(document["container_format"])
+        except (KeyError, ValueError):
+            raise BadRequest("The remote image has no disk and container format imaged "
+                             "knows.") from None
+        copied = {
+            key: value for key, value in document.items()
+            if isinstance(value, str) and any(
+                fnmatch.fnmatchcase(key, pattern) for pattern in self.download_properties
+            )
+        }
+
+        def copy(image: Image) -> Image:
+            image = attrs.evolve(
+                image, disk_format=disk, container_format=container,
+                properties={**image.properties, **copied},
+            )
+            return adjust(image)
+
+        data = await self.remote.open(f"{path}/file", {b"X-Auth-Token": headers[b"X-Auth-Token"]})
+        saving = attrs.evolve(importing, disk_format=disk, container_format=container)
+        return await self.uploads.receive(
+            saving, claim, importing.updated_at, data.producer, data.length, FETCH, copy
+        )
 
     async def _transform(self, importing: Image, claim: str, adjust: Adjust) -> Image:
         """

@@ -241,6 +241,10 @@ class ImportRequest:
 
     method: str
     uri: str | None = None
+    #: ``glance-download``: the image to copy, in which region, through which interface.
+    glance_image_id: str | None = None
+    glance_region: str | None = None
+    glance_service_interface: str = "public"
 
 
 @attrs.frozen

@@ -31,7 +31,14 @@ from .coroutines import deferred
 from .errors import BadRequest, Forbidden, NotFound
 from .guards import ImageGuard
 from .hashing import check_algorithm
-from .imports import IMPLEMENTED_METHODS, Fetcher, ImportPlugins, Imports, URIRules
+from .imports import (
+    GLANCE_DOWNLOAD_PROPERTIES,
+    IMPLEMENTED_METHODS,
+    Fetcher,
+    ImportPlugins,
+    Imports,
+    URIRules,
+)
 from .interfaces import IBlobStore, IImageService, IMetadataStore, ITaskStore
 from .lifecycle import transition
 from .logcontext import Logger
@@ -104,6 +111,8 @@ class ImageService:
         fetcher: Fetcher | None = None,
         uri_rules: URIRules | None = None,
         import_plugins: ImportPlugins = ImportPlugins(),
+        remote: Fetcher | None = None,
+        download_properties: Sequence[str] = GLANCE_DOWNLOAD_PROPERTIES,
     ) -> None:
         self.metadata = metadata
         self.rules = rules
@@ -127,7 +136,8 @@ class ImageService:
         #: Tasks live in the metadata database (the SQL store is both).
         tasks = ITaskStore(metadata)
         self.imports = Imports(
-            self.guard, self.uploads, tasks, import_methods, fetcher, uri_rules, import_plugins
+            self.guard, self.uploads, tasks, import_methods, fetcher, uri_rules, import_plugins,
+            remote, download_properties,
         )
 
     # -- images ---------------------------------------------------------------------------

@@ -22,7 +22,14 @@ import attrs
 from .errors import BadRequest
 from .fetch import ImportFilter
 from .hashing import check_algorithm
-from .imports import CONVERTIBLE, IMPLEMENTED_METHODS, PLUGINS, ImportPlugins, parse_methods
+from .imports import (
+    CONVERTIBLE,
+    GLANCE_DOWNLOAD_PROPERTIES,
+    IMPLEMENTED_METHODS,
+    PLUGINS,
+    ImportPlugins,
+    parse_methods,
+)
 from .policy import DEACTIVATE_POLICIES, Rules
 from .quotas import Limits
 from .schemas import (
@@ -157,6 +164,7 @@ class Settings:
     schemas: ImageSchemas = attrs.field(factory=ImageSchemas)
     import_methods: tuple[str, ...] = IMPLEMENTED_METHODS
     import_plugins: ImportPlugins = ImportPlugins()
+    glance_download_properties: tuple[str, ...] = GLANCE_DOWNLOAD_PROPERTIES
     stage_expiry: float = 86400.0
     import_filter: ImportFilter = ImportFilter()
 
@@ -233,6 +241,9 @@ class Settings:
             stage_expiry=_positive_seconds(options["stage-expiry"], "--stage-expiry"),
             import_filter=_import_filter(options),
             import_plugins=_plugins(options, data_dir),
+            glance_download_properties=tuple(
+                p.strip() for p in options["glance-download-properties"].split(",") if p.strip()
+            ),
         )
 
 

@@ -546,3 +546,74 @@ def test_two_nodes_one_database_an_import_of_a_silent_node_ends(
     held.release()
     assert show(a, other)["status"] == "queued"
     assert list(blobs.blobs.values()) == [b"staged on a"]
+
+
+# -- glance-download --------------------------------------------------------------------------
+
+REMOTE = "http://images.region-two.example:9292"
+CATALOG = [{"type": "image", "name": "glance", "endpoints": [
+    {"region_id": "RegionTwo", "interface": "public", "url": REMOTE + "/v2/"},
+    {"region_id": "RegionOne", "interface": "public", "url": "http://imaged.test:9292"},
+]}]
+
+
+class RemoteFetcher(FakeFetcher):
+    """Another region's image service: documents and data by URL; remembers the headers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[Any] = []
+
+    async def open(self, uri: str, headers: Any = None) -> Fetched:
+        self.headers.append(headers)
+        return await super().open(uri)
+
+
+def test_glance_download_copies_another_regions_image(
+    services: Callable[..., ImageService]
+) -> None:
+    import json
+
+    blobs, remote = MemoryBlobStore(), RemoteFetcher()
+    service = services(blobs=blobs, remote=remote)
+    client = Client(routes(APIConfig(image_service=service)).resource())
+    world = World(client, service, blobs, remote)
+    source_id = str(uuid.uuid4())
+    data = b"region two's bytes" * 100
+    remote.answers[f"{REMOTE}/v2/images/{source_id}"] = json.dumps({
+        "id": source_id, "status": "active", "disk_format": "raw", "container_format": "bare",
+        "hw_cpu_cores": "5", "trait:STORAGE_DISK_SSD": "required", "os_distro": "rhel",
+        "speed": "88mph"}).encode()
+    remote.answers[f"{REMOTE}/v2/images/{source_id}/file"] = data
+    caller = {**PROJECT_A, "X-Auth-Token": "caller-token",
+              "X-Service-Catalog": json.dumps(CATALOG)}
+    assert client.get("/v2/info/import", headers=PROJECT_A).json()["import-methods"][
+        "value"] == ["glance-direct", "glance-download"]
+    image_id = new_image(world, disk_format="iso", container_format="ovf", hw_cpu_cores="1",
+                         os_distro="windows")
+    body = {"method": {"name": "glance-download", "glance_image_id": source_id,
+                       "glance_region": "RegionTwo", "glance_service_interface": "public"}}
+    assert start_import(world, image_id, body, caller).code == 202
+    image = show(world, image_id)
+    assert image["status"] == "active" and image["size"] == len(data)
+    assert (image["disk_format"], image["container_format"]) == ("raw", "bare")
+    assert (image["hw_cpu_cores"], image["os_distro"]) == ("5", "rhel")
+    assert image["trait:STORAGE_DISK_SSD"] == "required" and "speed" not in image
+    assert client.get(f"/v2/images/{image_id}/file", headers=PROJECT_A).body == data
+    assert all(h[b"X-Auth-Token"] == b"caller-token" for h in remote.headers)
+    # Refusals: a bad id at once (400); a region or image that is not there fails the task
+    # and leaves the image queued with its properties.
+    other = new_image(world, hw_cpu_cores="1")
+    bad = {"method": {**body["method"], "glance_image_id": "foo"}}
+    reply = start_import(world, other, bad, caller)
+    assert reply.code == 400 and b"image id does not look like a UUID" in reply.body
+    nowhere = {"method": {**body["method"], "glance_region": "not a region"}}
+    missing = {"method": {**body["method"], "glance_image_id": str(uuid.uuid4())}}
+    remote.answers[f"{REMOTE}/v2/images/{missing['method']['glance_image_id']}"] = OSError(
+        "the server answered 404 Not Found")
+    for attempt, why in ((nowhere, "No image service in region 'not a region'"),
+                         (missing, "404")):
+        assert start_import(world, other, attempt, caller).code == 202
+        after = show(world, other)
+        assert after["status"] == "queued" and after["hw_cpu_cores"] == "1"
+        assert why in tasks_of(world, other)[-1]["message"]

@@ -46,7 +46,8 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "default-project": "admin",
         "deactivate-policy": "project-member",
         "schema-image": None,
-        "enabled-import-methods": "glance-direct,web-download",
+        "enabled-import-methods": "glance-direct,web-download,glance-download",
+        "glance-download-properties": "hw_*,trait:*,os_distro,os_secure_boot,os_type",
         "stage-expiry": 86400.0,
         "import-plugins": "",
         "conversion-output-format": "raw",
@@ -346,7 +347,8 @@ def test_import_options_become_the_methods_and_the_filter(tmp_path: Any) -> None
 
     options = tap.Options()
     options.parseOptions(["--data-dir", str(tmp_path)])
-    assert options.settings.import_methods == ("glance-direct", "web-download")
+    assert options.settings.import_methods == ("glance-direct", "web-download",
+                                               "glance-download")
     assert options.settings.import_filter == ImportFilter()
     options = tap.Options()
     options.parseOptions(["--data-dir", str(tmp_path), "--enabled-import-methods",

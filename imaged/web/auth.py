@@ -25,8 +25,9 @@ mode from the network is therefore always an explicit choice.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -58,7 +59,20 @@ def _keystone_identity(request: IRequest) -> RequestContext | None:
         user,
         frozenset((roles or "").split(",")),
         header(request, b"x-openstack-request-id"),
+        header(request, b"x-auth-token"),
+        _catalog(header(request, b"x-service-catalog")),
     )
+
+
+def _catalog(value: str | None) -> tuple[Any, ...]:
+    """keystonemiddleware's ``X-Service-Catalog`` (the token's catalog, JSON), if readable."""
+    if not value:
+        return ()
+    try:
+        catalog = json.loads(value)
+    except ValueError:
+        return ()
+    return tuple(catalog) if isinstance(catalog, list) else ()
 
 
 class Authenticator(Protocol):

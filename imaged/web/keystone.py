@@ -99,10 +99,11 @@ class _Validated:
     user_id: str | None
     roles: frozenset[str]
     believe_until: float
+    catalog: tuple[Any, ...] = ()
 
-    def context(self, request_id: str | None) -> RequestContext:
+    def context(self, request_id: str | None, token: str | None = None) -> RequestContext:
         return RequestContext.from_roles(
-            self.project_id, self.user_id, self.roles, request_id
+            self.project_id, self.user_id, self.roles, request_id, token, self.catalog
         )
 
 
@@ -176,7 +177,7 @@ class KeystoneTokens:
         key = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
         validated = self._cached(key)
         if validated is not None:
-            return succeed(validated.context(request_id))
+            return succeed(validated.context(request_id, token))
         pending = self._in_flight.get(key)
         if pending is None:
 
@@ -188,7 +189,7 @@ class KeystoneTokens:
             pending = _Shared(ensureDeferred(self._validate(token)), settle)
             if not pending.done:
                 self._in_flight[key] = pending
-        return pending.wait().addCallback(lambda v: v.context(request_id))
+        return pending.wait().addCallback(lambda v: v.context(request_id, token))
 
     # -- cache ----------------------------------------------------------------------------
 
@@ -247,6 +248,7 @@ class KeystoneTokens:
             project = token.get("project") or {}
             roles = frozenset(role["name"] for role in token.get("roles") or ())
             expires = _timestamp(token["expires_at"])
+            catalog = tuple(token.get("catalog") or ())
         except (ValueError, KeyError, TypeError) as e:
             log.error("Keystone's token document is not readable: {error}", error=e)
             raise IdentityUnavailable(_UNAVAILABLE) from None
@@ -258,6 +260,7 @@ class KeystoneTokens:
             user_id=(token.get("user") or {}).get("id"),
             roles=roles,
             believe_until=min(expires, now + self.cache_seconds),
+            catalog=catalog,
         )
 
     async def _service_token_now(self) -> str:

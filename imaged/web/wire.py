@@ -446,10 +446,19 @@ def decode_import(document: Any) -> ImportRequest:
     for flag in ("all_stores", "all_stores_must_succeed"):
         if flag in document and not isinstance(document[flag], bool):
             raise BadRequest(f"'{flag}' must be a boolean value.")
-    uri = method.get("uri")
-    if uri is not None and not isinstance(uri, str):
-        raise BadRequest("'uri' must be a string.")
-    return ImportRequest(method=method["name"], uri=uri)
+    texts = {}
+    for key in ("uri", "glance_image_id", "glance_region", "glance_service_interface"):
+        value = method.get(key)
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"'{key}' must be a string.")
+        texts[key] = value
+    return ImportRequest(
+        method=method["name"],
+        uri=texts["uri"],
+        glance_image_id=texts["glance_image_id"],
+        glance_region=texts["glance_region"],
+        glance_service_interface=texts["glance_service_interface"] or "public",
+    )
 
 
 def _time(value: datetime | None) -> str | None:
