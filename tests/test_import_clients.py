@@ -13,6 +13,7 @@ import http.server
 import json
 import os
 import pty
+import signal
 import subprocess
 import threading
 import time
@@ -37,8 +38,37 @@ pytestmark = [
 DATA = os.urandom(2 * 1024 * 1024 + 7)
 
 
+#: Released by a test to let the slow source finish (an event, not a timer).
+SLOW_GATE = threading.Event()
+#: A small real qcow2 (made by qemu-img in the ``web`` fixture), served as raw.
+QCOW2: list[bytes] = []
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path == "/slow":
+            # Half the data, then wait for the test's signal: an import in progress.
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(DATA)))
+            self.end_headers()
+            self.wfile.write(DATA[: len(DATA) // 2])
+            self.wfile.flush()
+            SLOW_GATE.wait(120)
+            self.wfile.write(DATA[len(DATA) // 2:])
+            return
+        if self.path == "/liar":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(DATA) + 1000))
+            self.end_headers()
+            self.wfile.write(DATA)
+            self.close_connection = True
+            return
+        if self.path == "/qcow2-as-raw":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(QCOW2[0])))
+            self.end_headers()
+            self.wfile.write(QCOW2[0])
+            return
         if self.path == "/moved":
             self.send_response(302)
             self.send_header("Location", "/disk.raw")
@@ -57,7 +87,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def web() -> Iterator[str]:
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    qcow2 = tmp_path_factory.mktemp("qcow2") / "small.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(qcow2), "1M"], check=True,
+                   capture_output=True)
+    QCOW2[:] = [qcow2.read_bytes()]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -199,6 +233,12 @@ def test_openstacksdk_use_import(daemon: TwistdDaemon, tmp_path: Path) -> None:
     assert conn.image.get_image(staged).status == "uploading"
     conn.image.import_image(staged, method="glance-direct")
     assert wait_for_sdk(conn, staged) == "active"
+    # The image's tasks (2.12) and the tasks API (admin: --auth none is an admin).
+    [image_task] = list(conn.image.image_tasks(staged))
+    assert image_task.status == "success" and image_task.type == "api_image_import"
+    task = conn.image.wait_for_task(conn.image.get_task(image_task.id), interval=0.1, wait=60)
+    assert task.result == {"image_id": staged.id}
+    assert image_task.id in {t.id for t in conn.image.tasks()}
 
 
 def wait_for_sdk(conn: Any, image: Any) -> str:
@@ -223,3 +263,72 @@ def test_the_default_refuses_loopback_web_downloads(
         assert "does not pass filtering" in out.stderr + out.stdout
     finally:
         default.stop()
+
+
+def _import_uri(daemon: TwistdDaemon, uri: str, disk_format: str = "raw") -> str:
+    out = glance(daemon, "image-create-via-import", "--name", "edge", "--disk-format",
+                 disk_format, "--container-format", "bare", "--import-method", "web-download",
+                 "--uri", uri).stdout
+    return _id_from_table(out)
+
+
+def _task_ended(daemon: TwistdDaemon, image_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        tasks = _tasks(daemon, image_id)
+        if tasks and tasks[-1]["status"] in ("success", "failure"):
+            return tasks[-1]
+        assert time.monotonic() < deadline, tasks
+        time.sleep(0.05)
+
+
+def test_sources_that_lie_or_mislabel_fail_the_task(daemon: TwistdDaemon, web: str) -> None:
+    liar = _import_uri(daemon, web + "/liar")
+    task = _task_ended(daemon, liar)
+    assert task["status"] == "failure", task
+    mislabelled = _import_uri(daemon, web + "/qcow2-as-raw")
+    task = _task_ended(daemon, mislabelled)
+    assert task["status"] == "failure" and "qcow2" in task["message"], task
+    for image_id in (liar, mislabelled):
+        assert _show(daemon, image_id)["status"] == "queued"
+
+
+def test_a_slow_source_shows_progress_then_finishes(daemon: TwistdDaemon, web: str) -> None:
+    SLOW_GATE.clear()
+    image_id = _import_uri(daemon, web + "/slow")
+    deadline = time.monotonic() + 60
+    while not _tasks(daemon, image_id)[0]["os_imaged_progress"]["done"]:
+        assert time.monotonic() < deadline, "no progress was written"
+        time.sleep(0.1)
+    [task] = _tasks(daemon, image_id)
+    assert task["status"] == "processing"
+    assert task["os_imaged_progress"] == {"done": len(DATA) // 2, "total": len(DATA)}
+    assert _show(daemon, image_id)["status"] == "importing"
+    SLOW_GATE.set()
+    assert _task_ended(daemon, image_id)["status"] == "success"
+    assert _show(daemon, image_id)["os_hash_value"] == hashlib.sha512(DATA).hexdigest()
+
+
+def test_kill_9_mid_import_then_restart_ends_the_task(tmp_path: Path, web: str) -> None:
+    """The process running an import dies: on restart (SQLite: it recovers its own
+    database at start) the image is queued again and the task failed, never left running."""
+    SLOW_GATE.clear()
+    args = ["--auth", "none", "--import-allowed-networks", "127.0.0.0/8",
+            "--import-allowed-ports", ""]
+    first = TwistdDaemon(str(tmp_path), args=args).start()
+    try:
+        image_id = _import_uri(first, web + "/slow")
+        deadline = time.monotonic() + 60
+        while _show(first, image_id)["status"] != "importing":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        first.stop(signal.SIGKILL)
+    second = TwistdDaemon(str(tmp_path), args=args).start()
+    try:
+        task = _task_ended(second, image_id)  # recovery runs as the daemon starts
+        assert task["status"] == "failure" and "interrupted" in task["message"]
+        assert _show(second, image_id)["status"] == "queued"
+    finally:
+        SLOW_GATE.set()
+        second.stop()
