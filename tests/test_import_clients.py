@@ -45,7 +45,7 @@ QCOW2: list[bytes] = []
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         if self.path == "/slow":
             # Half the data, then wait for the test's signal: an import in progress.
             self.send_response(200)
