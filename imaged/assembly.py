@@ -81,6 +81,8 @@ def _blobs(settings: Settings, reactor: Any) -> tuple[IBlobStore, str]:
     return FileBlobStore(settings.images_dir, reactor), settings.images_dir
 
 
+#: The identity modes whose service catalog is Keystone's (not written by the caller).
+CATALOG_TRUSTED = ("keystone", "trusted-headers")
 #: Every address (``glance-download`` reaches the catalog's endpoints wherever they are).
 ANYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
@@ -105,7 +107,12 @@ def assemble(settings: Settings, reactor: Any) -> Assembly:
         import_plugins=settings.import_plugins,
         # glance-download's endpoints come from Keystone's catalog (the operator's), so any
         # address and port is allowed; redirects and timeouts are handled as web-download's.
-        remote=Fetcher(reactor, ImportFilter(allowed_ports=(), allowed_networks=ANYWHERE)),
+        # Only where the catalog is Keystone's word: in the modes that believe any header
+        # the caller could write one, and glance-download would fetch from anywhere.
+        remote=(
+            Fetcher(reactor, ImportFilter(allowed_ports=(), allowed_networks=ANYWHERE))
+            if settings.auth in CATALOG_TRUSTED else None
+        ),
         download_properties=settings.glance_download_properties,
     )
     return Assembly(metadata=metadata, blobs=blobs, service=service, images_at=images_at)

@@ -664,10 +664,13 @@ class Fetcher:
             raise self._refused(shown, refused.reason, refused.reason) from None
         log.info("web-download of {uri} started", uri=shown)
         redirects = 0
-        origin = (target.host, target.port)
+        origin = (target.scheme, target.host, target.port)
         while True:
             addresses = await self._addresses(target, shown, redirects > 0)
-            extra = headers if headers and (target.host, target.port) == origin else None
+            extra = (
+                headers if headers and (target.scheme, target.host, target.port) == origin
+                else None
+            )
             response, connection = await self._request(target, addresses, shown, extra)
             if response.code in REDIRECTS:
                 location = header(response, b"location")

@@ -14,7 +14,8 @@ Why it is built this way:
   ``queued`` and its task ends as ``failure`` with a message: never lost, never run twice.
 - ``web-download`` streams the remote body straight into the store through
   ``imaged.fetch`` (SSRF-safe: schemes, hosts, ports and the resolved addresses are
-  checked at every redirect), with no staging copy at all.
+  checked at every redirect), with no staging copy unless a plugin must see the whole data
+  first (conversion).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -65,6 +66,7 @@ from .uploads import (
     STAGE,
     STAGE_FOR_PLUGINS,
     Adjust,
+    Formats,
     Uploads,
 )
 
@@ -179,12 +181,16 @@ def remote_endpoint(catalog: Sequence[Any], region: str, interface: str) -> str 
         for endpoint in service.get("endpoints") or ():
             if not isinstance(endpoint, dict):
                 continue
-            where = endpoint.get("region_id") or endpoint.get("region")
-            if where == region and endpoint.get("interface") == interface:
-                url = str(endpoint.get("url") or "").rstrip("/")
-                if url.endswith("/v2"):
-                    url = url[: -len("/v2")]
-                return url or None
+            where = str(endpoint.get("region_id") or endpoint.get("region") or "")
+            if where.lower() != region.lower():
+                continue
+            if "interface" in endpoint:  # Keystone v3's catalog
+                url = endpoint.get("url") if endpoint["interface"] == interface else None
+            else:  # v2's, as keystonemiddleware's X-Service-Catalog has it
+                url = endpoint.get(f"{interface}URL")
+            if url:
+                url = str(url).rstrip("/")
+                return url[: -len("/v2")] if url.endswith("/v2") else url
     return None
 
 
@@ -201,6 +207,22 @@ async def read_json(fetched: Fetched, limit: int) -> Any:
         return json.loads(b"".join(chunks))
     except ValueError:
         raise BadRequest("The remote image service's answer is not JSON.") from None
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+@contextlib.contextmanager
+def _stopped_on_failure(producer: IBodyProducer) -> Iterator[None]:
+    """Stop a fetched body nobody will read to its end (its connection closes with it)."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            producer.stopProducing()
+        raise
 
 
 def _container(image: Image) -> str | None:
@@ -247,8 +269,9 @@ class Imports:
         )
         self.fetcher = fetcher
         self.uri_rules = uri_rules
-        #: Imports this process runs, by task id (tests wait on them; shutdown drains them).
+        #: Imports this process runs, by task id (tests wait on them), and their claims.
         self.running: dict[str, Deferred[None]] = {}
+        self.claims: dict[str, str] = {}
 
     @property
     def clock(self) -> IReactorTime:
@@ -309,6 +332,22 @@ class Imports:
         claim = self.uploads.new_claim()
         task_id = str(uuid.uuid4())
         direct = request.method == "glance-direct"
+        # The task first: if recording it fails, nothing has happened to the image (staged
+        # data included); if the image then refuses the lock, the task goes again.
+        task = Task(
+            id=task_id,
+            type=task_type,
+            status=TaskStatus.PENDING,
+            owner=context.project_id,
+            created_at=now,
+            updated_at=now,
+            image_id=image_id,
+            input=task_input if task_input is not None else _task_input(image_id, request),
+            request_id=context.request_id,
+            user_id=context.user_id,
+            node=claim,
+        )
+        await self.tasks.insert_task(task)
 
         def lock(image: Image) -> Image:
             if IMPORT_LOCK in image.properties:
@@ -317,7 +356,11 @@ class Imports:
                 )
             if image.status is Status.ACTIVE:
                 raise Conflict("Image has already been imported.")
-            if direct and (image.status is not Status.UPLOADING or image.location is None):
+            if direct and (
+                image.status is not Status.UPLOADING
+                or image.location is None
+                or image.upload_node is not None  # still arriving, or being expired
+            ):
                 raise Conflict(
                     f"Image {image.id} is not ready for import with glance-direct: "
                     f"its status is {image.status.value} (stage its data first)."
@@ -341,31 +384,16 @@ class Imports:
                 image, Status.IMPORTING, Conflict, now, upload_node=claim, properties=properties
             )
 
-        change = await self.guard.modify(context, image_id, "import", lock, "start_import")
-        task = Task(
-            id=task_id,
-            type=task_type,
-            status=TaskStatus.PENDING,
-            owner=change.after.owner,
-            created_at=now,
-            updated_at=now,
-            image_id=image_id,
-            input=task_input if task_input is not None else _task_input(image_id, request),
-            request_id=context.request_id,
-            user_id=context.user_id,
-            node=claim,
-            total=change.after.size if direct else None,
-        )
         try:
-            await self.tasks.insert_task(task)
+            change = await self.guard.modify(context, image_id, "import", lock, "start_import")
         except Exception:
-            await self.uploads.restore(image_id, claim)
+            await self.tasks.delete_task(task_id)
             raise
         self.log.info(
             "import of image {image_id} by {method} started as task {task_id}",
             image_id=image_id, method=request.method, task_id=task_id,
         )
-        self.uploads.live[image_id] = claim
+        self.claims[task_id] = claim
         inject = self.plugins.injected(context)
         done = ensureDeferred(self._run(task, change.after, request, inject, context))
         if not done.called:
@@ -373,9 +401,16 @@ class Imports:
 
             def forget(_: object) -> None:
                 self.running.pop(task_id, None)
+                self.claims.pop(task_id, None)
 
             done.addBoth(forget)
+        else:
+            self.claims.pop(task_id, None)
         return task
+
+    def live_claims(self) -> set[str]:
+        """The claims of the imports this process runs: not for recovery to release."""
+        return set(self.claims.values())
 
     async def _run(
         self,
@@ -412,9 +447,6 @@ class Imports:
             )
             await self._fail(task, importing, claim, message)
             return
-        finally:
-            if self.uploads.live.get(importing.id) == claim:
-                del self.uploads.live[importing.id]
         await self._update(
             task.id,
             status=TaskStatus.SUCCESS,
@@ -462,32 +494,44 @@ class Imports:
         progress.clock = self.clock
         progress.start(PROGRESS_INTERVAL, now=False)
         try:
-            producer: IBodyProducer = TeeProducer(fetched.producer, count)
-            if "image_conversion" in self.plugins.names:
-                # Converting needs the whole data first: fetched, then transformed.
-                held = await self.uploads.receive(
-                    importing, claim, importing.updated_at, producer, fetched.length,
-                    FETCH_FOR_PLUGINS,
-                )
-            elif "image_decompression" in self.plugins.names and decompresses(
-                _container(importing)
-            ):
-                # Decompressed as it arrives: one pass, the result inspected and stored.
-                # Bombs stop at the size cap; no ratio limit, as a mostly empty disk inflates
-                # past any ratio a bomb check could set.
-                cap = self.uploads.quotas.limits.image_size_cap
-                return await self.uploads.receive(
-                    importing, claim, importing.updated_at,
-                    decompressing(producer, max_output=cap, max_ratio=None), None, FETCH,
-                    adjust,
-                )
-            else:
-                return await self.uploads.receive(
-                    importing, claim, importing.updated_at, producer, fetched.length, FETCH,
-                    adjust,
-                )
+            with _stopped_on_failure(fetched.producer):
+                return await self._fetched(importing, claim, fetched, count, adjust)
         finally:
             progress.stop()
+
+    async def _fetched(
+        self,
+        importing: Image,
+        claim: str,
+        fetched: Fetched,
+        count: Callable[[bytes], None],
+        adjust: Adjust,
+    ) -> Image:
+        """A web-download's body into the image, through the plugins that apply."""
+        producer: IBodyProducer = TeeProducer(fetched.producer, count)
+        if "image_conversion" in self.plugins.names:
+            # Converting needs the whole data first: fetched, then transformed.
+            held = await self.uploads.receive(
+                importing, claim, importing.updated_at, producer, fetched.length,
+                FETCH_FOR_PLUGINS,
+            )
+        elif "image_decompression" in self.plugins.names and decompresses(
+            _container(importing)
+        ):
+            # Decompressed as it arrives: one pass, the result inspected and stored.
+            # Bombs stop at the size cap; no ratio limit, as a mostly empty disk inflates
+            # past any ratio a bomb check could set.
+            cap = self.uploads.quotas.limits.image_size_cap
+            return await self.uploads.receive(
+                importing, claim, importing.updated_at,
+                decompressing(producer, max_output=cap, max_ratio=None), None, FETCH,
+                adjust,
+            )
+        else:
+            return await self.uploads.receive(
+                importing, claim, importing.updated_at, producer, fetched.length, FETCH,
+                adjust,
+            )
         return await self._transform(held, claim, adjust)
 
     async def _glance_download(
@@ -540,11 +584,27 @@ class Imports:
 
         data = await self.remote.open(f"{path}/file", {b"X-Auth-Token": headers[b"X-Auth-Token"]})
         saving = attrs.evolve(importing, disk_format=disk, container_format=container)
-        return await self.uploads.receive(
-            saving, claim, importing.updated_at, data.producer, data.length, FETCH, copy
+        claimed = (importing.disk_format, importing.container_format)
+        with _stopped_on_failure(data.producer):
+            if self.plugins.transform:
+                held = await self.uploads.receive(
+                    saving, claim, importing.updated_at, data.producer, data.length,
+                    FETCH_FOR_PLUGINS, formats=claimed,
+                )
+            else:
+                return await self.uploads.receive(
+                    saving, claim, importing.updated_at, data.producer, data.length, FETCH,
+                    copy, formats=claimed,
+                )
+        # The plugins see the remote formats; the local image takes them at the end.
+        return await self._transform(
+            attrs.evolve(held, disk_format=disk, container_format=container), claim, copy,
+            formats=(held.disk_format, held.container_format),
         )
 
-    async def _transform(self, importing: Image, claim: str, adjust: Adjust) -> Image:
+    async def _transform(
+        self, importing: Image, claim: str, adjust: Adjust, formats: Formats | None = None
+    ) -> Image:
         """
         The import plugins that rewrite data, on the data at ``importing.location`` (staged,
         or fetched): decompressed as it is read, converted through a local file, and stored
@@ -587,15 +647,22 @@ class Imports:
             def adjusted(image: Image) -> Image:
                 return adjust(attrs.evolve(image, disk_format=target_format))
 
-            return await self.uploads.receive(
+            image = await self.uploads.receive(
                 attrs.evolve(importing, disk_format=target_format), claim,
                 importing.updated_at, producer, size, REWRITE, adjusted,
+                formats=formats or (importing.disk_format, importing.container_format),
             )
-        finally:
+        except BaseException:
             await self.uploads.delete_blob(importing.id, source)
+            raise
+        finally:
             for path in spooled:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+                await deferToThread(_unlink, path)
+        # A store that names data after its image (the file store) wrote over the source:
+        # only a source elsewhere is removed.
+        if image.location != source:
+            await self.uploads.delete_blob(importing.id, source)
+        return image
 
     def _progress(self, task_id: str, done: int, total: int | None) -> Deferred[None]:
         def ignore(_: object) -> None:
@@ -648,22 +715,28 @@ class Imports:
             if image.updated_at >= before:
                 continue
             location = image.location
+            claim = self.uploads.new_claim()
 
-            def forget(current: Image, _member: Member | None, location: str = location) -> Image:
+            def take(current: Image, _member: Member | None, location: str = location,
+                     claim: str = claim) -> Image:
+                # Held under a claim of ours first: no import (which needs a staged image
+                # no one holds) and no new staging can begin while the data goes.
                 if current.status is not Status.UPLOADING or current.location != location or (
-                    current.upload_node is not None
+                    current.upload_node is not None or current.updated_at >= before
                 ):
-                    return current  # imported or staged again meanwhile
-                return transition(current, Status.QUEUED, Conflict, self.guard.now())
+                    return current  # imported, staged again or touched meanwhile
+                return attrs.evolve(current, upload_node=claim)
 
-            change = await self.guard.metadata.modify(image_id, forget, name="expire_stage")
-            if change.changed:
-                await self.uploads.delete_blob(image_id, location)
-                expired.append(image_id)
-                self.log.warn(
-                    "staged data of image {image_id} was never imported; it is removed and "
-                    "the image queued again", image_id=image_id,
-                )
+            change = await self.guard.metadata.modify(image_id, take, name="expire_stage")
+            if change.after.upload_node != claim:
+                continue
+            await self.uploads.delete_blob(image_id, location)
+            await self.uploads.restore(image_id, claim)
+            expired.append(image_id)
+            self.log.warn(
+                "staged data of image {image_id} was never imported; it is removed and "
+                "the image queued again", image_id=image_id,
+            )
         return expired
 
     async def end_orphaned(self, node: str, running: Callable[[], set[str]]) -> list[str]:
@@ -685,12 +758,23 @@ class Imports:
                 if claim_node(task.node) != node or task.node in running():
                     continue  # running here, or another node's (released when it dies)
                 await self.uploads.restore(task.image_id, task.node)
-            await self._update(
-                task.id,
-                status=TaskStatus.FAILURE,
-                message="The import was interrupted: the imaged process running it stopped.",
-                expires_at=self.guard.now() + TASK_TIME_TO_LIVE,
-            )
+            now = self.guard.now()
+
+            def interrupted(current: Task, seen: Task = task, now: datetime = now) -> Task:
+                # Only if nothing happened to it since it was read: its node may have just
+                # finished it (the image went active between our two reads).
+                if current.finished or current.node != seen.node:
+                    return current
+                return attrs.evolve(
+                    current, status=TaskStatus.FAILURE, updated_at=now,
+                    message="The import was interrupted: the imaged process running it "
+                    "stopped.",
+                    expires_at=now + TASK_TIME_TO_LIVE,
+                )
+
+            result = await self.tasks.modify_task(task.id, interrupted)
+            if result.status is not TaskStatus.FAILURE or result.updated_at != now:
+                continue  # finished meanwhile by its own node
             ended.append(task.id)
             self.log.warn(
                 "import task {task_id} of image {image_id} was interrupted; it failed",
@@ -715,6 +799,12 @@ def _task_input(image_id: str, request: ImportRequest) -> Mapping[str, Any]:
     method: dict[str, Any] = {"name": request.method}
     if request.uri is not None:
         method["uri"] = request.uri
+    if request.method == "glance-download":
+        method.update(
+            glance_image_id=request.glance_image_id,
+            glance_region=request.glance_region,
+            glance_service_interface=request.glance_service_interface,
+        )
     return {
         "image_id": image_id,
         "import_req": {"method": method},

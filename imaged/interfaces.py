@@ -279,6 +279,9 @@ class ITaskStore(Interface):
     def get_task(task_id: str) -> Deferred[Task | None]:
         """The task, or ``None`` when missing or deleted."""
 
+    def delete_task(task_id: str) -> Deferred[None]:
+        """Forget a task that never started (its import was refused)."""
+
     def modify_task(task_id: str, mutate: Callable[[Task], Task]) -> Deferred[Task]:
         """In one transaction: read the task, ``mutate`` it (in the store's thread; if it
         raises, nothing is written), write it; ``NotFound`` if missing."""

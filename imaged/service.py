@@ -309,10 +309,9 @@ class ImageService:
         """
         policy.check_tasks_api(context)
         request = ImportRequest(method="web-download", uri=uri)
-        if self.imports.fetcher is None:
+        if "web-download" not in self.imports.methods:
             raise BadRequest("Importing from a URI is not available at this site.")
-        if self.imports.uri_rules is not None:
-            self.imports.uri_rules.check_uri(uri)
+        self.imports.check_method(request)  # all of it before an image exists
         created = await self.create(context, image)
         try:
             return await self.imports.begin(
@@ -395,7 +394,9 @@ class ImageService:
         uploads = self.uploads
 
         def running() -> set[str]:
-            return set(uploads.live.values()) | set(uploads.repairs)
+            return (
+                set(uploads.live.values()) | set(uploads.repairs) | self.imports.live_claims()
+            )
 
         reset = await release_dead_uploads(
             self.metadata, uploads.restore, self.node, running,

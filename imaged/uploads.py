@@ -100,6 +100,8 @@ RECEIVING = frozenset({Status.SAVING, Status.UPLOADING, Status.IMPORTING})
 
 #: A change made to an image as its data is published (see ``Uploads.receive``).
 Adjust = Callable[[Image], Image]
+#: An image's disk and container formats.
+Formats = tuple[DiskFormat | None, ContainerFormat | None]
 
 #: Seconds between attempts to repair an image after the metadata database failed, doubling
 #: up to the last; after ``REPAIR_ATTEMPTS`` the repair is left to the periodic recovery.
@@ -166,17 +168,21 @@ class Uploads:
         size: int | None,
         intake: Intake = UPLOAD,
         adjust: Adjust | None = None,
+        formats: Formats | None = None,
     ) -> Image:
         """Take in the data of an image already claimed (``saving`` is it, in
         ``intake.receiving`` under ``claim``); what ``upload`` does after its claim.
         ``adjust`` changes the image in the publishing transaction (an import's plugins:
         a new ``disk_format``, injected properties); ``saving``'s ``disk_format`` is what the
-        data is inspected against."""
+        data is inspected against.  ``formats`` are the image's formats when it was claimed
+        (``saving``'s by default): if they changed meanwhile (allowed while ``importing``),
+        the data is refused, as it was inspected for the others."""
         image_id = saving.id
         self.live[image_id] = claim
         try:
             return await self._receive(
-                saving, claim, queued_at, producer, size, intake, adjust
+                saving, claim, queued_at, producer, size, intake, adjust,
+                formats or (saving.disk_format, saving.container_format),
             )
         finally:
             if self.live.get(image_id) == claim:
@@ -195,6 +201,7 @@ class Uploads:
         size: int | None,
         intake: Intake,
         adjust: Adjust | None = None,
+        formats: Formats | None = None,
     ) -> Image:
         """
         The rest of ``upload`` once the image is ``saving`` under ``claim``.  A refused
@@ -235,7 +242,7 @@ class Uploads:
             await self._abandon(image_id, claim, blob.location, queued_at)
             raise
         return await self._publish(
-            image_id, claim, queued_at, blob, virtual_size, intake, adjust
+            image_id, claim, queued_at, blob, virtual_size, intake, adjust, formats
         )
 
     async def _claim(
@@ -292,6 +299,7 @@ class Uploads:
         virtual_size: int | None,
         intake: Intake,
         adjust: Adjust | None = None,
+        formats: Formats | None = None,
     ) -> Image:
         """``saving -> active`` (``intake``'s statuses) with the data's attributes, unless the
         image moved on."""
@@ -301,6 +309,11 @@ class Uploads:
                 # Deleted, or released by recovery as dead (this node was silent too long)
                 # and perhaps claimed by another upload since.
                 raise Gone(f"Image {image_id} changed status during upload.")
+            if formats is not None and (image.disk_format, image.container_format) != formats:
+                raise Conflict(
+                    f"The formats of image {image_id} changed while its data arrived; it was "
+                    "inspected for the others."
+                )
             if intake.clears:
                 image = attrs.evolve(image, properties={
                     k: v for k, v in image.properties.items() if k not in intake.clears

@@ -17,9 +17,11 @@ from typing import Any
 import attrs
 import pytest
 import pytest_twisted
+from twisted.internet.defer import succeed
 from twisted.web.iweb import IBodyProducer
 
 from imaged.api import APIConfig, ImageService, Limits, routes
+from imaged.context import RequestContext
 from imaged.errors import BadRequest
 from imaged.imports import ImportPlugins
 from imaged.testing import MemoryBlobStore, producer_of
@@ -308,6 +310,7 @@ def test_an_import_whose_process_died_ends_as_a_failure(world: World, clock: Any
     service = world.service
     # What a restart loses: the running import and the claim it had in memory.
     service.imports.running.clear()
+    service.imports.claims.clear()
     service.uploads.live.clear()
     clock.advance(200)
     fired(service.sweep())
@@ -617,3 +620,128 @@ def test_glance_download_copies_another_regions_image(
         after = show(world, other)
         assert after["status"] == "queued" and after["hw_cpu_cores"] == "1"
         assert why in tasks_of(world, other)[-1]["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_plugins_on_the_file_store_keep_the_published_data(
+    services: Callable[..., ImageService], tmp_path: Any
+) -> None:
+    """The file store names data after its image: the rewritten data lands where the staged
+    data was, and must not be removed as "the source" afterwards."""
+    from twisted.internet import reactor
+
+    from imaged.model import ContainerFormat, CreateImageRequest, DiskFormat, ImportRequest
+    from imaged.store.files import FileBlobStore
+    from imaged.streams import consume
+
+    blobs = FileBlobStore(str(tmp_path / "images"), reactor)
+    plugins = ImportPlugins(names=("image_decompression",), workdir=str(tmp_path / "work"))
+    service = services(blobs=blobs, import_plugins=plugins)
+    owner = RequestContext.from_roles("project-a", "alice", frozenset({"member"}))
+    raw = os.urandom(100_000)
+    try:
+        image = await service.create(owner, CreateImageRequest(
+            name="f", disk_format=DiskFormat.RAW, container_format=ContainerFormat.BARE))
+        await service.stage(owner, image.id, producer_of(gzip.compress(raw)))
+        await service.import_image(owner, image.id, ImportRequest(method="glance-direct"))
+        for running in list(service.imports.running.values()):
+            await running
+        active = await service.get(owner, image.id)
+        assert active.status.value == "active" and active.size == len(raw)
+        download = await service.download(owner, image.id)
+        assert download.producer is not None
+        received: list[bytes] = []
+
+        def keep(chunk: bytes) -> Any:
+            received.append(chunk)
+            return succeed(None)
+
+        await consume(download.producer, keep)
+        assert b"".join(received) == raw
+    finally:
+        await blobs.close()
+
+
+def test_a_long_request_id_is_recorded_and_refusals_keep_the_stage(world: World) -> None:
+    image_id = new_image(world)
+    assert stage(world, image_id, b"kept").code == 204
+    long_id = "a" * 64  # a sane caller id, prefixed req- by imaged: 68 characters
+    reply = start_import(world, image_id, {"method": {"name": "glance-direct"}},
+                         {**PROJECT_A, "X-OpenStack-Request-ID": long_id})
+    assert reply.code == 202, reply.body
+    [task] = tasks_of(world, image_id)
+    assert task["request_id"] == reply.header("x-openstack-request-id")
+    # A refused import records no task and leaves staged data staged.
+    other = new_image(world)
+    assert stage(world, other, b"staged").code == 204
+    staged = show(world, other)
+    assert start_import(world, other, {"method": {"name": "web-download",
+                                                  "uri": "http://example.org/x"}}).code == 409
+    assert show(world, other) == staged and tasks_of(world, other) == []
+
+
+def test_task_pages_keep_their_query(world: World) -> None:
+    for _ in range(3):
+        image_id = new_image(world)
+        assert stage(world, image_id, b"d").code == 204
+        assert start_import(world, image_id, {"method": {"name": "glance-direct"}}).code == 202
+    first = world.client.get("/v2/tasks?limit=2&status=success&sort_dir=asc",
+                             headers=ADMIN).json()
+    assert len(first["tasks"]) == 2
+    assert "status=success" in first["next"] and "sort_dir=asc" in first["next"]
+    assert "limit=2" in first["next"]
+    second = world.client.get(first["next"], headers=ADMIN).json()
+    ids = [t["id"] for t in first["tasks"] + second["tasks"]]
+    assert len(ids) == len(set(ids)) == 3
+
+
+def test_the_catalog_of_keystonemiddleware_v2_and_keystone_v3() -> None:
+    from imaged.imports import remote_endpoint
+
+    v3 = [{"type": "image", "endpoints": [
+        {"region_id": "RegionTwo", "interface": "internal", "url": "http://in:9292"},
+        {"region_id": "RegionTwo", "interface": "public", "url": "https://pub:9292/v2/"}]}]
+    v2 = [{"type": "image", "endpoints": [
+        {"region": "RegionTwo", "publicURL": "https://pub2:9292", "internalURL": "http://i2"}]}]
+    assert remote_endpoint(v3, "regiontwo", "public") == "https://pub:9292"
+    assert remote_endpoint(v3, "RegionTwo", "internal") == "http://in:9292"
+    assert remote_endpoint(v2, "RegionTwo", "public") == "https://pub2:9292"
+    assert remote_endpoint(v2, "RegionTwo", "internal") == "http://i2"
+    assert remote_endpoint(v3, "RegionThree", "public") is None
+    assert remote_endpoint([{"type": "compute", "endpoints": []}], "RegionTwo", "public") is None
+
+
+def test_formats_changed_during_an_import_refuse_its_data(world: World) -> None:
+    """Glance lets an importing image's formats change; data inspected for the old ones is
+    then refused, not published unchecked under the new ones."""
+    held = HeldProducer(b"r" * 100)
+    world.fetcher.answers["http://example.org/held"] = held
+    image_id = new_image(world, container_format="ova")
+    assert start_import(world, image_id, {"method": {"name": "web-download",
+                                                     "uri": "http://example.org/held"}}
+                        ).code == 202
+    reply = world.client.patch(f"/v2/images/{image_id}",
+                               [{"op": "replace", "path": "/container_format", "value": "bare"}],
+                               headers=PROJECT_A)
+    assert reply.code == 200
+    held.release()
+    image = show(world, image_id)
+    assert image["status"] == "queued" and world.blobs.blobs == {}
+    [task] = tasks_of(world, image_id)
+    assert task["status"] == "failure" and "formats" in task["message"]
+
+
+def test_this_nodes_sweep_leaves_its_running_imports_alone(world: World, clock: Any) -> None:
+    held = HeldProducer(b"s" * 100)
+    world.fetcher.answers["http://example.org/long"] = held
+    image_id = new_image(world)
+    assert start_import(world, image_id, {"method": {"name": "web-download",
+                                                     "uri": "http://example.org/long"}}
+                        ).code == 202
+    for _ in range(10):  # twenty minutes of sweeps while it runs
+        clock.advance(120)
+        fired(world.service.sweep())
+    assert show(world, image_id)["status"] == "importing"
+    assert tasks_of(world, image_id)[0]["status"] == "processing"
+    held.release()
+    assert show(world, image_id)["status"] == "active"

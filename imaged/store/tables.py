@@ -124,7 +124,7 @@ tasks = Table(
     Column("input", Text, nullable=False),
     Column("result", Text, nullable=True),
     Column("message", Text, nullable=False),
-    Column("request_id", String(64), nullable=True),
+    Column("request_id", String(128), nullable=True),
     Column("user_id", String(255), nullable=True),
     Column("node", String(64), nullable=True),
     Column("done", BigInteger, nullable=False, default=0),

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import false, insert, select, update
+from sqlalchemy import delete, false, insert, select, update
 from sqlalchemy.engine import Connection, Row
 from twisted.internet.defer import Deferred
 
@@ -93,6 +93,12 @@ class SQLTasks:
             return None if row is None else _task(row)
 
         return self._transaction("get_task", txn)
+
+    def delete_task(self: _Transactions, task_id: str) -> Deferred[None]:
+        def txn(connection: Connection) -> None:
+            connection.execute(delete(tasks).where(tasks.c.id == task_id))
+
+        return self._transaction("delete_task", txn, write=True)
 
     def modify_task(
         self: _Transactions, task_id: str, mutate: Callable[[Task], Task]

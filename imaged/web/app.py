@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from io import BytesIO
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -404,7 +405,13 @@ class ImagesAPI:
             "first": "/v2/tasks",
         }
         if tasks and len(tasks) == query[2]:
-            document["next"] = f"/v2/tasks?marker={tasks[-1].id}"
+            # The next page keeps the query (filters, limit, direction), as Glance's link.
+            params = {
+                key.decode("utf-8", "replace"): values[-1].decode("utf-8", "replace")
+                for key, values in request.args.items() if key != b"marker" and values
+            }
+            params["marker"] = tasks[-1].id
+            document["next"] = "/v2/tasks?" + urlencode(params)
         return json_response(request, document)
 
     @app.route("/v2/tasks", methods=["POST"])

@@ -435,8 +435,8 @@ def decode_import(document: Any) -> ImportRequest:
     """
     A ``POST /v2/images/{id}/import`` body, checked as Glance's ``_validate_import_body``:
     a ``method`` object with a ``name`` (400 otherwise).  With one store, ``stores`` and
-    ``all_stores`` name it or nothing, and are ignored, as Glance without
-    ``enabled_backends`` ignores them (tempest's glance-direct test sends ``all_stores``).
+    ``all_stores`` are ignored, as Glance without ``enabled_backends`` ignores them
+    (tempest's glance-direct test sends ``all_stores``).
     """
     if not isinstance(document, dict):
         raise BadRequest("Unexpected body type. Expected dict.")

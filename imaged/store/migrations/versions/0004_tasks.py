@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("input", sa.Text, nullable=False),
         sa.Column("result", sa.Text, nullable=True),
         sa.Column("message", sa.Text, nullable=False),
-        sa.Column("request_id", sa.String(64), nullable=True),
+        sa.Column("request_id", sa.String(128), nullable=True),
         sa.Column("user_id", sa.String(255), nullable=True),
         sa.Column("node", sa.String(64), nullable=True),
         sa.Column("done", sa.BigInteger, nullable=False),
