@@ -303,6 +303,9 @@ class ITaskStore(Interface):
     def unfinished_tasks() -> Deferred[builtins.list[tuple[Task, datetime | None]]]:
         """Every task not finished, with the last heartbeat of the node holding it."""
 
+    def purge_tasks(expired_before: datetime) -> Deferred[int]:
+        """Forget finished tasks whose ``expires_at`` is before ``expired_before``; how many."""
+
 
 class IBlobStore(Interface):
     """

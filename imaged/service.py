@@ -404,6 +404,9 @@ class ImageService:
         )
         await self.imports.end_orphaned(self.node, running)
         await self.imports.expire_staged(now - timedelta(seconds=self.stage_expiry))
+        if self._sweeps % ORPHAN_SWEEPS == ORPHAN_SWEEPS - 1:
+            # Finished tasks are kept until their expires_at (Glance's task_time_to_live).
+            await self.imports.tasks.purge_tasks(now)
         self._sweeps += 1
         if self._sweeps % ORPHAN_SWEEPS == 0 and self._orphans is None:
             removal = ensureDeferred(self._remove_orphans(now))

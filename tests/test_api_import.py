@@ -745,3 +745,25 @@ def test_this_nodes_sweep_leaves_its_running_imports_alone(world: World, clock: 
     assert tasks_of(world, image_id)[0]["status"] == "processing"
     held.release()
     assert show(world, image_id)["status"] == "active"
+
+
+def test_finished_tasks_are_purged_once_expired(world: World, clock: Any) -> None:
+    done = new_image(world)
+    assert stage(world, done, b"d").code == 204
+    assert start_import(world, done, {"method": {"name": "glance-direct"}}).code == 202
+    held = HeldProducer(b"h" * 10)
+    world.fetcher.answers["http://example.org/held"] = held
+    running = new_image(world)
+    assert start_import(world, running, {"method": {"name": "web-download",
+                                                    "uri": "http://example.org/held"}}
+                        ).code == 202
+    for _ in range(10):  # an orphan round: within the 48 h, nothing goes
+        fired(world.service.sweep())
+    assert len(tasks_of(world, done)) == 1
+    clock.advance(48 * 3600 + 1)
+    for _ in range(10):
+        fired(world.service.sweep())
+    assert tasks_of(world, done) == []  # expired
+    assert [t["status"] for t in tasks_of(world, running)] == ["processing"]  # never while live
+    held.release()
+    assert tasks_of(world, running)[0]["status"] == "success"

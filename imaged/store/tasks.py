@@ -167,6 +167,19 @@ class SQLTasks:
 
         return self._transaction("list_tasks", txn)
 
+    def purge_tasks(self: _Transactions, expired_before: datetime) -> Deferred[int]:
+        def txn(connection: Connection) -> int:
+            done = connection.execute(
+                delete(tasks).where(
+                    tasks.c.status.in_([TaskStatus.SUCCESS.value, TaskStatus.FAILURE.value]),
+                    tasks.c.expires_at.is_not(None),
+                    tasks.c.expires_at < expired_before,
+                )
+            )
+            return int(done.rowcount or 0)
+
+        return self._transaction("purge_tasks", txn, write=True)
+
     def unfinished_tasks(
         self: _Transactions,
     ) -> Deferred[builtins.list[tuple[Task, datetime | None]]]:
