@@ -1148,6 +1148,41 @@ upload_headers = weighted(
     (1, st.just(())),
 )
 
+#: ``POST /import`` bodies: every method name Glance has (and some it has not), with their
+#: arguments well-formed, ill-typed or missing, and the multi-store keys.
+import_documents = st.one_of(
+    st.fixed_dictionaries(
+        {"method": st.fixed_dictionaries(
+            {"name": st.sampled_from(["glance-direct", "web-download", "glance-download",
+                                      "copy-image", "", "GLANCE-DIRECT"])},
+            optional={
+                "uri": st.sampled_from(["http://127.0.0.1/x", "http://169.254.169.254/",
+                                        "ftp://example.org/x", "http://u:p@example.org/",
+                                        "", "http://[::1]:80/", "not a uri"]),
+                "glance_image_id": st.sampled_from(["foo", str(uuid.UUID(int=7)), ""]),
+                "glance_region": st.sampled_from(["RegionOne", "", "\u00e9"]),
+                "glance_service_interface": st.sampled_from(["public", "x"]),
+            })},
+        optional={"all_stores": st.sampled_from([True, False, "yes", None]),
+                  "stores": st.sampled_from([[], ["fast"], "fast", None]),
+                  "all_stores_must_succeed": st.sampled_from([True, 1])},
+    ),
+    json_values,
+)
+#: Legacy ``POST /v2/tasks`` bodies.
+task_documents = st.one_of(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["import", "api_image_import", "", None])},
+        optional={"input": st.one_of(
+            st.fixed_dictionaries(
+                {"import_from": st.sampled_from(["http://example.org/x.qcow2",
+                                                 "http://127.0.0.1/", "", 7])},
+                optional={"import_from_format": st.sampled_from(["qcow2", "raw", 3]),
+                          "image_properties": st.one_of(create_documents(), json_values)}),
+            json_values)}),
+    json_values,
+)
+
 _create_headers = _json_content([b"application/json", b"text/plain", PATCH_V21])
 _patch_headers = _json_content([PATCH_V21, PATCH_V20, b"application/json"])
 _range_headers = st.lists(st.tuples(st.sampled_from([b"Range", b"Content-Range"]),
@@ -1177,22 +1212,29 @@ shapes: st.SearchStrategy[Shape] = weighted(
     (6, _shape("PUT", "images", upload_targets, "file", body=upload_bodies,
                headers=upload_headers)),
     (2, _shape("GET", "images", image_segments, "file", headers=_range_headers)),
+    (3, _shape("PUT", "images", upload_targets, "stage", body=upload_bodies,
+               headers=upload_headers)),
+    (3, _shape("POST", "images", image_segments, "import",
+               body=json_bodies(import_documents), headers=_create_headers)),
+    (1, _shape("GET", "images", image_segments, "tasks")),
+    (1, _shape("GET", "tasks", query=query_strings)),
+    (1, _shape("GET", "tasks", st.one_of(image_segments, junk_segments))),
+    (1, _shape("DELETE", "tasks", image_segments)),
+    (2, _shape("POST", "tasks", body=json_bodies(task_documents), headers=_create_headers)),
     (1, _shape("GET", "info", st.sampled_from(["usage", "import", "stores"]))),
     (1, _shape("GET", "info", "stores", "detail")),
     (1, _shape("GET", "schemas", st.sampled_from(["image", "images", "member", "members",
-                                                  "bogus", ""]))),
+                                                  "task", "tasks", "bogus", ""]))),
     (1, _shape("GET", prefix=b"")),
     (1, _shape("GET", "versions", prefix=b"")),
     (1, _shape("GET", "healthcheck", prefix=b"")),
     (1, _shape("HEAD", "healthcheck", prefix=b"")),
     (1, _shape("GET", prefix=b"/v2")),
     # Glance routes imaged does not have, and paths nothing routes.
-    (1, _shape("GET", "images", image_segments, st.sampled_from(["tasks", "locations"]))),
+    (1, _shape("GET", "images", image_segments, "locations")),
     (1, _shape("POST", "images", image_segments, "locations",
                body=json_bodies(json_values))),
     (1, _shape("DELETE", "stores", st.sampled_from(["file", "x"]), image_segments)),
-    (1, _shape("PUT", "images", image_segments, "stage", body=upload_bodies)),
-    (1, _shape("POST", "images", image_segments, "import", body=json_bodies(json_values))),
     (2, _shape("GET", st.one_of(junk_segments, st.sampled_from(["images", "v2", "info"])),
                st.one_of(junk_segments, image_segments), query=query_strings)),
 )
