@@ -267,11 +267,12 @@ def _image_schema(custom: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _images_schema(image: Mapping[str, Any]) -> dict[str, Any]:
+def _paged_collection(name: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    """A paged list of ``item`` (images, tasks), as Glance's collection schemas."""
     return {
-        "name": "images",
+        "name": name,
         "properties": {
-            "images": {"type": "array", "items": image},
+            name: {"type": "array", "items": item},
             "schema": {"type": "string"},
             "first": {"type": "string"},
             "next": {"type": "string"},
@@ -355,20 +356,7 @@ TASK_SCHEMA: Mapping[str, Any] = {
     ],
 }
 
-TASKS_SCHEMA: Mapping[str, Any] = {
-    "name": "tasks",
-    "properties": {
-        "tasks": {"type": "array", "items": TASK_SCHEMA},
-        "schema": {"type": "string"},
-        "first": {"type": "string"},
-        "next": {"type": "string"},
-    },
-    "links": [
-        {"rel": "first", "href": "{first}"},
-        {"rel": "next", "href": "{next}"},
-        {"rel": "describedby", "href": "{schema}"},
-    ],
-}
+TASKS_SCHEMA: Mapping[str, Any] = _paged_collection("tasks", TASK_SCHEMA)
 
 
 class SchemaFileError(ValueError):
@@ -440,7 +428,7 @@ class ImageSchemas:
         image = _image_schema(self.custom)
         documents = {
             "image": image,
-            "images": _images_schema(image),
+            "images": _paged_collection("images", image),
             "member": MEMBER_SCHEMA,
             "members": MEMBERS_SCHEMA,
             "task": TASK_SCHEMA,

@@ -11,6 +11,7 @@ status codes: every failure goes through ``errors.render_failure``.  What every 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -85,26 +86,18 @@ def _begin_upload(
 ) -> Deferred[Image]:
     """Start an upload when its headers are in (``routing.streams_body``): identity, image
     state and declared size are checked before any body byte is stored."""
-
-    async def upload() -> Image:
-        # One coroutine: it keeps the request's logging context however long identity takes.
-        # Identity first: a caller without one gets 401 whatever it sent, as in Glance.
-        context = await api.context(request)
-        return await api.service.upload(context, image_id, stream, upload_size(request))
-
-    return Deferred.fromCoroutine(upload())
+    return Deferred.fromCoroutine(api.take_data(request, image_id, stream, api.service.upload))
 
 
 def _begin_stage(
     api: ImagesAPI, request: IRequest, stream: IBodyProducer, image_id: str
 ) -> Deferred[Image]:
     """Start staging (``PUT /stage``) when its headers are in, as ``_begin_upload``."""
+    return Deferred.fromCoroutine(api.take_data(request, image_id, stream, api.service.stage))
 
-    async def stage() -> Image:
-        context = await api.context(request)
-        return await api.service.stage(context, image_id, stream, upload_size(request))
 
-    return Deferred.fromCoroutine(stage())
+#: The service's ``upload`` or ``stage``: data for an image, from a stream.
+TakeData = Callable[[RequestContext, str, IBodyProducer, "int | None"], Deferred[Image]]
 
 
 class ImagesAPI:
@@ -341,40 +334,41 @@ class ImagesAPI:
 
     # -- data ---------------------------------------------------------------------------
 
-    @app.route("/v2/images/<image_id>/file", methods=["PUT"])
-    @streams_body(_begin_upload)
-    async def upload_data(self, request: IRequest, image_id: str) -> bytes:
+    async def take_data(
+        self, request: IRequest, image_id: str, stream: IBodyProducer, take: TakeData
+    ) -> Image:
+        """``take`` (the service's upload or stage) the data of ``request`` from ``stream``.
+        One coroutine: it keeps the request's logging context however long identity takes.
+        Identity first: a caller without one gets 401 whatever it sent, as in Glance."""
+        context = await self.context(request)
+        image: Image = await take(context, image_id, stream, upload_size(request))
+        return image
+
+    async def _data_route(self, request: IRequest, image_id: str, take: TakeData) -> bytes:
+        """Answer an upload or staging route once its body is in."""
         started = streamed(request)
         if started is not None:
             await started
             return no_content(request)
-        # Mounted on a site that does not stream bodies: the body is already spooled.
-        context = await self.context(request)
-        size = upload_size(request)
-        # Take the body away from the request: Twisted closes request.content when the
-        # connection goes, and the producer may still be reading it then.
+        # Mounted on a site that does not stream bodies: the body is already spooled.  Take
+        # it away from the request: Twisted closes request.content when the connection goes,
+        # and the producer may still be reading it then.
         content, request.content = request.content, BytesIO()
         try:
-            await self.service.upload(context, image_id, spooled_body(content), size)
+            await self.take_data(request, image_id, spooled_body(content), take)
         finally:
             content.close()
         return no_content(request)
 
+    @app.route("/v2/images/<image_id>/file", methods=["PUT"])
+    @streams_body(_begin_upload)
+    async def upload_data(self, request: IRequest, image_id: str) -> bytes:
+        return await self._data_route(request, image_id, self.service.upload)
+
     @app.route("/v2/images/<image_id>/stage", methods=["PUT"])
     @streams_body(_begin_stage)
     async def stage_data(self, request: IRequest, image_id: str) -> bytes:
-        started = streamed(request)
-        if started is not None:
-            await started
-            return no_content(request)
-        context = await self.context(request)
-        size = upload_size(request)
-        content, request.content = request.content, BytesIO()
-        try:
-            await self.service.stage(context, image_id, spooled_body(content), size)
-        finally:
-            content.close()
-        return no_content(request)
+        return await self._data_route(request, image_id, self.service.stage)
 
     @app.route("/v2/images/<image_id>/import", methods=["POST"])
     async def import_image(self, request: IRequest, image_id: str) -> bytes:
