@@ -30,7 +30,7 @@ class ReadOnlyImages:
 
     create = update = delete = upload = add_tag = remove_tag = _refuse
     deactivate = reactivate = add_member = update_member = delete_member = _refuse
-    stage = import_image = create_task = _refuse
+    stage = import_image = create_task = delete_from_store = _refuse
     #: A mirror takes no data in: no import method is offered.
     import_methods: tuple[str, ...] = ()
 
@@ -49,8 +49,23 @@ class ReadOnlyImages:
     def get(self, context: Any, image_id: str) -> Deferred[Any]:
         return self.source.get(context, image_id)  # type: ignore[no-any-return]
 
-    def download(self, context: Any, image_id: str, byte_range: Any = None) -> Deferred[Any]:
-        return self.source.download(context, image_id, byte_range)  # type: ignore[no-any-return]
+    def download(
+        self, context: Any, image_id: str, byte_range: Any = None, prefer: Any = ()
+    ) -> Deferred[Any]:
+        return self.source.download(  # type: ignore[no-any-return]
+            context, image_id, byte_range, prefer
+        )
+
+    @property
+    def store_info(self) -> Any:
+        """The source's stores, as the mirror serves from them."""
+        return self.source.store_info
+
+    def describe_stores(self, context: Any, detail: bool) -> Any:
+        return self.source.describe_stores(context, detail)
+
+    def named_locations(self, locations: Any) -> Any:
+        return self.source.named_locations(locations)
 
     def list_members(self, context: Any, image_id: str) -> Deferred[Any]:
         return self.source.list_members(context, image_id)  # type: ignore[no-any-return]
@@ -63,6 +78,9 @@ class ReadOnlyImages:
 
     def health(self) -> Deferred[Any]:
         return self.source.health()  # type: ignore[no-any-return]
+
+    def store_problems(self) -> Deferred[Any]:
+        return self.source.store_problems()  # type: ignore[no-any-return]
 
     def recover(self, started_at: float) -> Deferred[Any]:
         return self.source.recover(started_at)  # type: ignore[no-any-return]

@@ -19,10 +19,11 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from .fetch import Fetcher, ImportFilter
 from .interfaces import IBlobStore
 from .service import ImageService
-from .settings import Settings
+from .settings import Settings, StoreSettings
 from .store.database import SchemaOutOfDate, describe
 from .store.files import FileBlobStore
 from .store.sql import SQLMetadataStore
+from .stores import DEFAULT_NAME, NamedStore, Stores
 from .web.auth import STRATEGIES, Authenticator, FromNetworks, NoAuth
 from .web.keystone import KeystoneTokens, ServiceCredentials
 
@@ -32,7 +33,7 @@ class Assembly:
     """The parts of a running imaged, and where they keep things (for its logs)."""
 
     metadata: SQLMetadataStore
-    blobs: IBlobStore
+    blobs: Stores
     service: ImageService
     #: Where image bytes are kept, in words (a directory, a Swift container, an S3 bucket).
     images_at: str
@@ -59,26 +60,79 @@ def _metadata(settings: Settings, reactor: IReactorFromThreads) -> SQLMetadataSt
         ) from None
 
 
-def _blobs(settings: Settings, reactor: Any) -> tuple[IBlobStore, str]:
-    if settings.s3 is not None:
+def _blob_store(store: StoreSettings, reactor: Any) -> NamedStore:
+    """One configured store, made (an RBD store connects here: it stops the start with one
+    line when it cannot)."""
+    if store.s3 is not None:
         from .store.s3 import S3BlobStore  # botocore is an extra
 
-        s3 = settings.s3
-        store: IBlobStore = S3BlobStore(
+        s3 = store.s3
+        blobs: IBlobStore = S3BlobStore(
             s3.endpoint, s3.bucket, s3.access_key, s3.secret_key, reactor,
             region=s3.region, addressing=s3.addressing, part_size=s3.part_size,
         )
-        return store, f"S3 bucket {s3.bucket} at {s3.endpoint}"
-    if settings.swift is not None:
+        where = f"S3 bucket {s3.bucket} at {s3.endpoint}"
+        properties: dict[str, Any] = {
+            "endpoint": s3.endpoint, "bucket": s3.bucket, "region": s3.region,
+            "part_size": s3.part_size,
+        }
+    elif store.swift is not None:
         from .store.swift import SwiftBlobStore
 
-        swift = settings.swift
-        store = SwiftBlobStore(
+        swift = store.swift
+        blobs = SwiftBlobStore(
             swift.auth_url, swift.user, swift.key, reactor,
             container=swift.container, segment_size=swift.segment_size,
         )
-        return store, f"Swift container {swift.container} at {swift.auth_url}"
-    return FileBlobStore(settings.images_dir, reactor), settings.images_dir
+        where = f"Swift container {swift.container} at {swift.auth_url}"
+        properties = {
+            "auth_url": swift.auth_url, "container": swift.container,
+            "segment_size": swift.segment_size,
+        }
+    elif store.rbd is not None:
+        from .store.rbd import RBDBlobStore, RBDUnavailable
+
+        rbd = store.rbd
+        try:
+            connected = RBDBlobStore.connect(
+                reactor, pool=rbd.pool, user=rbd.user, conf=rbd.conf,
+                chunk_size=rbd.chunk_size * 1024 * 1024, connect_timeout=rbd.connect_timeout,
+            )
+        except RBDUnavailable as e:
+            raise SystemExit(f"imaged: store {store.name}: {e}") from None
+        blobs, where = connected, connected.where
+        properties = {
+            "pool": rbd.pool, "user": rbd.user, "chunk_size": rbd.chunk_size,
+            "fsid": connected.fsid,
+        }
+    else:
+        assert store.directory is not None
+        blobs, where = FileBlobStore(store.directory, reactor), store.directory
+        properties = {"datadir": store.directory}
+    return NamedStore(
+        name=store.name, type=store.type, blobs=blobs, description=store.description,
+        weight=store.weight, properties=properties, where=where,
+    )
+
+
+def _stores(settings: Settings, reactor: Any) -> Stores:
+    if settings.named_stores:
+        assert settings.default_store is not None
+        made: list[NamedStore] = []
+        try:
+            for store in settings.named_stores:
+                made.append(_blob_store(store, reactor))
+        except BaseException:
+            for done in made:
+                done.blobs.close()
+            raise
+        return Stores(made, settings.default_store, multi=True)
+    single = StoreSettings(
+        name=DEFAULT_NAME, type=settings.store,
+        directory=settings.images_dir if settings.store == "file" else None,
+        swift=settings.swift, s3=settings.s3, rbd=settings.rbd,
+    )
+    return Stores([_blob_store(single, reactor)], DEFAULT_NAME, multi=False)
 
 
 #: The identity modes whose service catalog is Keystone's (not written by the caller).
@@ -91,7 +145,10 @@ def assemble(settings: Settings, reactor: Any) -> Assembly:
     """The stores and the image service ``settings`` describe, on ``reactor``."""
     os.makedirs(settings.data_dir, exist_ok=True)
     metadata = _metadata(settings, reactor)
-    blobs, images_at = _blobs(settings, reactor)
+    blobs = _stores(settings, reactor)
+    images_at = "; ".join(
+        f"{store.name}: {store.where}" if blobs.multi else store.where for store in blobs
+    )
     service = ImageService(
         metadata,
         blobs,

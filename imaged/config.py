@@ -20,6 +20,8 @@ from twisted.python import usage
 from .imports import GLANCE_DOWNLOAD_PROPERTIES
 from .quotas import Limits
 from .settings import (
+    STORE_NAME,
+    STORES,
     Settings,
     SettingsError,
     count_limit,
@@ -124,11 +126,18 @@ class Options(usage.Options):
             "of the owning project, Glance's default) or 'admin'.",
         ],
         [
+            "copy-image-policy",
+            None,
+            "admin",
+            "Who may copy an image to more stores (copy-image): 'admin' (Glance's default) or "
+            "'project-member' (also the owning project's members).",
+        ],
+        [
             "enabled-import-methods",
             None,
-            "glance-direct,web-download,glance-download",
-            "Interoperable import methods offered, Glance's names (copy-image is not "
-            "available yet).",
+            "glance-direct,web-download,copy-image,glance-download",
+            "Interoperable import methods offered, Glance's names (copy-image only with "
+            "[stores.<name>] tables).",
         ],
         [
             "glance-download-properties",
@@ -294,7 +303,38 @@ class Options(usage.Options):
             "store",
             None,
             "file",
-            "Where image bytes live: 'file' (--data-dir), 'swift' or 's3'.",
+            "Where image bytes live: 'file' (--data-dir), 'swift', 's3' or 'rbd' (one store; "
+            "[stores.<name>] tables in the configuration file declare several).",
+        ],
+        [
+            "default-store",
+            None,
+            None,
+            "With [stores.<name>] tables: the store new data goes to unless the request names "
+            "one (Glance's default_backend; the first table by default).",
+        ],
+        ["rbd-pool", None, "images", "Ceph pool for images (--store rbd)."],
+        ["rbd-user", None, "imaged", "Ceph client name imaged connects as (client.<user>)."],
+        [
+            "rbd-conf",
+            None,
+            "",
+            "ceph.conf naming the monitors and the keyring (empty: $CEPH_CONF or "
+            "/etc/ceph/ceph.conf).",
+        ],
+        [
+            "rbd-chunk-size",
+            None,
+            8,
+            "RBD object size in MiB, a power of 2 (glance_store's rbd_store_chunk_size).",
+            positive_int,
+        ],
+        [
+            "rbd-connect-timeout",
+            None,
+            10.0,
+            "Seconds for connecting to Ceph and for each of its operations.",
+            float,
         ],
         ["swift-auth-url", None, None, "Swift tempauth URL (http://host:8080/auth/v1.0)."],
         ["swift-user", None, None, "Swift user (account:user)."],
@@ -400,6 +440,9 @@ class Options(usage.Options):
         parameters = {p[0]: p for p in declared}
         flags = {f[0] for f in self.optFlags}
         for key, value in table.items():
+            if key == "stores":
+                self["stores"] = self._store_tables(value, path)
+                continue
             if key == "config" or (key not in parameters and key not in flags):
                 raise usage.UsageError(f"{path}: unknown option '{key}'")
             if key in flags:
@@ -415,6 +458,65 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(f"{path}: '{key}': {e}") from None
 
+    def _store_tables(self, value: Any, path: str) -> dict[str, dict[str, Any]]:
+        """
+        The ``[stores.<name>]`` tables (Glance's ``enabled_backends``): each a ``type``
+        (file, swift, s3, rbd), an optional ``description`` and ``weight``, and that type's
+        options without their prefix (``auth-url`` for ``--swift-auth-url``; ``directory``
+        for a file store), checked as the options are.  Options a table leaves out are the
+        top-level ones (shared credentials, say).
+        """
+        if not isinstance(value, Mapping) or not value:
+            raise usage.UsageError(f"{path}: 'stores' must hold [stores.<name>] tables")
+        declared: list[list[Any]] = self.optParameters  # type: ignore[assignment]
+        parameters = {p[0]: p for p in declared}
+        tables: dict[str, dict[str, Any]] = {}
+        for name, table in value.items():
+            where = f"{path}: stores.{name}"
+            if not isinstance(table, Mapping):
+                raise usage.UsageError(f"{where} must be a table")
+            if not STORE_NAME.fullmatch(str(name)) or str(name).startswith("os_glance_"):
+                raise usage.UsageError(
+                    f"{where}: a store's name is letters, digits, '_' and '-' (at most 255), "
+                    "not starting with os_glance_"
+                )
+            kind = table.get("type")
+            if kind not in STORES:
+                raise usage.UsageError(f"{where}: 'type' must be one of {', '.join(STORES)}")
+            entry: dict[str, Any] = {
+                "type": kind, "description": "", "weight": 0, "options": {}
+            }
+            for key, item in table.items():
+                if key == "type":
+                    continue
+                if key == "description":
+                    if not isinstance(item, str):
+                        raise usage.UsageError(f"{where}: 'description' must be a string")
+                    entry["description"] = item
+                    continue
+                if key == "weight":
+                    if isinstance(item, bool) or not isinstance(item, int):
+                        raise usage.UsageError(f"{where}: 'weight' must be an integer")
+                    entry["weight"] = item
+                    continue
+                if kind == "file" and key == "directory":
+                    if not isinstance(item, str) or not item:
+                        raise usage.UsageError(f"{where}: 'directory' must be a path")
+                    entry["options"]["directory"] = item
+                    continue
+                option = f"{kind}-{key}"
+                if option not in parameters:
+                    raise usage.UsageError(f"{where}: unknown key '{key}' for a {kind} store")
+                if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                    raise usage.UsageError(f"{where}: '{key}' must be a string or a number")
+                coerce = parameters[option][4] if len(parameters[option]) > 4 else None
+                try:
+                    entry["options"][option] = coerce(str(item)) if coerce else str(item)
+                except ValueError as e:
+                    raise usage.UsageError(f"{where}: '{key}': {e}") from None
+            tables[str(name)] = entry
+        return tables
+
     def postOptions(self) -> None:
         try:
             self.settings = Settings.from_options(self)
@@ -423,6 +525,7 @@ class Options(usage.Options):
         # The resolved values, as the options report them (twistd prints none of this).
         self["data-dir"] = self.settings.data_dir
         self["database"] = self.settings.database
+
 
 
 def _config_path(args: Sequence[str]) -> str | None:

@@ -97,5 +97,11 @@ class MetadataUnavailable(StoreFailure):
         self.retry_after = retry_after
 
 
+class InUse(Conflict):
+    """The store refuses to remove the data: something depends on it (an RBD clone made by
+    Nova or Cinder from the image's snapshot).  Glance's ``InUseByStore``: 409, nothing
+    removed."""
+
+
 class Duplicate(Conflict):
     """A record with this identity exists already (metadata stores raise it on insert)."""

@@ -37,6 +37,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IBodyProducer
 
+from . import policy
 from .context import RequestContext
 from .conversion import ConversionLimits, convert
 from .decompression import decompresses, decompressing
@@ -56,6 +57,7 @@ from .model import (
     TaskStatus,
     claim_node,
 )
+from .stores import NamedStore
 from .streams import TeeProducer, consume
 from .uploads import (
     FETCH,
@@ -72,7 +74,7 @@ from .uploads import (
 
 #: Every method Glance names, and those imaged runs (``--enabled-import-methods``).
 GLANCE_METHODS = ("glance-direct", "web-download", "copy-image", "glance-download")
-IMPLEMENTED_METHODS = ("glance-direct", "web-download", "glance-download")
+IMPLEMENTED_METHODS = GLANCE_METHODS
 #: What ``glance-download`` copies from the remote image (Glance's
 #: ``glance_download_properties``), besides its disk and container formats.
 GLANCE_DOWNLOAD_PROPERTIES = ("hw_*", "trait:*", "os_distro", "os_secure_boot", "os_type")
@@ -119,6 +121,19 @@ class ImportPlugins:
         if context.roles & self.ignore_user_roles:
             return {}
         return dict(self.inject)
+
+
+@attrs.frozen
+class Into:
+    """The stores an import writes to (the default store if none), and whether every one of
+    them must succeed (Glance's ``all_stores_must_succeed``)."""
+
+    targets: tuple[NamedStore, ...] = ()
+    must_succeed: bool = True
+
+
+def _names(stores: Sequence[NamedStore]) -> str:
+    return ",".join(store.name for store in stores)
 
 
 class Fetched(Protocol):
@@ -251,8 +266,10 @@ class Imports:
         plugins: ImportPlugins = ImportPlugins(),
         remote: Fetcher | None = None,
         download_properties: Sequence[str] = GLANCE_DOWNLOAD_PROPERTIES,
+        rules: policy.Rules = policy.Rules(),
     ) -> None:
         self.guard = guard
+        self.rules = rules
         #: What fetches from another region's image service (``glance-download``): its
         #: endpoint comes from Keystone's catalog, the operator's, not from the caller.
         self.remote = remote
@@ -260,12 +277,13 @@ class Imports:
         self.plugins = plugins
         self.uploads = uploads
         self.tasks = tasks
-        # web-download and glance-download need something to fetch with: without, they
-        # are not offered.
+        # web-download and glance-download need something to fetch with, and copy-image
+        # more than one store: without, they are not offered.
         self.methods = tuple(
             m for m in methods
             if (m != "web-download" or fetcher is not None)
             and (m != "glance-download" or remote is not None)
+            and (m != "copy-image" or uploads.stores.multi)
         )
         self.fetcher = fetcher
         self.uri_rules = uri_rules
@@ -314,6 +332,37 @@ class Imports:
             except ValueError:
                 raise BadRequest("Requested image id does not look like a UUID.") from None
 
+    def targets(self, request: ImportRequest, image: Image | None = None) -> tuple[NamedStore, ...]:
+        """
+        The stores an import writes to: those named (409 for one not configured, as Glance),
+        every store with ``all_stores``, else the default.  For ``copy-image``, the stores
+        ``image`` is not in yet (400 for one named that holds it already).
+        """
+        stores = self.uploads.stores
+        if not stores.multi:
+            return (stores.target(None),)
+        if request.all_stores:
+            names: tuple[str, ...] = stores.names
+        elif request.stores:
+            names = tuple(dict.fromkeys(request.stores))
+            for name in names:
+                if name not in stores:
+                    raise Conflict(f"Store {name} is not available on this node.")
+        elif request.method == "copy-image":
+            raise BadRequest("copy-image needs 'stores' or 'all_stores'.")
+        else:
+            names = (stores.default,)
+        if request.method == "copy-image" and image is not None:
+            holding = {loc.store for loc in stores.named_locations(image.locations)}
+            if not request.all_stores:
+                for name in names:
+                    if name in holding:
+                        raise BadRequest(f"Image is already present at store '{name}'.")
+            names = tuple(name for name in names if name not in holding)
+            if not names:
+                raise Conflict("Image is already present at all available stores.")
+        return tuple(stores.named(name) for name in names)
+
     async def begin(
         self,
         context: RequestContext,
@@ -328,6 +377,9 @@ class Imports:
         the image, 409 for its state.
         """
         self.check_method(request)
+        targets = self.targets(request)  # unknown stores: before anything is recorded
+        if request.method == "copy-image":
+            return await self._begin_copy(context, image_id, request, task_type, task_input)
         now = self.guard.now()
         claim = self.uploads.new_claim()
         task_id = str(uuid.uuid4())
@@ -342,7 +394,8 @@ class Imports:
             created_at=now,
             updated_at=now,
             image_id=image_id,
-            input=task_input if task_input is not None else _task_input(image_id, request),
+            input=task_input if task_input is not None
+            else _task_input(image_id, request, targets),
             request_id=context.request_id,
             user_id=context.user_id,
             node=claim,
@@ -377,7 +430,7 @@ class Imports:
             properties = {
                 **image.properties,
                 IMPORT_LOCK: task_id,
-                "os_glance_importing_to_stores": "",
+                "os_glance_importing_to_stores": _names(targets),
                 "os_glance_failed_import": "",
             }
             return transition(
@@ -393,9 +446,15 @@ class Imports:
             "import of image {image_id} by {method} started as task {task_id}",
             image_id=image_id, method=request.method, task_id=task_id,
         )
-        self.claims[task_id] = claim
         inject = self.plugins.injected(context)
-        done = ensureDeferred(self._run(task, change.after, request, inject, context))
+        self._start(task, claim, self._run(task, change.after, request, inject, context, targets))
+        return task
+
+    def _start(self, task: Task, claim: str, work: Any) -> None:
+        """Run an import's work in the background, known to this process until it ends."""
+        task_id = task.id
+        self.claims[task_id] = claim
+        done = ensureDeferred(work)
         if not done.called:
             self.running[task_id] = done
 
@@ -406,7 +465,158 @@ class Imports:
             done.addBoth(forget)
         else:
             self.claims.pop(task_id, None)
+
+    # -- copy-image ---------------------------------------------------------------------------
+
+    async def _begin_copy(
+        self,
+        context: RequestContext,
+        image_id: str,
+        request: ImportRequest,
+        task_type: str,
+        task_input: Mapping[str, Any] | None,
+    ) -> Task:
+        """
+        ``copy-image``: an active image's data copied to more stores.  The image stays
+        ``active`` (and downloadable) throughout; the task's claim is in the task, the lock
+        in ``os_glance_import_task`` (a dead node's is released by ``end_orphaned``).
+        """
+        image = await self.guard.visible(context, image_id)
+        policy.check_copy(context, image, self.rules)
+        if image.status is not Status.ACTIVE:
+            raise Conflict(
+                f"Image {image_id} is not active; only active images can be copied "
+                f"(its status is {image.status.value})."
+            )
+        targets = self.targets(request, image)
+        now = self.guard.now()
+        claim = self.uploads.new_claim()
+        task = Task(
+            id=str(uuid.uuid4()), type=task_type, status=TaskStatus.PENDING,
+            owner=context.project_id, created_at=now, updated_at=now, image_id=image_id,
+            input=task_input if task_input is not None
+            else _task_input(image_id, request, targets),
+            request_id=context.request_id, user_id=context.user_id, node=claim,
+        )
+        await self.tasks.insert_task(task)
+
+        def lock(current: Image) -> Image:
+            if IMPORT_LOCK in current.properties:
+                raise Conflict(
+                    f"Image {current.id} has active task {current.properties[IMPORT_LOCK]}"
+                )
+            if current.status is not Status.ACTIVE:
+                raise Conflict(f"Image {current.id} is not active; it cannot be copied.")
+            if current.locations != image.locations:
+                raise Conflict(f"The data of image {current.id} changed; try again.")
+            return attrs.evolve(current, updated_at=now, properties={
+                **current.properties,
+                IMPORT_LOCK: task.id,
+                "os_glance_importing_to_stores": _names(targets),
+                "os_glance_failed_import": "",
+            })
+
+        try:
+            change = await self.guard.modify(context, image_id, "import", lock, "start_copy")
+        except Exception:
+            await self.tasks.delete_task(task.id)
+            raise
+        self.log.info(
+            "copy of image {image_id} to {stores} started as task {task_id}",
+            image_id=image_id, stores=_names(targets), task_id=task.id,
+        )
+        self._start(task, claim, self._copy(task, change.after, targets, request))
         return task
+
+    async def _copy(
+        self, task: Task, image: Image, targets: tuple[NamedStore, ...], request: ImportRequest
+    ) -> None:
+        """Read the best copy once, write every target store at once, check the bytes are
+        the image's (size and both digests), and record the new copies."""
+        made: tuple[tuple[NamedStore, Any], ...] = ()
+        failed: tuple[str, ...] = ()
+        try:
+            await self._update(task.id, status=TaskStatus.PROCESSING, total=image.size)
+            assert image.size is not None
+            producer = await self.uploads.open_copy(image, 0, image.size, ())
+            if producer is None:
+                raise Conflict(f"The data of image {image.id} is missing from every store.")
+            copies = await self.uploads.write_copies(
+                image.id, producer, targets, image.size, request.all_stores_must_succeed
+            )
+            made, failed = copies.made, copies.failed
+            blob = copies.blob
+            if (blob.size, blob.checksum) != (image.size, image.checksum) or (
+                blob.hash_algo == image.os_hash_algo and blob.hash_value != image.os_hash_value
+            ):
+                raise Conflict(
+                    f"The data read for image {image.id} does not match its checksums; "
+                    "no copy was kept."
+                )
+            added = copies.locations
+
+            def record(current: Image, _member: Member | None) -> Image:
+                if current.status not in (Status.ACTIVE, Status.DEACTIVATED) or (
+                    current.properties.get(IMPORT_LOCK) != task.id
+                ):
+                    raise Conflict(f"Image {image.id} changed during the copy.")
+                properties = {
+                    k: v for k, v in current.properties.items() if k not in IMPORT_PROPERTIES
+                }
+                if failed:
+                    properties["os_glance_failed_import"] = ",".join(failed)
+                return attrs.evolve(
+                    current, updated_at=self.guard.now(), properties=properties,
+                    locations=current.locations + added,
+                )
+
+            await self.guard.metadata.modify(image.id, record, name="finish_copy")
+        except Exception as e:
+            for _store, blob in made:
+                await self.uploads.delete_blob(image.id, blob.location)
+            message = task_failure_message(e)
+            self.log.warn(
+                "copy of image {image_id} (task {task_id}) failed: {why}",
+                image_id=image.id, task_id=task.id, why=message,
+            )
+            await self._release_copy(task, _names(targets))
+            await self._update(
+                task.id, status=TaskStatus.FAILURE, message=message,
+                expires_at=self.guard.now() + TASK_TIME_TO_LIVE,
+            )
+            return
+        await self._update(
+            task.id, status=TaskStatus.SUCCESS, result={"image_id": image.id},
+            done=image.size or 0, total=image.size,
+            expires_at=self.guard.now() + TASK_TIME_TO_LIVE,
+        )
+        self.log.info(
+            "copy of image {image_id} (task {task_id}) to {stores} succeeded",
+            image_id=image.id, task_id=task.id,
+            stores=",".join(store.name for store, _blob in made),
+        )
+
+    async def _release_copy(self, task: Task, failed: str) -> None:
+        """A copy that ended without its result: the image's lock released, the stores it
+        did not reach named in ``os_glance_failed_import``.  The image is untouched else."""
+        if task.image_id is None:
+            return
+
+        def release(current: Image, _member: Member | None) -> Image:
+            if current.properties.get(IMPORT_LOCK) != task.id:
+                return current
+            properties = {
+                k: v for k, v in current.properties.items() if k not in IMPORT_PROPERTIES
+            }
+            properties["os_glance_failed_import"] = failed
+            return attrs.evolve(current, updated_at=self.guard.now(), properties=properties)
+
+        try:
+            await self.guard.metadata.modify(task.image_id, release, name="release_copy")
+        except NotFound:
+            pass
+        except Exception:
+            self.log.failure("could not release image {image_id}", image_id=task.image_id)
 
     def live_claims(self) -> set[str]:
         """The claims of the imports this process runs: not for recovery to release."""
@@ -419,9 +629,11 @@ class Imports:
         request: ImportRequest,
         inject: dict[str, str],
         context: RequestContext,
+        targets: tuple[NamedStore, ...] = (),
     ) -> None:
         claim = importing.upload_node
         assert claim is not None
+        into = Into(targets, request.all_stores_must_succeed)
 
         def adjust(image: Image) -> Image:
             if not inject:
@@ -431,14 +643,20 @@ class Imports:
         try:
             await self._update(task.id, status=TaskStatus.PROCESSING)
             if request.method == "glance-direct":
-                if self.plugins.transform:
-                    image = await self._transform(importing, claim, adjust)
+                staged = self.uploads.stores.store_of(importing.locations[0])
+                in_place = len(targets) == 1 and staged is not None and (
+                    targets[0].name == staged.name
+                )
+                if self.plugins.transform or not in_place:
+                    image = await self._transform(importing, claim, adjust, into=into)
                 else:
                     image = await self._publish_staged(importing, claim, adjust)
             elif request.method == "glance-download":
-                image = await self._glance_download(importing, claim, request, adjust, context)
+                image = await self._glance_download(
+                    importing, claim, request, adjust, context, into
+                )
             else:
-                image = await self._web_download(task, importing, claim, request, adjust)
+                image = await self._web_download(task, importing, claim, request, adjust, into)
         except Exception as e:
             message = task_failure_message(e)
             self.log.warn(
@@ -478,7 +696,13 @@ class Imports:
         return change.after
 
     async def _web_download(
-        self, task: Task, importing: Image, claim: str, request: ImportRequest, adjust: Adjust
+        self,
+        task: Task,
+        importing: Image,
+        claim: str,
+        request: ImportRequest,
+        adjust: Adjust,
+        into: Into,
     ) -> Image:
         if self.fetcher is None or request.uri is None:
             raise BadRequest("web-download is not available at this site.")
@@ -495,7 +719,7 @@ class Imports:
         progress.start(PROGRESS_INTERVAL, now=False)
         try:
             with _stopped_on_failure(fetched.producer):
-                return await self._fetched(importing, claim, fetched, count, adjust)
+                return await self._fetched(importing, claim, fetched, count, adjust, into)
         finally:
             progress.stop()
 
@@ -506,6 +730,7 @@ class Imports:
         fetched: Fetched,
         count: Callable[[bytes], None],
         adjust: Adjust,
+        into: Into,
     ) -> Image:
         """A web-download's body into the image, through the plugins that apply."""
         producer: IBodyProducer = TeeProducer(fetched.producer, count)
@@ -525,14 +750,14 @@ class Imports:
             return await self.uploads.receive(
                 importing, claim, importing.updated_at,
                 decompressing(producer, max_output=cap, max_ratio=None), None, FETCH,
-                adjust,
+                adjust, targets=into.targets, must_succeed=into.must_succeed,
             )
         else:
             return await self.uploads.receive(
                 importing, claim, importing.updated_at, producer, fetched.length, FETCH,
-                adjust,
+                adjust, targets=into.targets, must_succeed=into.must_succeed,
             )
-        return await self._transform(held, claim, adjust)
+        return await self._transform(held, claim, adjust, into=into)
 
     async def _glance_download(
         self,
@@ -541,6 +766,7 @@ class Imports:
         request: ImportRequest,
         adjust: Adjust,
         context: RequestContext,
+        into: Into,
     ) -> Image:
         """
         ``glance-download``: another region's image (found in the caller's Keystone catalog,
@@ -594,23 +820,31 @@ class Imports:
             else:
                 return await self.uploads.receive(
                     saving, claim, importing.updated_at, data.producer, data.length, FETCH,
-                    copy, formats=claimed,
+                    copy, formats=claimed, targets=into.targets,
+                    must_succeed=into.must_succeed,
                 )
         # The plugins see the remote formats; the local image takes them at the end.
         return await self._transform(
             attrs.evolve(held, disk_format=disk, container_format=container), claim, copy,
-            formats=(held.disk_format, held.container_format),
+            formats=(held.disk_format, held.container_format), into=into,
         )
 
     async def _transform(
-        self, importing: Image, claim: str, adjust: Adjust, formats: Formats | None = None
+        self,
+        importing: Image,
+        claim: str,
+        adjust: Adjust,
+        formats: Formats | None = None,
+        into: Into | None = None,
     ) -> Image:
         """
-        The import plugins that rewrite data, on the data at ``importing.location`` (staged,
-        or fetched): decompressed as it is read, converted through a local file, and stored
-        anew through the upload pipeline (hashes, inspection, cap), which makes the image
-        active; the data it came from is removed either way.
+        The data at ``importing.location`` (staged, or fetched) stored anew in the import's
+        stores (``into``) through the upload pipeline (hashes, inspection, cap), which makes
+        the image active, on the way through the import plugins that rewrite data:
+        decompressed as it is read, converted through a local file.  The data it came from is
+        removed either way, unless it is where the result went.
         """
+        into = into or Into()
         source = importing.location
         assert source is not None
         plugins = self.plugins
@@ -651,6 +885,7 @@ class Imports:
                 attrs.evolve(importing, disk_format=target_format), claim,
                 importing.updated_at, producer, size, REWRITE, adjusted,
                 formats=formats or (importing.disk_format, importing.container_format),
+                targets=into.targets, must_succeed=into.must_succeed,
             )
         except BaseException:
             await self.uploads.delete_blob(importing.id, source)
@@ -660,7 +895,7 @@ class Imports:
                 await deferToThread(_unlink, path)
         # A store that names data after its image (the file store) wrote over the source:
         # only a source elsewhere is removed.
-        if image.location != source:
+        if source not in {location.url for location in image.locations}:
             await self.uploads.delete_blob(importing.id, source)
         return image
 
@@ -739,17 +974,36 @@ class Imports:
             )
         return expired
 
-    async def end_orphaned(self, node: str, running: Callable[[], set[str]]) -> list[str]:
+    async def end_orphaned(
+        self,
+        node: str,
+        running: Callable[[], set[str]],
+        dead_before: datetime | None = None,
+    ) -> list[str]:
         """
         Fail the tasks no one runs any more: their image is not importing under their claim
         (recovery queued it again after its node died), or this node's claim with no import
-        of it running here.  Returns their ids.
+        of it running here.  A copy (the image stays active, locked by the task) is released
+        when its node is this one and does not run it, or was last heard of before
+        ``dead_before``.  Returns their ids.
         """
         ended = []
-        for task, _seen in await self.tasks.unfinished_tasks():
+        for task, seen in await self.tasks.unfinished_tasks():
             if task.id in self.running or task.image_id is None:
                 continue
             image = await self.guard.metadata.get(task.image_id)
+            copying = image is not None and image.status is not Status.IMPORTING and (
+                image.properties.get(IMPORT_LOCK) == task.id
+            )
+            if copying and task.node is not None:
+                mine = claim_node(task.node) == node
+                dead = dead_before is not None and (seen is None or seen < dead_before)
+                if (mine and task.node in running()) or (not mine and not dead):
+                    continue
+                assert image is not None
+                await self._release_copy(
+                    task, image.properties.get("os_glance_importing_to_stores", "")
+                )
             held = image is not None and image.status is Status.IMPORTING and (
                 image.upload_node == task.node
             )
@@ -795,7 +1049,9 @@ class Imports:
         return task
 
 
-def _task_input(image_id: str, request: ImportRequest) -> Mapping[str, Any]:
+def _task_input(
+    image_id: str, request: ImportRequest, targets: Sequence[NamedStore] = ()
+) -> Mapping[str, Any]:
     method: dict[str, Any] = {"name": request.method}
     if request.uri is not None:
         method["uri"] = request.uri
@@ -805,10 +1061,17 @@ def _task_input(image_id: str, request: ImportRequest) -> Mapping[str, Any]:
             glance_region=request.glance_region,
             glance_service_interface=request.glance_service_interface,
         )
+    import_req: dict[str, Any] = {"method": method}
+    if request.stores:
+        import_req["stores"] = list(request.stores)
+    if request.all_stores:
+        import_req["all_stores"] = True
+        import_req["all_stores_must_succeed"] = request.all_stores_must_succeed
     return {
         "image_id": image_id,
-        "import_req": {"method": method},
-        "backend": None,
+        "import_req": import_req,
+        "backend": [store.name for store in targets] if len(targets) > 1 or request.stores
+        or request.all_stores else None,
     }
 
 
@@ -818,9 +1081,6 @@ def parse_methods(text: str) -> tuple[str, ...]:
     for name in names:
         if name not in GLANCE_METHODS:
             raise ValueError(f"'{name}' is not an import method ({', '.join(GLANCE_METHODS)})")
-        if name not in IMPLEMENTED_METHODS:
-            raise ValueError(f"'{name}' is not available yet (imaged runs "
-                             f"{', '.join(IMPLEMENTED_METHODS)})")
     return names
 
 

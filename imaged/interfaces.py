@@ -29,6 +29,7 @@ from .model import (
     ImageChange,
     ImageQuery,
     ImportRequest,
+    Location,
     Member,
     MemberStatus,
     Mutation,
@@ -40,6 +41,7 @@ from .model import (
     Scrubbed,
     Status,
     StoredBlob,
+    StoreInfo,
     Task,
     TaskStatus,
 )
@@ -77,14 +79,31 @@ class IImageService(Interface):
         image_id: str,
         producer: IBodyProducer,
         size: int | None = None,
+        store: str | None = None,
     ) -> Deferred[Image]:
         """
         Store the image's data from ``producer`` and make the image active.
 
         ``size`` is what the client declared, if anything: checked against the cap up front
-        and against the bytes received at the end.  On any failure the image is ``queued``
-        again and nothing of the data is kept.
+        and against the bytes received at the end.  ``store`` names the store to write to
+        (multi-store; ``BadRequest`` for an unknown one), else the default.  On any failure
+        the image is ``queued`` again and nothing of the data is kept.
         """
+
+    store_info = Attribute(
+        "The configured stores (``imaged.model.StoreInfo``), default first; empty when the "
+        "site has one unnamed store (no multi-store API)."
+    )
+
+    def describe_stores(context: RequestContext, detail: bool) -> Sequence[StoreInfo]:
+        """``store_info`` for ``/v2/info/stores``: ``NotFound`` without multi-store; the
+        ``detail`` (types, weights, properties) for administrators only."""
+
+    def named_locations(locations: Sequence[Location]) -> Sequence[Location]:
+        """``locations`` with the names of the configured stores that hold them."""
+
+    def delete_from_store(context: RequestContext, store: str, image_id: str) -> Deferred[None]:
+        """Remove the copy of an active image's data in ``store``; never the last one."""
 
     import_methods = Attribute(
         "The interoperable import methods offered (``GET /v2/info/import``), Glance's names."
@@ -132,10 +151,14 @@ class IImageService(Interface):
         """Glance's legacy ``import`` task: a new image, its data fetched from ``uri``."""
 
     def download(
-        context: RequestContext, image_id: str, byte_range: ByteRange | None = None
+        context: RequestContext,
+        image_id: str,
+        byte_range: ByteRange | None = None,
+        prefer: Sequence[str] = (),
     ) -> Deferred[Download]:
-        """Open the image's data, whole or one range; ``Download.producer`` is ``None``
-        when the image has no data."""
+        """Open the image's data, whole or one range, from the best copy that answers (the
+        stores in ``prefer`` first, then by weight); ``Download.producer`` is ``None`` when
+        the image has no data."""
 
     def add_tag(context: RequestContext, image_id: str, tag: str) -> Deferred[None]:
         """Add a tag (idempotent)."""
@@ -170,7 +193,12 @@ class IImageService(Interface):
         """The caller's project's usage beside its quotas (readers of the project may ask)."""
 
     def health() -> Deferred[str | None]:
-        """``None`` when the service can serve (its database answers), else a short reason."""
+        """``None`` when the service can serve (its database and a store answer), else a
+        short reason."""
+
+    def store_problems() -> Deferred[builtins.list[str]]:
+        """The stores that do not answer, in words (a healthy node may have some: it serves
+        from the others)."""
 
     def recover(started_at: float) -> Deferred[Scrubbed]:
         """
@@ -335,7 +363,16 @@ class IBlobStore(Interface):
         """
 
     def delete(location: str) -> Deferred[None]:
-        """Remove a blob; a missing blob is not an error."""
+        """Remove a blob; a missing blob is not an error; ``InUse`` (nothing removed) when
+        the store keeps something that depends on it."""
+
+    def owns(location: str) -> bool:
+        """Whether ``location`` is in this store (a location recorded before the store had
+        a name, or by another deployment, is matched to its store by this)."""
+
+    def ping() -> Deferred[None]:
+        """Fires when the store answers (for ``/healthcheck``); ``StoreFailure`` saying why
+        when it does not."""
 
     def stored_before(timestamp: float) -> Deferred[builtins.list[str]]:
         """

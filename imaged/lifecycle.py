@@ -72,7 +72,7 @@ def transition(
             "checksum": None,
             "os_hash_algo": None,
             "os_hash_value": None,
-            "location": None,
+            "locations": (),
             **changes,
         }
     return attrs.evolve(image, status=target, updated_at=now, **changes)

@@ -28,7 +28,11 @@ RECEIVED = Counter("imaged_http_received_bytes", "Request body bytes received")
 SENT = Counter("imaged_http_sent_bytes", "Response body bytes sent")
 UPLOADS = Gauge("imaged_uploads_in_progress", "Image uploads being received")
 STORE_ERRORS = Counter(
-    "imaged_store_errors", "Requests failed because a store could not do its part", ["kind"]
+    "imaged_store_errors",
+    "Store operations that failed: by store (a blob store's name, 'metadata' for the "
+    "database, 'any' for a request's failure not traced to one) and kind (read, write, "
+    "delete, ping, or the error's class)",
+    ["store", "kind"],
 )
 DB_LATENCY = Histogram(
     "imaged_db_transaction_seconds",

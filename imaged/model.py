@@ -118,12 +118,38 @@ class StoredBlob:
 
 
 @attrs.frozen
+class Location:
+    """
+    One copy of an image's data: the store's own address for it (``url``) and the name of
+    the configured store that holds it (``store``; empty for a copy recorded before its store
+    had a name, which ``imaged.stores.Stores`` finds by the address).
+    """
+
+    url: str
+    store: str = ""
+
+
+@attrs.frozen
+class StoreInfo:
+    """What ``/v2/info/stores[/detail]`` says of one configured store."""
+
+    id: str
+    description: str = ""
+    default: bool = False
+    type: str = "file"
+    weight: int = 0
+    #: Its configuration, as the detail shows it (never a secret).
+    properties: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
 class Image:
     """
     One image record, as the metadata store keeps it.
 
-    ``properties`` are Glance's *extra properties* (string to string).  ``location`` is where
-    the blob store put the bytes; it is internal and never shown unless an operator asks for it.
+    ``properties`` are Glance's *extra properties* (string to string).  ``locations`` are where
+    the blob stores put the bytes, one per store holding a copy (staged data is the one copy
+    of an image ``uploading``); internal, and shown only when an operator asks for it.
     """
 
     id: str
@@ -146,15 +172,25 @@ class Image:
     os_hash_value: str | None = None
     tags: frozenset[str] = frozenset()
     properties: Mapping[str, str] = attrs.field(factory=dict)
-    location: str | None = None
+    locations: tuple[Location, ...] = ()
     #: While ``saving``: the claim of the upload that holds the image there, ``<node>#<nonce>``
     #: (the node is one imaged process), so that recovery can tell a live upload from one
     #: whose node died, and a finishing upload can tell it still holds the image.
     upload_node: str | None = None
 
     @property
+    def location(self) -> str | None:
+        """The address of the first copy (the one copy of staged or single-store data)."""
+        return self.locations[0].url if self.locations else None
+
+    @property
+    def stores(self) -> tuple[str, ...]:
+        """The names of the stores holding a copy, in the order the copies were made."""
+        return tuple(location.store for location in self.locations)
+
+    @property
     def has_data(self) -> bool:
-        return self.location is not None and self.status in (Status.ACTIVE, Status.DEACTIVATED)
+        return bool(self.locations) and self.status in (Status.ACTIVE, Status.DEACTIVATED)
 
 
 def claim_node(claim: str) -> str:
@@ -245,6 +281,12 @@ class ImportRequest:
     glance_image_id: str | None = None
     glance_region: str | None = None
     glance_service_interface: str = "public"
+    #: The stores to import into (multi-store): empty means the default store, or every
+    #: store with ``all_stores``; ``all_stores_must_succeed`` fails the import when any one
+    #: of them fails (else the image is active in those that worked).
+    stores: tuple[str, ...] = ()
+    all_stores: bool = False
+    all_stores_must_succeed: bool = True
 
 
 @attrs.frozen

@@ -145,9 +145,13 @@ class Rules:
     reactivate its images (``ADMIN_OR_PROJECT_MEMBER``; tempest's
     ``test_deactivate_reactivate_image`` relies on it); many clouds restrict it to admins, so
     that a project cannot hide an image an operator keeps active, and ``"admin"`` does that.
+
+    ``copy_image``: who may copy an active image to more stores.  Glance's default is
+    administrators only; ``"project-member"`` also lets the owning project's members.
     """
 
     deactivate: DeactivatePolicy = "project-member"
+    copy_image: DeactivatePolicy = "admin"
 
 
 def check_deactivate(context: RequestContext, image: Image, action: str, rules: Rules) -> None:
@@ -155,6 +159,30 @@ def check_deactivate(context: RequestContext, image: Image, action: str, rules: 
     ``rules`` let them."""
     if rules.deactivate == "admin" and not context.is_admin:
         raise Forbidden(f"You are not permitted to {action} image {image.id}.")
+
+
+def check_delete_location(context: RequestContext) -> None:
+    """Glance's ``delete_image_location`` (removing one store's copy): an administrator's."""
+    if not context.is_admin:
+        raise Forbidden("You are not authorized to delete image data from a store.")
+
+
+def check_copy(context: RequestContext, image: Image, rules: Rules) -> None:
+    """``copy_image``: an administrator's (Glance's default), or also the owning project's
+    members with ``--copy-image-policy project-member``."""
+    if context.is_admin:
+        return
+    if rules.copy_image == "project-member" and is_member(context) and (
+        image.owner == context.project_id
+    ):
+        return
+    raise Forbidden(f"You are not permitted to copy image {image.id} to other stores.")
+
+
+def check_stores_detail(context: RequestContext) -> None:
+    """Glance's ``stores_info_detail``: administrators (and the service role)."""
+    if not (context.is_admin or "service" in context.roles):
+        raise Forbidden("You are not authorized to see the stores' details.")
 
 
 def check_tasks_api(context: RequestContext) -> None:

@@ -28,7 +28,7 @@ from . import policy
 from .clock import default_clock
 from .context import RequestContext
 from .coroutines import deferred
-from .errors import BadRequest, Forbidden, NotFound
+from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .guards import ImageGuard
 from .hashing import check_algorithm
 from .imports import (
@@ -51,12 +51,14 @@ from .model import (
     Image,
     ImageQuery,
     ImportRequest,
+    Location,
     Member,
     MemberStatus,
     Page,
     QuotaUsage,
     Scrubbed,
     Status,
+    StoreInfo,
     Task,
     TaskStatus,
     Visibility,
@@ -64,6 +66,7 @@ from .model import (
 from .patching import apply_changes, coerce_base
 from .quotas import Limits, Quotas
 from .recovery import release_dead_uploads, remove_orphans, scrub
+from .stores import Stores
 from .uploads import Uploads
 
 
@@ -118,7 +121,6 @@ class ImageService:
         self.rules = rules
         #: Seconds staged data waits for its import before recovery removes it.
         self.stage_expiry = stage_expiry
-        self.blobs = blobs
         self.hash_algo = check_algorithm(hash_algo)
         self.limits = limits
         self.guard = ImageGuard(metadata, clock if clock is not None else default_clock())
@@ -128,16 +130,20 @@ class ImageService:
         self.uploads = Uploads(
             self.guard, blobs, self.quotas, self.hash_algo, require_format_match, self.node
         )
+        #: The deployment's stores by name (one unnamed store unless configured).
+        self.stores: Stores = self.uploads.stores
         self._sweeps = 0
         self._orphans: Deferred[builtins.list[str]] | None = None
         #: Every blob location the background orphan removal removed (for tests and logs).
         self.orphans_removed: builtins.list[str] = []
+        #: The blob store given: every store as one (``Stores``), or the only one.
+        self.blobs: IBlobStore = blobs
         self.members = Members(self.guard, self.quotas)
         #: Tasks live in the metadata database (the SQL store is both).
         tasks = ITaskStore(metadata)
         self.imports = Imports(
             self.guard, self.uploads, tasks, import_methods, fetcher, uri_rules, import_plugins,
-            remote, download_properties,
+            remote, download_properties, rules,
         )
 
     # -- images ---------------------------------------------------------------------------
@@ -203,10 +209,108 @@ class ImageService:
                 raise Forbidden(f"Image {image.id} is protected and cannot be deleted.")
             return transition(image, Status.DELETED, BadRequest, self.guard.now())
 
+        refusing: builtins.list[Location] = []
+        if any(store.refuses_deletes for store in self.stores):
+            image = await self.guard.visible(context, image_id)
+            refusing = self._refusing(image.locations)
+        if refusing:
+            # A store that may refuse (RBD, while clones of the image exist) goes first, and
+            # only once the caller may delete the image: refused, nothing has changed (409).
+            def check(current: Image) -> Image:
+                mutate(current)
+                return current
+
+            await self.guard.modify(context, image_id, "delete", check, "check_delete")
+            for location in refusing:
+                await self.blobs.delete(location.url)
         change = await self.guard.modify(context, image_id, "delete", mutate, "delete_image")
         self.log.info("deleted image {image_id}", image_id=image_id)
-        if change.before.location is not None:
-            await self.uploads.delete_blob(image_id, change.before.location)
+        for location in change.before.locations:
+            if location not in refusing:
+                await self.uploads.delete_blob(image_id, location.url)
+
+    def _refusing(self, locations: Sequence[Location]) -> builtins.list[Location]:
+        """The copies in stores that may refuse to delete them (see ``NamedStore``)."""
+        found = []
+        for location in locations:
+            store = self.stores.store_of(location)
+            if store is not None and store.refuses_deletes:
+                found.append(location)
+        return found
+
+    @property
+    def store_info(self) -> tuple[StoreInfo, ...]:
+        if not self.stores.multi:
+            return ()
+        stores = sorted(self.stores, key=lambda store: store.name != self.stores.default)
+        return tuple(
+            StoreInfo(
+                id=store.name, description=store.description,
+                default=store.name == self.stores.default, type=store.type,
+                weight=store.weight, properties=dict(store.properties),
+            )
+            for store in stores
+        )
+
+    def describe_stores(self, context: RequestContext, detail: bool) -> tuple[StoreInfo, ...]:
+        if not self.stores.multi:
+            raise NotFound("Multi backend is not supported at this site.")
+        if detail:
+            policy.check_stores_detail(context)
+        return self.store_info
+
+    def named_locations(self, locations: Sequence[Location]) -> tuple[Location, ...]:
+        return self.stores.named_locations(locations)
+
+    @deferred
+    async def delete_from_store(self, context: RequestContext, store: str, image_id: str) -> None:
+        """
+        ``DELETE /v2/stores/{store}/{image}`` (2.10): remove one copy of an active image's
+        data; never the last one (delete the image instead).  The codes are Glance's.
+        """
+        if not self.stores.multi:
+            raise NotFound("Multi backend is not supported at this site.")
+        if store not in self.stores:
+            raise Conflict(f"The selected store {store} is not available on this node.")
+        image = await self.guard.visible(context, image_id)
+        policy.check_delete_location(context)
+
+        def check(current: Image) -> tuple[Image, Location]:
+            if current.status is not Status.ACTIVE:
+                raise Conflict(
+                    "It's not allowed to remove image data from store if image status is not "
+                    "'active'"
+                )
+            named = self.stores.named_locations(current.locations)
+            found = [loc for loc in named if loc.store == store]
+            if not found:
+                raise NotFound(f"Image {image_id} is not present in store {store}")
+            if len(current.locations) == 1:
+                raise Forbidden(
+                    "Cannot delete image data from the only store containing it. Consider "
+                    "deleting the image instead."
+                )
+            return current, current.locations[named.index(found[0])]
+
+        _image, copy = check(image)
+        refused_first = bool(self._refusing([copy]))
+        if refused_first:
+            await self.blobs.delete(copy.url)  # InUse: 409, nothing changed
+
+        def remove(current: Image) -> Image:
+            _current, copy = check(current)
+            return attrs.evolve(
+                current, updated_at=self.guard.now(),
+                locations=tuple(loc for loc in current.locations if loc != copy),
+            )
+
+        await self.guard.modify(context, image_id, "delete data of", remove, "delete_copy")
+        self.log.info(
+            "removed the copy of image {image_id} in store {store}", image_id=image_id,
+            store=store,
+        )
+        if not refused_first:
+            await self.uploads.delete_blob(image_id, copy.url)
 
     def add_tag(self, context: RequestContext, image_id: str, tag: str) -> Deferred[None]:
         def mutate(image: Image) -> Image:
@@ -256,8 +360,9 @@ class ImageService:
         image_id: str,
         producer: IBodyProducer,
         size: int | None = None,
+        store: str | None = None,
     ) -> Image:
-        return await self.uploads.upload(context, image_id, producer, size)
+        return await self.uploads.upload(context, image_id, producer, size, store=store)
 
     @deferred
     async def stage(
@@ -328,9 +433,13 @@ class ImageService:
 
     @deferred
     async def download(
-        self, context: RequestContext, image_id: str, byte_range: ByteRange | None = None
+        self,
+        context: RequestContext,
+        image_id: str,
+        byte_range: ByteRange | None = None,
+        prefer: Sequence[str] = (),
     ) -> Download:
-        return await self.uploads.download(context, image_id, byte_range)
+        return await self.uploads.download(context, image_id, byte_range, tuple(prefer))
 
     # -- members --------------------------------------------------------------------------
 
@@ -369,14 +478,27 @@ class ImageService:
         except Exception as e:
             self.log.error("health check: the database does not answer: {error}", error=e)
             return "DATABASE UNREACHABLE"
+        failing = await self.stores.unhealthy()
+        for name, why in failing:
+            self.log.error("health check: store {store} does not answer: {why}",
+                           store=name, why=why)
+        if len(failing) == len(self.stores):
+            # Nothing can be stored or served; one store down of several still serves (the
+            # other copies), which ``store_problems`` reports without failing the node.
+            return "STORE UNAVAILABLE: " + "; ".join(f"{n}: {w}" for n, w in failing)
         return None
+
+    @deferred
+    async def store_problems(self) -> builtins.list[str]:
+        """The stores that do not answer, each as ``store <name>: <why>``."""
+        return [f"store {name}: {why}" for name, why in await self.stores.unhealthy()]
 
     @deferred
     async def recover(self, started_at: float) -> Scrubbed:
         scrubbed = await scrub(
             self.metadata, self.blobs, self.uploads.restore, None, started_at, self.uploads.busy
         )
-        await self.imports.end_orphaned(self.node, set)
+        await self.imports.end_orphaned(self.node, set, self.guard.now())
         return scrubbed
 
     @deferred
@@ -402,7 +524,9 @@ class ImageService:
             self.metadata, uploads.restore, self.node, running,
             now - timedelta(seconds=UPLOAD_LEASE), now - timedelta(seconds=ORPHAN_MARGIN),
         )
-        await self.imports.end_orphaned(self.node, running)
+        await self.imports.end_orphaned(
+            self.node, running, now - timedelta(seconds=UPLOAD_LEASE)
+        )
         await self.imports.expire_staged(now - timedelta(seconds=self.stage_expiry))
         if self._sweeps % ORPHAN_SWEEPS == ORPHAN_SWEEPS - 1:
             # Finished tasks are kept until their expires_at (Glance's task_time_to_live).

@@ -44,8 +44,10 @@ from .store.swift import SWIFT_MAX_OBJECT
 from .web.auth import LOOPBACK, STRATEGY_NAMES, Network, parse_networks
 from .web.streaming import HTTPLimits
 
-#: The ``--store`` choices (``imaged.assembly`` builds each).
-STORES = ("file", "swift", "s3")
+#: The ``--store`` choices and ``[stores.<name>]`` types (``imaged.assembly`` builds each).
+STORES = ("file", "swift", "s3", "rbd")
+#: What a store may be called (Glance's store ids are config section names).
+STORE_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 
@@ -135,6 +137,31 @@ class S3Settings:
 
 
 @attrs.frozen
+class RBDSettings:
+    pool: str = "images"
+    user: str = "imaged"
+    conf: str = ""
+    #: In MiB, as glance_store's ``rbd_store_chunk_size``.
+    chunk_size: int = 8
+    connect_timeout: float = 10.0
+
+
+@attrs.frozen
+class StoreSettings:
+    """One store: a ``[stores.<name>]`` table, or the single store of ``--store``."""
+
+    name: str
+    type: str
+    description: str = ""
+    weight: int = 0
+    #: A file store's directory.
+    directory: str | None = None
+    swift: SwiftSettings | None = None
+    s3: S3Settings | None = None
+    rbd: RBDSettings | None = None
+
+
+@attrs.frozen
 class Settings:
     """Everything a running imaged was configured with (the options, checked)."""
 
@@ -158,6 +185,11 @@ class Settings:
     store: str = "file"
     swift: SwiftSettings | None = None
     s3: S3Settings | None = None
+    rbd: RBDSettings | None = None
+    #: The ``[stores.<name>]`` tables (multi-store), and the default among them; empty for
+    #: the single store of ``--store``.
+    named_stores: tuple[StoreSettings, ...] = ()
+    default_store: str | None = None
     show_locations: bool = False
     require_format_match: bool = True
     rules: Rules = Rules()
@@ -188,23 +220,33 @@ class Settings:
         if options["log-format"] not in ("text", "json"):
             raise SettingsError(f"--log-format: '{options['log-format']}' is not text or json")
         if options["store"] not in STORES:
-            raise SettingsError(f"--store: '{options['store']}' is not one of file, swift, s3")
+            raise SettingsError(
+                f"--store: '{options['store']}' is not one of {', '.join(STORES)}"
+            )
         try:
             check_algorithm(options["hash-algo"])
         except BadRequest as e:
             raise SettingsError(f"--hash-algo: {e.message}") from None
         if options["auth"] != "keystone":
             _no_keystone_options(options)
-        if options["deactivate-policy"] not in DEACTIVATE_POLICIES:
-            raise SettingsError(
-                f"--deactivate-policy: '{options['deactivate-policy']}' is not one of "
-                f"{', '.join(DEACTIVATE_POLICIES)}"
-            )
+        for policy_option in ("deactivate-policy", "copy-image-policy"):
+            if options[policy_option] not in DEACTIVATE_POLICIES:
+                raise SettingsError(
+                    f"--{policy_option}: '{options[policy_option]}' is not one of "
+                    f"{', '.join(DEACTIVATE_POLICIES)}"
+                )
         try:
             trusted_networks = parse_networks(options["trusted-networks"])
         except ValueError as e:
             raise SettingsError(f"--trusted-networks: {e}") from None
         data_dir = os.path.abspath(options["data-dir"])
+        named = _named_stores(options, data_dir)
+        default_store = options["default-store"]
+        if default_store is not None and default_store not in {n.name for n in named}:
+            raise SettingsError(
+                f"--default-store: '{default_store}' is not a [stores.<name>] table"
+                if named else "--default-store needs [stores.<name>] tables"
+            )
         database = options["database"] or "sqlite:///" + os.path.join(data_dir, "imaged.sqlite")
         return cls(
             data_dir=data_dir,
@@ -231,11 +273,17 @@ class Settings:
             ),
             http=_http(options),
             store=options["store"],
-            swift=_swift(options) if options["store"] == "swift" else None,
-            s3=_s3(options) if options["store"] == "s3" else None,
+            swift=_swift(options) if options["store"] == "swift" and not named else None,
+            s3=_s3(options) if options["store"] == "s3" and not named else None,
+            rbd=_rbd(options) if options["store"] == "rbd" and not named else None,
+            named_stores=named,
+            default_store=(default_store or named[0].name) if named else None,
             show_locations=bool(options["show-locations"]),
             require_format_match=not options["no-require-format-match"],
-            rules=Rules(deactivate=options["deactivate-policy"]),
+            rules=Rules(
+                deactivate=options["deactivate-policy"],
+                copy_image=options["copy-image-policy"],
+            ),
             schemas=_schemas(options["schema-image"]),
             import_methods=_methods(options["enabled-import-methods"]),
             stage_expiry=_positive_seconds(options["stage-expiry"], "--stage-expiry"),
@@ -356,7 +404,7 @@ def _http(options: Mapping[str, Any]) -> HTTPLimits:
     return HTTPLimits(**given)
 
 
-_Section = TypeVar("_Section", KeystoneSettings, SwiftSettings, S3Settings)
+_Section = TypeVar("_Section", KeystoneSettings, SwiftSettings, S3Settings, RBDSettings)
 
 
 def _section(
@@ -393,28 +441,78 @@ def _keystone(options: Mapping[str, Any]) -> KeystoneSettings:
     return _section(KeystoneSettings, "keystone", options, password=password)
 
 
-def _swift(options: Mapping[str, Any]) -> SwiftSettings:
-    _require(options, "--store swift", "swift-auth-url", "swift-user")
-    key = read_secret(
-        options["swift-key-file"], "IMAGED_SWIFT_KEY", "--swift-key-file", "--store swift"
-    )
+def _swift(
+    options: Mapping[str, Any],
+    needed_by: str = "--store swift",
+    key_variable: str = "IMAGED_SWIFT_KEY",
+) -> SwiftSettings:
+    _require(options, needed_by, "swift-auth-url", "swift-user")
+    key = read_secret(options["swift-key-file"], key_variable, "--swift-key-file", needed_by)
     if options["swift-segment-size"] > SWIFT_MAX_OBJECT:
         raise SettingsError("--swift-segment-size: at most 5 GiB (Swift's object limit)")
     return _section(SwiftSettings, "swift", options, key=key)
 
 
-def _s3(options: Mapping[str, Any]) -> S3Settings:
-    _require(options, "--store s3", "s3-endpoint", "s3-access-key")
+def _rbd(options: Mapping[str, Any], needed_by: str = "--store rbd") -> RBDSettings:
+    chunk = options["rbd-chunk-size"]
+    if chunk & (chunk - 1) or chunk > 32:
+        raise SettingsError(f"{needed_by}: --rbd-chunk-size is a power of 2 up to 32 (MiB)")
+    if options["rbd-connect-timeout"] <= 0:
+        raise SettingsError(f"{needed_by}: --rbd-connect-timeout must be positive")
+    return _section(RBDSettings, "rbd", options)
+
+
+def _named_stores(options: Mapping[str, Any], data_dir: str) -> tuple[StoreSettings, ...]:
+    """The ``[stores.<name>]`` tables (``imaged.config`` checked their keys): each store's
+    settings, from its table over the top-level options."""
+    tables = options.get("stores") or {}
+    named = []
+    for name, table in tables.items():
+        merged = {**options, **table["options"]}
+        kind = table["type"]
+        needed_by = f"[stores.{name}]"
+        store = StoreSettings(
+            name=name, type=kind, description=table["description"], weight=table["weight"]
+        )
+        if kind == "file":
+            directory = table["options"].get("directory") or os.path.join(
+                data_dir, "stores", name
+            )
+            store = attrs.evolve(store, directory=os.path.abspath(directory))
+        elif kind == "swift":
+            store = attrs.evolve(store, swift=_swift(merged, needed_by, f"IMAGED_{_env(name)}_KEY"))
+        elif kind == "s3":
+            store = attrs.evolve(
+                store, s3=_s3(merged, needed_by, f"IMAGED_{_env(name)}_SECRET_KEY")
+            )
+        else:
+            store = attrs.evolve(store, rbd=_rbd(merged, needed_by))
+        named.append(store)
+    directories = [s.directory for s in named if s.directory is not None]
+    if len(set(directories)) != len(directories):
+        raise SettingsError("two [stores.<name>] file stores share a directory")
+    return tuple(named)
+
+
+def _env(name: str) -> str:
+    return "STORE_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def _s3(
+    options: Mapping[str, Any],
+    needed_by: str = "--store s3",
+    secret_variable: str = "IMAGED_S3_SECRET_KEY",
+) -> S3Settings:
+    _require(options, needed_by, "s3-endpoint", "s3-access-key")
     secret = read_secret(
-        options["s3-secret-key-file"], "IMAGED_S3_SECRET_KEY", "--s3-secret-key-file",
-        "--store s3",
+        options["s3-secret-key-file"], secret_variable, "--s3-secret-key-file", needed_by,
     )
     if options["s3-addressing"] not in ("path", "virtual"):
         raise SettingsError("--s3-addressing: 'path' or 'virtual'")
     try:
         from .store.s3 import MIN_PART  # botocore signs S3 requests: an optional extra
     except ImportError:
-        raise SettingsError("--store s3 needs botocore: pip install 'imaged[s3]'") from None
+        raise SettingsError(f"{needed_by} needs botocore: pip install 'imaged[s3]'") from None
     if options["s3-part-size"] < MIN_PART:
         raise SettingsError("--s3-part-size: at least 5 MiB (S3's smallest part)")
     return _section(S3Settings, "s3", options, secret_key=secret)
@@ -422,10 +520,13 @@ def _s3(options: Mapping[str, Any]) -> S3Settings:
 
 __all__ = [
     "STORES",
+    "STORE_NAME",
     "KeystoneSettings",
+    "RBDSettings",
     "S3Settings",
     "Settings",
     "SettingsError",
+    "StoreSettings",
     "SwiftSettings",
     "count_limit",
     "positive_int",

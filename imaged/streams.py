@@ -12,6 +12,7 @@ while the consumer has it paused.  Neither ever holds more than a few chunks in 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -320,3 +321,150 @@ class _TeeConsumer:
     def write(self, data: bytes) -> None:
         self._observe(data)
         self._consumer.write(data)
+
+
+@implementer(IConsumer)
+class FanOut:
+    """
+    One producer read once and written to several consumers: ``branches`` are that many
+    ``IBodyProducer``\\ s of the same bytes (an import into several stores, a copy to several
+    stores).
+
+    The source starts once every branch has started (or been dropped), is paused while any
+    branch is paused (the slowest consumer sets the pace) and stopped when every branch is.
+    A branch stopped by its consumer is dropped and the others go on; ``abort`` ends them all
+    with a failure.  Nothing is buffered here: each chunk goes to every consumer as it comes.
+    """
+
+    def __init__(self, source: IBodyProducer, count: int) -> None:
+        self._source = source
+        self.branches = [_Branch(self, source.length) for _ in range(count)]
+        self._paused: set[_Branch] = set()
+        self._started = False
+        self._ended = False
+        #: Why it ended, if it failed (a branch starting late fails with it at once).
+        self.failure: Failure | None = None
+
+    # -- what branches tell it ----------------------------------------------------------------
+
+    def _live(self) -> list[_Branch]:
+        return [branch for branch in self.branches if not branch.dropped]
+
+    def _branch_started(self) -> None:
+        live = self._live()
+        if self._started or not all(branch.consumer is not None for branch in live):
+            return
+        if not live:
+            return
+        self._started = True
+        self._source.startProducing(self).addCallbacks(self._finished, self._failed)
+
+    def _pause(self, branch: _Branch) -> None:
+        first = not self._paused
+        self._paused.add(branch)
+        if first and self._started and not self._ended:
+            self._source.pauseProducing()
+
+    def _resume(self, branch: _Branch) -> None:
+        if branch not in self._paused:
+            return
+        self._paused.discard(branch)
+        if not self._paused and self._started and not self._ended:
+            self._source.resumeProducing()
+
+    def _drop(self, branch: _Branch) -> None:
+        self._resume(branch)
+        if not self._live():
+            self._end()
+            with contextlib.suppress(Exception):
+                self._source.stopProducing()
+        else:
+            self._branch_started()  # the others may have been waiting for this one
+
+    def abort(self, failure: Failure) -> None:
+        """End every branch with ``failure`` and stop the source."""
+        if self._ended:
+            return
+        self._end()
+        self.failure = failure
+        with contextlib.suppress(Exception):
+            self._source.stopProducing()
+        for branch in self._live():
+            branch.end(failure)
+
+    def _end(self) -> None:
+        self._ended = True
+
+    # -- IConsumer, for the source -------------------------------------------------------------
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        for branch in self._live():
+            assert branch.consumer is not None
+            branch.consumer.write(data)
+
+    def _finished(self, _: object) -> None:
+        if self._ended:
+            return
+        self._end()
+        for branch in self._live():
+            branch.end(None)
+
+    def _failed(self, failure: Failure) -> None:
+        if self._ended:
+            return
+        self._end()
+        self.failure = failure
+        for branch in self._live():
+            branch.end(failure)
+
+
+@implementer(IBodyProducer, IPushProducer)
+class _Branch:
+    """One of ``FanOut``'s producers."""
+
+    def __init__(self, fan: FanOut, length: Any) -> None:
+        self._fan = fan
+        self.length = length
+        self.consumer: IConsumer | None = None
+        self.dropped = False
+        self._done: Deferred[None] | None = None
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self.consumer = consumer
+        if self._fan._ended:  # aborted before this consumer came
+            failure = self._fan.failure or Failure(CancelledError())
+            late: Deferred[None] = Deferred()
+            late.errback(failure)
+            return late
+        self._done = Deferred()
+        done = self._done
+        self._fan._branch_started()
+        return done
+
+    def pauseProducing(self) -> None:
+        if not self.dropped:
+            self._fan._pause(self)
+
+    def resumeProducing(self) -> None:
+        self._fan._resume(self)
+
+    def stopProducing(self) -> None:
+        """Drop this branch; its Deferred never fires (as ``IBodyProducer`` says)."""
+        if not self.dropped:
+            self.dropped = True
+            self._fan._drop(self)
+
+    def end(self, failure: Failure | None) -> None:
+        done, self._done = self._done, None
+        if done is None or done.called:
+            return
+        if failure is None:
+            done.callback(None)
+        else:
+            done.errback(failure)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from .errors import NotFound
+from .errors import InUse, NotFound, StoreFailure
 from .hashing import Digests
 from .interfaces import IBlobStore, IMetadataStore
 from .model import StoredBlob
@@ -31,24 +32,39 @@ from .policy import Rules
 from .quotas import Limits
 from .service import ImageService
 from .store.sql import SQLMetadataStore
+from .stores import NamedStore, Stores
 from .streams import ChunkProducer, consume
 
 
 @implementer(IBlobStore)
 class MemoryBlobStore:
-    """``IBlobStore`` in a dict; ``blobs`` maps locations to bytes for inspection."""
+    """
+    ``IBlobStore`` in a dict; ``blobs`` maps locations to bytes for inspection.  Locations are
+    ``memory://<store>/<image>/<serial>``, ``<store>`` unique to the instance (or ``name``), so
+    several of them make a multi-store deployment.  ``broken`` makes every call fail as a store
+    that is down (``StoreFailure``), and ``in_use`` makes deletes of those locations refused
+    as an RBD image with clones is.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str | None = None) -> None:
         self.blobs: dict[str, bytes] = {}
         self.written_at: dict[str, float] = {}
         self._serial = 0
+        self.name = name or uuid.uuid4().hex[:8]
+        self.broken = False
+        self.in_use: set[str] = set()
 
     def copy(self) -> MemoryBlobStore:
         """Another store holding the same blobs (to try things on a snapshot)."""
-        copied = MemoryBlobStore()
+        copied = MemoryBlobStore(self.name)
         copied.blobs, copied.written_at = dict(self.blobs), dict(self.written_at)
         copied._serial = self._serial
         return copied
+
+    def _down(self) -> Deferred[Any] | None:
+        if self.broken:
+            return fail(StoreFailure(f"memory store {self.name} is down"))
+        return None
 
     def write(
         self,
@@ -57,10 +73,13 @@ class MemoryBlobStore:
         hash_algo: str,
         size_cap: int | None = None,
     ) -> Deferred[StoredBlob]:
+        down = self._down()
+        if down is not None:
+            return down
         digests = Digests(hash_algo)
         chunks: list[bytes] = []
         self._serial += 1
-        location = f"memory://{image_id}/{self._serial}"
+        location = f"memory://{self.name}/{image_id}/{self._serial}"
 
         def write_chunk(data: bytes) -> Deferred[None]:
             digests.update(data)
@@ -83,6 +102,9 @@ class MemoryBlobStore:
     def read(
         self, location: str, offset: int = 0, length: int | None = None
     ) -> Deferred[IBodyProducer]:
+        down = self._down()
+        if down is not None:
+            return down
         if location not in self.blobs:
             return fail(NotFound(f"Image data at {location} is missing"))
         data = self.blobs[location]
@@ -93,9 +115,20 @@ class MemoryBlobStore:
         )
 
     def delete(self, location: str) -> Deferred[None]:
+        down = self._down()
+        if down is not None:
+            return down
+        if location in self.in_use:
+            return fail(InUse(f"Image data at {location} is in use by the store."))
         self.blobs.pop(location, None)
         self.written_at.pop(location, None)
         return succeed(None)
+
+    def owns(self, location: str) -> bool:
+        return location.startswith(f"memory://{self.name}/")
+
+    def ping(self) -> Deferred[None]:
+        return self._down() or succeed(None)
 
     def stored_before(self, timestamp: float) -> Deferred[list[str]]:
         return succeed([loc for loc, at in self.written_at.items() if at < timestamp])
@@ -216,3 +249,20 @@ class TwistdDaemon:
         code = self.process.wait(timeout=30)
         self.process = None
         return code
+
+
+def memory_stores(*names: str, default: str | None = None, rbd: tuple[str, ...] = ()) -> Stores:
+    """A multi-store deployment of in-memory stores called ``names`` (weights falling in
+    that order: the first is read first); those in ``rbd`` say they are of type ``rbd``
+    (deletes first, as an RBD store that may refuse them)."""
+    return Stores(
+        [
+            NamedStore(
+                name=name, type="rbd" if name in rbd else "memory", blobs=MemoryBlobStore(name),
+                description=f"store {name}", weight=100 - index,
+            )
+            for index, name in enumerate(names)
+        ],
+        default or names[0],
+        multi=True,
+    )

@@ -21,8 +21,9 @@ from datetime import datetime
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, maybeDeferred
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 from twisted.web.iweb import IBodyProducer
 
 from . import policy
@@ -37,6 +38,7 @@ from .errors import (
     MetadataUnavailable,
     NotFound,
     RangeNotSatisfiable,
+    StoreFailure,
     TooLarge,
 )
 from .formats import FormatInspector
@@ -44,6 +46,7 @@ from .guards import ImageGuard
 from .interfaces import IBlobStore
 from .lifecycle import transition
 from .logcontext import Logger
+from .metrics import STORE_ERRORS
 from .model import (
     ByteRange,
     ContainerFormat,
@@ -51,12 +54,14 @@ from .model import (
     Download,
     Image,
     ImageChange,
+    Location,
     Member,
     Status,
     StoredBlob,
 )
 from .quotas import Quotas, storage_quota_message
-from .streams import TeeProducer
+from .stores import NamedStore, Stores, one_store
+from .streams import FanOut, TeeProducer
 
 
 @attrs.frozen
@@ -103,6 +108,30 @@ Adjust = Callable[[Image], Image]
 #: An image's disk and container formats.
 Formats = tuple[DiskFormat | None, ContainerFormat | None]
 
+
+
+@attrs.frozen
+class Copies:
+    """What writing one stream to several stores gave: the copies made, and the stores
+    that failed (only when the caller accepts a partial result)."""
+
+    made: tuple[tuple[NamedStore, StoredBlob], ...]
+    failed: tuple[str, ...] = ()
+
+    @property
+    def blob(self) -> StoredBlob:
+        """The data's attributes (every copy has the same: checked as they are made)."""
+        return self.made[0][1]
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(blob.location for _store, blob in self.made)
+
+    @property
+    def locations(self) -> tuple[Location, ...]:
+        return tuple(Location(blob.location, store.name) for store, blob in self.made)
+
+
 #: Seconds between attempts to repair an image after the metadata database failed, doubling
 #: up to the last; after ``REPAIR_ATTEMPTS`` the repair is left to the periodic recovery.
 REPAIR_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
@@ -124,7 +153,10 @@ class Uploads:
         node: str = "local",
     ) -> None:
         self.guard = guard
-        self.blobs = blobs
+        #: The deployment's stores (one, unnamed, when ``blobs`` is a plain blob store).
+        self.stores: Stores = one_store(blobs)
+        #: Every store as one: reads and deletes go to the store that holds a location.
+        self.blobs: IBlobStore = self.stores
         self.quotas = quotas
         self.hash_algo = hash_algo
         #: Glance's ``require_image_format_match``: refuse data that is not its disk_format.
@@ -145,15 +177,19 @@ class Uploads:
         producer: IBodyProducer,
         size: int | None = None,
         intake: Intake = UPLOAD,
+        store: str | None = None,
     ) -> Image:
         cap = self.quotas.limits.image_size_cap
         if size is not None and size > cap:
             raise TooLarge(f"Image size {size} exceeds the size cap of {cap} bytes.")
+        target = self.stores.target(store)  # an unknown store: 400 before anything changes
         claimed = await self._claim(context, image_id, intake)
         saving, queued_at = claimed.after, claimed.before.updated_at
         claim = saving.upload_node
         assert claim is not None
-        return await self.receive(saving, claim, queued_at, producer, size, intake)
+        return await self.receive(
+            saving, claim, queued_at, producer, size, intake, targets=(target,)
+        )
 
     def new_claim(self) -> str:
         """A claim of this node on an image's incoming data, ``<node>#<nonce>``."""
@@ -169,9 +205,14 @@ class Uploads:
         intake: Intake = UPLOAD,
         adjust: Adjust | None = None,
         formats: Formats | None = None,
+        targets: tuple[NamedStore, ...] = (),
+        must_succeed: bool = True,
     ) -> Image:
         """Take in the data of an image already claimed (``saving`` is it, in
         ``intake.receiving`` under ``claim``); what ``upload`` does after its claim.
+        The data goes to every store of ``targets`` (the default store if none) from one
+        read of ``producer``; with ``must_succeed`` false, the stores that fail are left
+        out (named in ``os_glance_failed_import``) as long as one works.
         ``adjust`` changes the image in the publishing transaction (an import's plugins:
         a new ``disk_format``, injected properties); ``saving``'s ``disk_format`` is what the
         data is inspected against.  ``formats`` are the image's formats when it was claimed
@@ -183,6 +224,7 @@ class Uploads:
             return await self._receive(
                 saving, claim, queued_at, producer, size, intake, adjust,
                 formats or (saving.disk_format, saving.container_format),
+                targets or (self.stores.target(None),), must_succeed,
             )
         finally:
             if self.live.get(image_id) == claim:
@@ -202,6 +244,8 @@ class Uploads:
         intake: Intake,
         adjust: Adjust | None = None,
         formats: Formats | None = None,
+        targets: tuple[NamedStore, ...] = (),
+        must_succeed: bool = True,
     ) -> Image:
         """
         The rest of ``upload`` once the image is ``saving`` under ``claim``.  A refused
@@ -212,7 +256,7 @@ class Uploads:
         try:
             allowance = await self.quotas.upload_allowance(saving.owner, size)
         except Exception:  # not GeneratorExit: a coroutine being closed must not await
-            await self._abandon(image_id, claim, None, queued_at)
+            await self._abandon(image_id, claim, (), queued_at)
             raise
         limit = cap if allowance is None else min(cap, allowance)
         self.log.info("receiving data for image {image_id}", image_id=image_id)
@@ -222,9 +266,9 @@ class Uploads:
             inspector = FormatInspector()
             producer = TeeProducer(producer, inspector.feed)
         try:
-            blob = await self.blobs.write(image_id, producer, self.hash_algo, limit)
+            copies = await self.write_copies(image_id, producer, targets, limit, must_succeed)
         except Exception as e:
-            await self._abandon(image_id, claim, None, queued_at)
+            await self._abandon(image_id, claim, (), queued_at)
             self.log.warn(
                 "upload of image {image_id} failed: {why}", image_id=image_id, why=str(e)
             )
@@ -232,6 +276,7 @@ class Uploads:
                 raise TooLarge(storage_quota_message(None, allowance)) from None
             raise
         # The bytes are stored: from here on, any failure must remove them and queue the image.
+        blob = copies.blob
         try:
             if size is not None and blob.size != size:
                 raise BadRequest(
@@ -239,11 +284,82 @@ class Uploads:
                 )
             virtual_size = self._inspected_size(saving, blob, inspector)
         except Exception:
-            await self._abandon(image_id, claim, blob.location, queued_at)
+            await self._abandon(image_id, claim, copies.urls, queued_at)
             raise
         return await self._publish(
-            image_id, claim, queued_at, blob, virtual_size, intake, adjust, formats
+            image_id, claim, queued_at, copies, virtual_size, intake, adjust, formats
         )
+
+    async def write_copies(
+        self,
+        image_id: str,
+        producer: IBodyProducer,
+        targets: tuple[NamedStore, ...],
+        limit: int | None,
+        must_succeed: bool = True,
+    ) -> Copies:
+        """
+        ``producer`` read once into every store of ``targets`` at the same time (the
+        slowest store setting the pace), each store hashing what it writes: the copies'
+        digests must agree.  With ``must_succeed``, the first failure stops every write and
+        removes what the others stored; otherwise the stores that fail are reported, as long
+        as one succeeds.
+        """
+        if len(targets) == 1:
+            store = targets[0]
+            try:
+                blob = await store.blobs.write(image_id, producer, self.hash_algo, limit)
+            except StoreFailure as e:
+                STORE_ERRORS.labels(store.name, "write").inc()
+                self.log.warn("store {store} failed: {why}", store=store.name, why=e.message)
+                raise
+            return Copies(((store, blob),))
+        fan = FanOut(producer, len(targets))
+        writes: list[Deferred[StoredBlob]] = []
+        for store, branch in zip(targets, fan.branches, strict=True):
+            written: Deferred[StoredBlob] = maybeDeferred(
+                store.blobs.write, image_id, branch, self.hash_algo, limit
+            )
+
+            def drop(failure: Any, branch: Any = branch) -> Any:
+                # This store is out: the others must not wait for it (or, when every store
+                # must succeed, must not go on at all).
+                if must_succeed:
+                    fan.abort(failure)
+                else:
+                    branch.stopProducing()
+                return failure
+
+            writes.append(written.addErrback(drop))
+        results: list[tuple[bool, Any]] = await DeferredList(writes, consumeErrors=True)
+        made: list[tuple[NamedStore, StoredBlob]] = [
+            (store, outcome) for store, (ok, outcome) in zip(targets, results, strict=True)
+            if ok
+        ]
+        failed: list[tuple[NamedStore, Failure]] = [
+            (store, outcome) for store, (ok, outcome) in zip(targets, results, strict=True)
+            if not ok
+        ]
+        digests = {(blob.size, blob.hash_value) for _store, blob in made}
+        if (failed and (must_succeed or not made)) or len(digests) > 1:
+            for _store, blob in made:
+                await self.delete_blob(image_id, blob.location)
+            if len(digests) > 1:
+                raise StoreFailure(f"The copies of image {image_id} differ; none was kept.")
+            # The most telling failure: the data's (too large, refused) before a store's.
+            errors: list[BaseException] = [
+                why.value for _store, why in failed if why.value is not None
+            ]
+            raise next((e for e in errors if not isinstance(e, StoreFailure)), errors[0])
+        for store, why in failed:
+            if why.check(StoreFailure):
+                STORE_ERRORS.labels(store.name, "write").inc()
+        for store, why in failed:
+            self.log.warn(
+                "copy of image {image_id} to store {store} failed: {why}",
+                image_id=image_id, store=store.name, why=str(why.value),
+            )
+        return Copies(tuple(made), tuple(store.name for store, _why in failed))
 
     async def _claim(
         self, context: RequestContext, image_id: str, intake: Intake
@@ -295,7 +411,7 @@ class Uploads:
         image_id: str,
         claim: str,
         queued_at: datetime,
-        blob: StoredBlob,
+        copies: Copies,
         virtual_size: int | None,
         intake: Intake,
         adjust: Adjust | None = None,
@@ -303,6 +419,7 @@ class Uploads:
     ) -> Image:
         """``saving -> active`` (``intake``'s statuses) with the data's attributes, unless the
         image moved on."""
+        blob = copies.blob
 
         def finish(image: Image, _member: Member | None) -> Image:
             if image.status is not intake.receiving or image.upload_node != claim:
@@ -318,6 +435,10 @@ class Uploads:
                 image = attrs.evolve(image, properties={
                     k: v for k, v in image.properties.items() if k not in intake.clears
                 })
+            if copies.failed:
+                image = attrs.evolve(image, properties={
+                    **image.properties, "os_glance_failed_import": ",".join(copies.failed),
+                })
             if adjust is not None:
                 image = adjust(image)
             data: dict[str, Any] = dict(
@@ -326,7 +447,7 @@ class Uploads:
                 checksum=blob.checksum,
                 os_hash_algo=blob.hash_algo,
                 os_hash_value=blob.hash_value,
-                location=blob.location,
+                locations=copies.locations,
             )
             if intake.final is intake.receiving:
                 # Staged, or fetched for an import's plugins: the data waits for what follows.
@@ -340,10 +461,12 @@ class Uploads:
             change = await self.guard.metadata.modify(image_id, finish, name="finish_upload")
         except (Gone, ImageNotFound):
             current = await self.guard.metadata.get(image_id)
-            if current is None or (
-                current.status is not intake.receiving and current.location != blob.location
-            ):
-                await self.delete_blob(image_id, blob.location)
+            for url in copies.urls:
+                if current is None or (
+                    current.status is not intake.receiving
+                    and url not in {loc.url for loc in current.locations}
+                ):
+                    await self.delete_blob(image_id, url)
             # else another upload holds the image now, and may have published to the same
             # location: the orphan sweep removes the bytes if nothing refers to them.
             raise Gone(f"Image {image_id} was deleted during upload.") from None
@@ -351,11 +474,11 @@ class Uploads:
             # Whether the commit happened is unknown (the connection may have gone during
             # it): the repair reads the image once the database answers, and keeps the bytes
             # if the image did become active with them.
-            self._repair_later(image_id, claim, blob.location)
+            self._repair_later(image_id, claim, copies.urls)
             raise
         except Exception:
             # Refused (a value the database cannot hold, say): nothing was written.
-            await self._abandon(image_id, claim, blob.location, queued_at)
+            await self._abandon(image_id, claim, copies.urls, queued_at)
             raise
         self.log.info(
             "image {image_id} is active: {size} bytes, {algo} {digest}",
@@ -367,25 +490,25 @@ class Uploads:
         return change.after
 
     async def _abandon(
-        self, image_id: str, claim: str, location: str | None, queued_at: datetime
+        self, image_id: str, claim: str, urls: tuple[str, ...], queued_at: datetime
     ) -> None:
         """
-        After a failed upload: the bytes stored at ``location`` (if any) removed, the image
-        ``queued`` again if ``claim`` still holds it.  If the metadata database is unavailable,
-        the repair goes on in the background and the caller reports its own failure at once.
+        After a failed upload: the bytes stored at ``urls`` removed, the image ``queued``
+        again if ``claim`` still holds it.  If the metadata database is unavailable, the
+        repair goes on in the background and the caller reports its own failure at once.
         """
-        if location is not None:
-            await self.delete_blob(image_id, location)
+        for url in urls:
+            await self.delete_blob(image_id, url)
         try:
             await self.restore(image_id, claim, queued_at)
         except MetadataUnavailable:
-            self._repair_later(image_id, claim, None)
+            self._repair_later(image_id, claim, ())
 
-    def _repair_later(self, image_id: str, claim: str, location: str | None) -> None:
+    def _repair_later(self, image_id: str, claim: str, urls: tuple[str, ...]) -> None:
         """Retry ``_repair`` until the database answers (see ``REPAIR_DELAYS``)."""
         if image_id in self.repairs:
             return
-        done = ensureDeferred(self._repair_with_retries(image_id, claim, location))
+        done = ensureDeferred(self._repair_with_retries(image_id, claim, urls))
         self.repairs[image_id] = done
 
         def forget(_: object) -> None:
@@ -394,7 +517,7 @@ class Uploads:
         done.addBoth(forget)
 
     async def _repair_with_retries(
-        self, image_id: str, claim: str, location: str | None
+        self, image_id: str, claim: str, urls: tuple[str, ...]
     ) -> None:
         self.log.warn(
             "image {image_id} will be repaired when the metadata database answers again",
@@ -404,7 +527,7 @@ class Uploads:
             delay = REPAIR_DELAYS[min(attempt, len(REPAIR_DELAYS) - 1)]
             await deferLater(self.guard.clock, delay, lambda: None)
             try:
-                await self._repair(image_id, claim, location)
+                await self._repair(image_id, claim, urls)
             except MetadataUnavailable:
                 continue
             except Exception:
@@ -417,20 +540,20 @@ class Uploads:
             image_id=image_id,
         )
 
-    async def _repair(self, image_id: str, claim: str, location: str | None) -> None:
+    async def _repair(self, image_id: str, claim: str, urls: tuple[str, ...]) -> None:
         """
         Make an interrupted upload's outcome whole: an image still ``saving`` under ``claim``
-        goes back to ``queued``; bytes at ``location`` are kept if the image refers to them
+        goes back to ``queued``; bytes at ``urls`` are kept if the image refers to them
         (the publishing commit did happen; it may have been deactivated since).
         """
         image = await self.guard.metadata.get(image_id)
-        if image is not None and location is not None and image.location == location:
+        if image is not None and urls and set(urls) & {loc.url for loc in image.locations}:
             return
         if image is not None and image.upload_node is not None and image.upload_node != claim:
             return  # another upload holds it now: its bytes may be at the same location
         # Bytes first, then the state: once the image is queued, a new upload may claim it.
-        if location is not None:
-            await self.delete_blob(image_id, location)
+        for url in urls:
+            await self.delete_blob(image_id, url)
         if image is not None and image.upload_node == claim:
             await self.restore(image_id, claim)
 
@@ -471,6 +594,8 @@ class Uploads:
         except Exception:
             # Leftover bytes are an operator's cleanup (imaged-manage scrub), not the
             # caller's error.
+            store = self.stores.store_of(Location(location))
+            STORE_ERRORS.labels(store.name if store else "unknown", "delete").inc()
             self.log.failure(
                 "could not delete data of image {image_id} at {location}",
                 image_id=image_id,
@@ -478,8 +603,17 @@ class Uploads:
             )
 
     async def download(
-        self, context: RequestContext, image_id: str, byte_range: ByteRange | None = None
+        self,
+        context: RequestContext,
+        image_id: str,
+        byte_range: ByteRange | None = None,
+        prefer: tuple[str, ...] = (),
     ) -> Download:
+        if prefer:
+            if not self.stores.multi:
+                raise BadRequest("Multi backend is not supported at this site.")
+            for name in prefer:
+                self.stores.named(name)
         image = await self.guard.visible(context, image_id)
         policy.check_download(context, image)
         if image.status is Status.DEACTIVATED and not context.is_admin:
@@ -497,19 +631,39 @@ class Uploads:
                     image.size,
                 )
             offset, length = resolved
-        try:
-            producer = await self.blobs.read(image.location, offset, length)
-        except NotFound:
-            self.log.error(
-                "data of active image {image_id} is missing at {location}",
-                image_id=image_id,
-                location=image.location,
-            )
+        producer = await self.open_copy(image, offset, length, prefer)
+        if producer is None:
             return Download(image=image, producer=None)
         return Download(
             image=image, producer=producer, offset=offset, length=length,
             ranged=byte_range is not None,
         )
+
+    async def open_copy(
+        self, image: Image, offset: int, length: int, prefer: tuple[str, ...]
+    ) -> IBodyProducer | None:
+        """The best copy that opens: preferred stores, then by weight; a store that fails
+        is passed over for the next.  ``None`` when every copy is missing; ``StoreFailure``
+        when none is missing but every store holding one failed."""
+        failure: StoreFailure | None = None
+        for store, location in self.stores.for_reading(image.locations, prefer):
+            try:
+                return await store.blobs.read(location.url, offset, length)
+            except NotFound:
+                self.log.error(
+                    "data of active image {image_id} is missing at {location}",
+                    image_id=image.id, location=location.url,
+                )
+            except StoreFailure as e:
+                failure = e
+                STORE_ERRORS.labels(store.name, "read").inc()
+                self.log.warn(
+                    "store {store} could not serve image {image_id}: {why}; trying the next",
+                    store=store.name, image_id=image.id, why=e.message,
+                )
+        if failure is not None:
+            raise failure
+        return None
 
 
 __all__ = [
@@ -523,6 +677,7 @@ __all__ = [
     "STAGE_FOR_PLUGINS",
     "UPLOAD",
     "Adjust",
+    "Copies",
     "Intake",
     "Uploads",
 ]

@@ -33,6 +33,7 @@ SQL_SUITES = {
     "test_api_data", "test_api_images", "test_api_import", "test_api_list", "test_api_members",
     "test_api_quotas", "test_api_versions_errors", "test_isolation_matrix",
     "test_contract_image_service", "test_auth", "test_hops", "test_fuzz", "test_hostile",
+    "test_api_stores",
 }
 DATABASES = (
     pytest.param("sqlite", id="sqlite"),
@@ -44,7 +45,7 @@ EPOCH = 1_800_000_000.0
 
 
 #: Fixtures that start a real server: a test asking for one is marked ``servers``.
-SERVER_FIXTURES = frozenset({"postgres", "postgres_url", "swift"})
+SERVER_FIXTURES = frozenset({"postgres", "postgres_url", "swift", "ceph"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,6 +86,17 @@ def swift() -> Any:
     cluster = Swift().start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ceph() -> Any:
+    """A one-node Ceph with an RBD pool on 127.0.0.1 (see ``tests/ceph_server.py``)."""
+    from .ceph_server import Ceph
+
+    server = Ceph()
+    cluster = server.start()
+    yield cluster
+    server.stop()
 
 
 @pytest.fixture(scope="session")

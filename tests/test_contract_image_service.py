@@ -293,7 +293,7 @@ async def test_recover_after_unclean_stop(service: Any) -> None:
     orphan_location = (await service.metadata.get(orphan.id)).location
     # The record forgets its data without the blob store hearing of it (a crash in between).
     await service.metadata.modify(orphan.id, lambda i, _: __import__("attrs").evolve(
-        i, status=Status.QUEUED, location=None, size=None))
+        i, status=Status.QUEUED, locations=(), size=None))
     # Every blob completed so far is older than a start one second from now.
     recovered = await service.recover(time.time() + 1)
     assert list(recovered.reset) == [stuck.id]

@@ -24,6 +24,7 @@ from imaged.interfaces import IMetadataStore
 from imaged.model import (
     Image,
     ImageQuery,
+    Location,
     Member,
     MemberStatus,
     Scope,
@@ -248,11 +249,13 @@ def test_list_page_uses_an_index(tmp_path: Any) -> None:
 async def test_status_and_location_queries(store: Any) -> None:
     saving = await store.insert(make(status=Status.SAVING))
     await store.insert(make(status=Status.QUEUED))
-    active = await store.insert(make(status=Status.ACTIVE, location="file:///x/1"))
-    gone = await store.insert(make(status=Status.ACTIVE, location="file:///x/2"))
+    two = (Location("file:///x/1", "a"), Location("s3://b/1", "b"))
+    active = await store.insert(make(status=Status.ACTIVE, locations=two))
+    assert (await store.get(active.id)).locations == two  # every copy, with its store
+    gone = await store.insert(make(status=Status.ACTIVE, locations=(Location("file:///x/2"),)))
     await store.modify(gone.id, lambda i, _: attrs.evolve(i, status=Status.DELETED))
     assert await store.ids_with_status(Status.SAVING) == [saving.id]
-    assert await store.locations() == {active.location}
+    assert await store.locations() == {"file:///x/1", "s3://b/1"}
 
 
 @pytest_twisted.ensureDeferred

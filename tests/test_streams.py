@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from imaged.errors import TooLarge
-from imaged.streams import ChunkProducer, consume
+from imaged.streams import ChunkProducer, FanOut, consume
 
 from .conftest import fired
 
@@ -187,3 +187,65 @@ def test_everything_lands_when_a_resume_finishes_the_producer() -> None:
             break
     assert b"".join(written) == data
     assert fired(result) == len(data)
+
+
+class Sink:
+    """A consumer of one ``FanOut`` branch that keeps what it got."""
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.got.append(data)
+
+
+def test_fan_out_reads_once_writes_all_and_the_slowest_sets_the_pace() -> None:
+    source = Producer(length=6)
+    fan = FanOut(source, 3)
+    sinks = [Sink() for _ in fan.branches]
+    done = [fan.branches[0].startProducing(sinks[0]), fan.branches[1].startProducing(sinks[1])]
+    assert source.consumer is None  # not before every branch has a consumer
+    done.append(fan.branches[2].startProducing(sinks[2]))
+    assert source.consumer is fan and all(b.length == 6 for b in fan.branches)
+    source.consumer.write(b"abc")
+    fan.branches[0].pauseProducing()
+    fan.branches[1].pauseProducing()
+    assert source.calls == ["pause"]  # once, however many are behind
+    fan.branches[0].resumeProducing()
+    assert source.calls == ["pause"]  # still one behind
+    fan.branches[1].resumeProducing()
+    assert source.calls == ["pause", "resume"]
+    fan.branches[2].stopProducing()  # that store failed: the others go on without it
+    source.consumer.write(b"def")
+    source.done.callback(None)
+    assert [b"".join(s.got) for s in sinks] == [b"abcdef", b"abcdef", b"abc"]
+    assert fired(done[0]) is None and fired(done[1]) is None and not done[2].called
+
+
+def test_fan_out_abort_fails_every_branch_and_stops_the_source() -> None:
+    source = Producer()
+    fan = FanOut(source, 2)
+    first = fan.branches[0].startProducing(Sink())
+    fan.abort(Failure(TooLarge("too much")))
+    assert source.calls == ["stop"]
+    errors: list[Failure] = []
+    first.addErrback(errors.append)
+    late = fan.branches[1].startProducing(Sink())  # a store that started after the abort
+    late.addErrback(errors.append)
+    assert [e.check(TooLarge) for e in errors] == [TooLarge, TooLarge]
+
+
+def test_fan_out_stops_the_source_when_every_branch_stopped() -> None:
+    source = Producer()
+    fan = FanOut(source, 2)
+    for branch in fan.branches:
+        branch.startProducing(Sink())
+    for branch in fan.branches:
+        branch.stopProducing()
+    assert source.calls[-1] == "stop"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import attrs
 import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
@@ -45,8 +46,9 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "trusted-networks": "127.0.0.0/8,::1",
         "default-project": "admin",
         "deactivate-policy": "project-member",
+        "copy-image-policy": "admin",
         "schema-image": None,
-        "enabled-import-methods": "glance-direct,web-download,glance-download",
+        "enabled-import-methods": "glance-direct,web-download,copy-image,glance-download",
         "glance-download-properties": "hw_*,trait:*,os_distro,os_secure_boot,os_type",
         "stage-expiry": 86400.0,
         "import-plugins": "",
@@ -78,6 +80,12 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "image-count-total": None,
         "image-count-uploading": None,
         "store": "file",
+        "default-store": None,
+        "rbd-pool": "images",
+        "rbd-user": "imaged",
+        "rbd-conf": "",
+        "rbd-chunk-size": 8,
+        "rbd-connect-timeout": 10.0,
         "swift-auth-url": None,
         "swift-user": None,
         "swift-key-file": None,
@@ -348,7 +356,7 @@ def test_import_options_become_the_methods_and_the_filter(tmp_path: Any) -> None
     options = tap.Options()
     options.parseOptions(["--data-dir", str(tmp_path)])
     assert options.settings.import_methods == ("glance-direct", "web-download",
-                                               "glance-download")
+                                               "copy-image", "glance-download")
     assert options.settings.import_filter == ImportFilter()
     options = tap.Options()
     options.parseOptions(["--data-dir", str(tmp_path), "--enabled-import-methods",
@@ -360,7 +368,6 @@ def test_import_options_become_the_methods_and_the_filter(tmp_path: Any) -> None
     assert rules.allowed_networks == (ipaddress.ip_network("127.0.0.0/8"),)
     for args, named in [
         (["--enabled-import-methods", "ftp-magic"], "'ftp-magic' is not an import method"),
-        (["--enabled-import-methods", "copy-image"], "'copy-image' is not available yet"),
         (["--import-allowed-ports", "http"], "--import-"),
         (["--import-disallowed-ports", "70000"], "70000 is not a port"),
         (["--import-allowed-networks", "10.0.0.300/8"], "--import-"),
@@ -392,3 +399,62 @@ def test_import_plugin_options(tmp_path: Any) -> None:
     ]:
         with pytest.raises(UsageError, match=named):
             tap.Options().parseOptions(args)
+
+
+def test_named_stores_from_the_configuration_file(tmp_path: Any, monkeypatch: Any) -> None:
+    """Glance's enabled_backends in TOML: each table a store; keys a table leaves out are
+    the top-level options; mistakes name the table and the key, before anything starts."""
+    from twisted.internet import reactor
+
+    from imaged.assembly import assemble
+    from imaged.settings import StoreSettings
+
+    monkeypatch.setenv("IMAGED_STORE_ARCHIVE_KEY", "archive-secret")
+    config = tmp_path / "imaged.conf"
+    config.write_text(f'''
+data-dir = "{tmp_path}"
+default-store = "slow"
+swift-auth-url = "http://127.0.0.1:1/auth/v1.0"
+[stores.fast]
+type = "file"
+description = "local disk"
+weight = 100
+[stores.slow]
+type = "file"
+directory = "{tmp_path / 'slow'}"
+[stores.archive]
+type = "swift"
+user = "a:u"
+container = "old"
+''')
+    options = tap.Options()
+    options.parseOptions(["--config", str(config)])
+    settings = options.settings
+    assert settings.default_store == "slow"
+    fast, slow, archive = settings.named_stores
+    assert fast == StoreSettings(name="fast", type="file", description="local disk",
+                                 weight=100, directory=str(tmp_path / "stores" / "fast"))
+    assert slow.directory == str(tmp_path / "slow")
+    assert archive.swift is not None and archive.swift.key == "archive-secret"
+    assert archive.swift.auth_url == "http://127.0.0.1:1/auth/v1.0"  # from the top level
+    assert archive.swift.container == "old" and "archive-secret" not in repr(settings)
+    parts = assemble(attrs.evolve(settings, named_stores=(fast, slow)), reactor)
+    try:
+        assert parts.blobs.multi and parts.blobs.default == "slow"
+        assert [s.id for s in parts.service.store_info] == ["slow", "fast"]
+    finally:
+        parts.blobs.close()
+        parts.metadata.close()
+    for table, error in [
+        ('[stores.x]\ntype = "tape"', "stores.x: 'type' must be one of"),
+        ('[stores.x]\ntype = "file"\nbucket = "b"', "unknown key 'bucket' for a file store"),
+        ('[stores.x]\ntype = "s3"\npart-size = "big"', "stores.x: 'part-size'"),
+        ('[stores.x]\ntype = "file"\nweight = "heavy"', "'weight' must be an integer"),
+        ('[stores.os_glance_staging]\ntype = "file"', "not starting with os_glance_"),
+        ('default-store = "y"\n[stores.x]\ntype = "file"', "--default-store: 'y'"),
+        ('[stores.x]\ntype = "swift"', r"\[stores.x\] needs --swift-auth-url"),
+        ('[stores.x]\ntype = "rbd"\nchunk-size = 3', "power of 2"),
+    ]:
+        config.write_text(table)
+        with pytest.raises(UsageError, match=error):
+            tap.Options().parseOptions(["--config", str(config), "--data-dir", str(tmp_path)])

@@ -180,6 +180,20 @@ class FileBlobStore:
 
         return self._runner.run(open_file)
 
+    def owns(self, location: str) -> bool:
+        try:
+            self._path(location)
+        except NotFound:
+            return False
+        return True
+
+    def ping(self) -> Deferred[None]:
+        def check() -> None:
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise StoreFailure(f"Image directory {self.root} is not writable.")
+
+        return self._runner.run(check)
+
     def stored_before(self, timestamp: float) -> Deferred[list[str]]:
         def scan() -> list[str]:
             found = []

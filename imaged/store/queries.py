@@ -35,7 +35,7 @@ from .rows import ENUM_COLUMNS, IMAGE_COLUMNS, IMAGE_SELECT
 from .tables import image_members, image_properties, image_tags, images
 
 #: Columns a list may filter on (``Condition.field``).
-FILTER_COLUMNS = frozenset(IMAGE_COLUMNS) - {"location", "upload_node"}
+FILTER_COLUMNS = frozenset(IMAGE_COLUMNS) - {"locations", "upload_node"}
 
 _NULLABLE_SORT_KEYS = frozenset({"name", "container_format", "disk_format", "size"})
 

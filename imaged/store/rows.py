@@ -11,6 +11,7 @@ with the reactor for the GIL.  Rows then come back as the driver returns them, w
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ from ..model import (
     ContainerFormat,
     DiskFormat,
     Image,
+    Location,
     Member,
     MemberStatus,
     Status,
@@ -48,7 +50,7 @@ IMAGE_COLUMNS = (
     "checksum",
     "os_hash_algo",
     "os_hash_value",
-    "location",
+    "locations",
     "upload_node",
     "created_at",
     "updated_at",
@@ -69,6 +71,20 @@ _ENUM_MEMBERS: Mapping[str, Mapping[str, Any]] = {
 IMAGE_SELECT: Select[Any] = select(*(images.c[name] for name in IMAGE_COLUMNS))
 
 
+def locations_text(locations: Sequence[Location]) -> str | None:
+    """The ``locations`` column's JSON for an image's copies (``None`` for none)."""
+    if not locations:
+        return None
+    return json.dumps([{"url": loc.url, "store": loc.store} for loc in locations])
+
+
+def locations_from_text(text: str | None) -> tuple[Location, ...]:
+    if not text:
+        return ()
+    return tuple(Location(url=item["url"], store=item.get("store") or "")
+                 for item in json.loads(text))
+
+
 def image_row(image: Image) -> dict[str, Any]:
     """The ``images`` row of ``image`` (tags and properties live in their own tables)."""
     values: dict[str, Any] = {}
@@ -77,6 +93,7 @@ def image_row(image: Image) -> dict[str, Any]:
         if name in ENUM_COLUMNS and value is not None:
             value = value.value
         values[name] = value
+    values["locations"] = locations_text(image.locations)
     values["deleted"] = image.status is Status.DELETED
     return values
 
@@ -89,6 +106,7 @@ def image_from_row(
         value = fields[name]
         if isinstance(value, str):  # SQLite's driver returns the stored text
             fields[name] = datetime.fromisoformat(value)
+    fields["locations"] = locations_from_text(fields["locations"])
     fields["protected"] = bool(fields["protected"])
     fields["os_hidden"] = bool(fields["os_hidden"])
     for name, members in _ENUM_MEMBERS.items():

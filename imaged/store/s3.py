@@ -189,6 +189,19 @@ class S3BlobStore:
 
     # -- IBlobStore ------------------------------------------------------------------------
 
+    def owns(self, location: str) -> bool:
+        try:
+            self._key(location)
+        except NotFound:
+            return False
+        return True
+
+    @deferred
+    async def ping(self) -> None:
+        """The endpoint answers for the bucket (which is made at the first write if need be)."""
+        head = await self.request("HEAD")
+        await self.core.expect(head, (200, 404), "bucket")
+
     @deferred
     async def write(
         self, image_id: str, producer: IBodyProducer, hash_algo: str, size_cap: int | None = None

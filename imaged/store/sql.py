@@ -68,6 +68,7 @@ from .queries import ListQuery
 from .rows import (
     DriverStatements,
     image_row,
+    locations_from_text,
     member_from_row,
     member_values,
     member_where,
@@ -427,10 +428,14 @@ class SQLMetadataStore(SQLTasks):
 
     def locations(self) -> Deferred[set[str]]:
         def txn(connection: Connection) -> set[str]:
-            statement = select(images.c.location).where(
-                images.c.location.is_not(None), images.c.deleted == false()
+            statement = select(images.c.locations).where(
+                images.c.locations.is_not(None), images.c.deleted == false()
             )
-            return {row[0] for row in connection.execute(statement)}
+            return {
+                location.url
+                for row in connection.execute(statement)
+                for location in locations_from_text(row[0])
+            }
 
         return self._transaction("image_locations", txn)
 

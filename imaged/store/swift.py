@@ -127,6 +127,19 @@ class SwiftBlobStore:
 
     # -- IBlobStore ------------------------------------------------------------------------
 
+    def owns(self, location: str) -> bool:
+        try:
+            self._object_path(location)
+        except NotFound:
+            return False
+        return True
+
+    @deferred
+    async def ping(self) -> None:
+        """The account answers (logging in if need be); the container may not exist yet."""
+        response = await self.request("HEAD", "/" + quote(self.container))
+        await self.core.expect(response, (200, 204, 404), "container")
+
     @deferred
     async def write(
         self, image_id: str, producer: IBodyProducer, hash_algo: str, size_cap: int | None = None

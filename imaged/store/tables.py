@@ -44,7 +44,8 @@ images = Table(
     Column("checksum", String(32), nullable=True),
     Column("os_hash_algo", String(64), nullable=True),
     Column("os_hash_value", String(128), nullable=True),
-    Column("location", Text, nullable=True),
+    #: The copies of the image's data, JSON: ``[{"url": ..., "store": ...}]`` (``rows``).
+    Column("locations", Text, nullable=True),
     Column("upload_node", String(64), nullable=True),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),

@@ -51,6 +51,7 @@ from .routing import (
     request_id,
     streams_body,
 )
+from .routing import versions as advertised_versions
 from .wire import header
 
 API_PORT = 9292
@@ -86,7 +87,7 @@ def _begin_upload(
 ) -> Deferred[Image]:
     """Start an upload when its headers are in (``routing.streams_body``): identity, image
     state and declared size are checked before any body byte is stored."""
-    return Deferred.fromCoroutine(api.take_data(request, image_id, stream, api.service.upload))
+    return Deferred.fromCoroutine(api.take_data(request, image_id, stream, api.upload_to(request)))
 
 
 def _begin_stage(
@@ -111,10 +112,10 @@ class ImagesAPI:
         self.config = config
         self.service = config.image_service
         #: The site's ``body_router``: streams upload bodies to their routes as they arrive.
-        self.bodies = BodyReceiver(self, self.router)
+        self.bodies = BodyReceiver(self, self.router, bool(self.service.store_info))
 
     def resource(self) -> IResource:
-        return APIResource(self.app.resource())
+        return APIResource(self.app.resource(), multi_store=bool(self.service.store_info))
 
     def drain(self, clock: IReactorTime, timeout: float) -> Deferred[None]:
         """Fires when the uploads in progress are answered (see ``BodyReceiver.drain``)."""
@@ -136,7 +137,7 @@ class ImagesAPI:
         href = self._base_url(request) + "/v2/"
         versions = [
             Version(id=v, status=s, links=(Link(href=href, rel="self"),))
-            for v, s in reversed(VERSIONS)
+            for v, s in reversed(advertised_versions(bool(self.service.store_info)))
         ]
         return [
             {
@@ -155,7 +156,10 @@ class ImagesAPI:
         return identity
 
     def _image(self, image: Image) -> dict[str, Any]:
-        return wire.image_document(image, self.config.show_locations)
+        named = (
+            self.service.named_locations(image.locations) if self.service.store_info else None
+        )
+        return wire.image_document(image, self.config.show_locations, named)
 
     @app.handle_errors(Exception)
     def _failed(self, request: IRequest, failure: Failure) -> bytes:
@@ -198,13 +202,17 @@ class ImagesAPI:
             identity = self.config.auth.health()
             if problem is None and identity is not None:
                 problem = f"identity: {identity}"
+        # A store down among several degrades the node without failing it: the reasons say.
+        degraded = [] if problem is not None else await self.service.store_problems()
         reason = problem or "OK"
         code = 200 if problem is None else 503
         if request.method == b"HEAD":
             request.setResponseCode(204 if problem is None else 503)
             return b""
         if "application/json" in (header(request, b"accept") or ""):
-            return json_response(request, {"detailed": False, "reasons": [reason]}, code)
+            return json_response(
+                request, {"detailed": False, "reasons": [reason, *degraded]}, code
+            )
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
         return reason.encode()
@@ -224,6 +232,9 @@ class ImagesAPI:
         methods = ",".join(self.service.import_methods)
         if methods:
             request.setHeader(b"openstack-image-import-methods", methods.encode("ascii"))
+        stores = ",".join(store.id for store in self.service.store_info)
+        if stores:
+            request.setHeader(b"openstack-image-store-ids", stores.encode("utf-8"))
         return json_response(request, self._image(image), 201)
 
     @app.route("/v2/images", methods=["GET"])
@@ -363,7 +374,19 @@ class ImagesAPI:
     @app.route("/v2/images/<image_id>/file", methods=["PUT"])
     @streams_body(_begin_upload)
     async def upload_data(self, request: IRequest, image_id: str) -> bytes:
-        return await self._data_route(request, image_id, self.service.upload)
+        return await self._data_route(request, image_id, self.upload_to(request))
+
+    def upload_to(self, request: IRequest) -> TakeData:
+        """The service's upload into the store ``X-Image-Meta-Store`` names (multi-store;
+        ignored elsewhere, as Glance)."""
+        store = header(request, b"x-image-meta-store") if self.service.store_info else None
+
+        def upload(
+            context: RequestContext, image_id: str, stream: IBodyProducer, size: int | None
+        ) -> Deferred[Image]:
+            return self.service.upload(context, image_id, stream, size, store)
+
+        return upload
 
     @app.route("/v2/images/<image_id>/stage", methods=["PUT"])
     @streams_body(_begin_stage)
@@ -373,7 +396,8 @@ class ImagesAPI:
     @app.route("/v2/images/<image_id>/import", methods=["POST"])
     async def import_image(self, request: IRequest, image_id: str) -> bytes:
         context = await self.context(request)
-        body = wire.decode_import(wire.decode_json(read_body(request)))
+        store = header(request, b"x-image-meta-store") if self.service.store_info else None
+        body = wire.decode_import(wire.decode_json(read_body(request)), store)
         await self.service.import_image(context, image_id, body)
         request.setResponseCode(202)
         return b""
@@ -432,7 +456,13 @@ class ImagesAPI:
         reject_body(request)
         value, exact = requested_range(request)
         byte_range = wire.decode_range(value, exact)
-        download = await self.service.download(context, image_id, byte_range)
+        prefer = tuple(
+            name.strip()
+            for value in request.args.get(b"prefer", ())
+            for name in value.decode("utf-8", "replace").split(",")
+            if name.strip()
+        )
+        download = await self.service.download(context, image_id, byte_range, prefer)
         if download.producer is None:
             return no_content(request)
         await stream_download(request, download)
@@ -458,10 +488,25 @@ class ImagesAPI:
         return json_response(request, {"import-methods": methods})
 
     @app.route("/v2/info/stores", methods=["GET"], strict_slashes=False)
-    @app.route("/v2/info/stores/detail", methods=["GET"])
     async def stores(self, request: IRequest) -> bytes:
-        await self.context(request)
-        raise NotFound("Multi backend is not supported at this site.")
+        context = await self.context(request)
+        reject_body(request)
+        stores = self.service.describe_stores(context, detail=False)
+        return json_response(request, wire.stores_document(stores, detail=False))
+
+    @app.route("/v2/info/stores/detail", methods=["GET"])
+    async def stores_detail(self, request: IRequest) -> bytes:
+        context = await self.context(request)
+        reject_body(request)
+        stores = self.service.describe_stores(context, detail=True)
+        return json_response(request, wire.stores_document(stores, detail=True))
+
+    @app.route("/v2/stores/<store_id>/<image_id>", methods=["DELETE"])
+    async def delete_from_store(self, request: IRequest, store_id: str, image_id: str) -> bytes:
+        context = await self.context(request)
+        reject_body(request)
+        await self.service.delete_from_store(context, store_id, image_id)
+        return no_content(request)
 
     @app.route("/v2/schemas/<name>", methods=["GET"])
     async def schema(self, request: IRequest, name: str) -> bytes:

@@ -35,9 +35,10 @@ class BodyReceiver:
 
     log = Logger()
 
-    def __init__(self, api: object, router: Router) -> None:
+    def __init__(self, api: object, router: Router, multi_store: bool = False) -> None:
         self._api = api
         self._router = router
+        self._multi_store = multi_store
         #: Requests whose body is being received, each with a Deferred that fires when its
         #: response has gone out (for a graceful shutdown).
         self.in_progress: dict[Request, Deferred[None]] = {}
@@ -47,7 +48,7 @@ class BodyReceiver:
     ) -> BodyStream | None:
         if method not in self._router.streamed_methods:
             return None  # the common case (GET, POST, ...), decided without matching
-        match = self._router.match(method, uri)
+        match = self._router.match(method, uri, self._multi_store)
         starter = match.body_starter if match is not None else None
         if match is None or starter is None:
             return None

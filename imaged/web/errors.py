@@ -172,7 +172,8 @@ def render_failure(request: IRequest, failure: Failure) -> bytes:
             headers["Retry-After"] = str(error.retry_after)
         if code >= 500:
             log.error("request failed: {message}", message=error.message)
-            metrics.STORE_ERRORS.labels(type(error).__name__).inc()
+            store = "metadata" if isinstance(error, errors.MetadataUnavailable) else "any"
+            metrics.STORE_ERRORS.labels(store, type(error).__name__).inc()
         return write_error(request, code, error.message, headers)
     if isinstance(error, HTTPException):
         headers = {}

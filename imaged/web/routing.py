@@ -39,9 +39,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 VERSIONS: Sequence[tuple[str, VersionStatus]] = tuple(
     (f"v2.{minor}", VersionStatus.SUPPORTED) for minor in (0, 1, 2, 3, 4, 5, 6, 7, 9, 15)
 ) + (("v2.17", VersionStatus.CURRENT),)
+#: What a multi-store server advertises as well (Glance's ``enabled_backends``): 2.8 the
+#: stores, 2.10 per-store delete, 2.11 copy-image, 2.12 an image's tasks, 2.13 ``stores``.
+MULTI_STORE_VERSIONS: Sequence[tuple[str, VersionStatus]] = tuple(
+    (f"v2.{minor}", VersionStatus.SUPPORTED) for minor in (8, 10, 11, 12, 13)
+)
 
-#: First path segments that mean "/v2" (Glance's version negotiation), from ``VERSIONS``.
-_V2_PREFIXES = frozenset([b"v2", *(version.encode("ascii") for version, _ in VERSIONS)])
+
+def versions(multi_store: bool) -> Sequence[tuple[str, VersionStatus]]:
+    """The versions a server advertises, oldest first."""
+    if not multi_store:
+        return VERSIONS
+    return sorted(
+        (*VERSIONS, *MULTI_STORE_VERSIONS), key=lambda v: int(v[0].partition(".")[2])
+    )
+
+
+#: First path segments that mean "/v2" (Glance's version negotiation), from the versions
+#: advertised without and with multi-store.
+_V2_PREFIXES = {
+    multi: frozenset([b"v2", *(v.encode("ascii") for v, _ in versions(multi_store=multi))])
+    for multi in (False, True)
+}
 
 #: First path segments routed as they are, not negotiated.
 _UNVERSIONED = frozenset([b"", b"versions", b"healthcheck"])
@@ -74,7 +93,7 @@ def answers_head(handler: F) -> F:
     return handler
 
 
-def negotiate(segments: list[bytes]) -> list[bytes]:
+def negotiate(segments: list[bytes], multi_store: bool = False) -> list[bytes]:
     """
     Glance's version negotiation on a path's segments: ``/v2.N/...`` is ``/v2/...`` for every
     advertised version; any other first segment (``/v1``, ``/v2.99``, ``/foo``) is ``/``, the
@@ -82,7 +101,7 @@ def negotiate(segments: list[bytes]) -> list[bytes]:
     """
     if not segments or segments[0] in _UNVERSIONED:
         return segments
-    if segments[0] in _V2_PREFIXES:
+    if segments[0] in _V2_PREFIXES[multi_store]:
         return [b"v2", *segments[1:]]
     return [b""]
 
@@ -186,10 +205,10 @@ class Router:
         #: request needs to be matched before its body is in.
         self.streamed_methods = frozenset(streamed)
 
-    def match(self, method: bytes, uri: bytes) -> Match | None:
+    def match(self, method: bytes, uri: bytes, multi_store: bool = False) -> Match | None:
         """The route that will serve ``method uri``, after negotiation, if any."""
         # As klein's extractURLparts turns the resource's postpath into werkzeug's PATH_INFO.
-        joined = b"/".join(negotiate(segments_of(uri)))
+        joined = b"/".join(negotiate(segments_of(uri), multi_store))
         if not joined.startswith(b"/"):
             joined = b"/" + joined
         try:
@@ -230,9 +249,10 @@ class APIResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: Resource) -> None:
+    def __init__(self, inner: Resource, multi_store: bool = False) -> None:
         super().__init__()
         self._inner = inner
+        self._multi_store = multi_store
 
     def render(self, request: IRequest) -> Any:
         chosen = request_id(request)
@@ -242,7 +262,7 @@ class APIResource(Resource):
             _log.info("{method} {uri}: not UTF-8, answered 400", method=request.method,
                       uri=request.uri, request_id=chosen)
             return write_error(request, 400, "The URL is not valid UTF-8.")
-        request.postpath = negotiate(request.postpath)
+        request.postpath = negotiate(request.postpath, self._multi_store)
         return run_for_request(chosen, lambda: self._inner.render(request))
 
 
@@ -258,6 +278,7 @@ def _utf8(request: IRequest) -> bool:
 
 
 __all__ = [
+    "MULTI_STORE_VERSIONS",
     "UNMATCHED",
     "VERSIONS",
     "APIResource",
@@ -269,4 +290,5 @@ __all__ = [
     "request_id",
     "segments_of",
     "streams_body",
+    "versions",
 ]

@@ -10,7 +10,7 @@ containing a colon), it is kept and the reason noted.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,10 +23,12 @@ from ..model import (
     DiskFormat,
     Image,
     ImportRequest,
+    Location,
     Member,
     MemberStatus,
     PatchOp,
     QuotaUsage,
+    StoreInfo,
     Task,
     TaskStatus,
     Visibility,
@@ -55,7 +57,11 @@ def header(request: Any, name: bytes) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-def image_document(image: Image, show_locations: bool = False) -> dict[str, Any]:
+def image_document(
+    image: Image,
+    show_locations: bool = False,
+    locations: Sequence[Location] | None = None,
+) -> dict[str, Any]:
     """
     An image as Glance shows it.
 
@@ -66,6 +72,10 @@ def image_document(image: Image, show_locations: bool = False) -> dict[str, Any]
     nothing.  ``locations`` is there only when the operator enabled it, as Glance's
     ``show_multiple_locations``; otherwise the key is absent, as in Glance, whose clients
     compare an image's keys with the schema's.
+
+    ``locations`` are the image's copies named after their stores on a multi-store site
+    (``None`` elsewhere): then ``stores`` lists them (when there is data) and each shown
+    location's metadata names its store, as Glance with ``enabled_backends``.
     """
     document: dict[str, Any] = dict(image.properties)
     document.update(
@@ -96,10 +106,18 @@ def image_document(image: Image, show_locations: bool = False) -> dict[str, Any]
             "schema": "/v2/schemas/image",
         }
     )
+    if locations is not None and locations:
+        document["stores"] = ",".join(location.store for location in locations)
     if show_locations:
-        document["locations"] = (
-            [] if image.location is None else [{"url": image.location, "metadata": {}}]
-        )
+        if locations is None:
+            document["locations"] = [
+                {"url": location.url, "metadata": {}} for location in image.locations
+            ]
+        else:
+            document["locations"] = [
+                {"url": location.url, "metadata": {"store": location.store}}
+                for location in locations
+            ]
     return document
 
 
@@ -431,7 +449,7 @@ def usage_document(quota: QuotaUsage) -> dict[str, Any]:
 # -- import and tasks -------------------------------------------------------------------------
 
 
-def decode_import(document: Any) -> ImportRequest:
+def decode_import(document: Any, store_header: str | None = None) -> ImportRequest:
     """
     A ``POST /v2/images/{id}/import`` body, checked as Glance's ``_validate_import_body``:
     a ``method`` object with a ``name`` (400 otherwise).  With one store, ``stores`` and
@@ -446,6 +464,18 @@ def decode_import(document: Any) -> ImportRequest:
     for flag in ("all_stores", "all_stores_must_succeed"):
         if flag in document and not isinstance(document[flag], bool):
             raise BadRequest(f"'{flag}' must be a boolean value.")
+    stores = document.get("stores")
+    if stores is not None and (
+        not isinstance(stores, list) or not all(isinstance(s, str) and s for s in stores)
+    ):
+        raise BadRequest("'stores' must be a list of store names.")
+    if store_header is not None:
+        if stores or document.get("all_stores"):
+            raise BadRequest(
+                "The X-Image-Meta-Store header and 'stores' or 'all_stores' are mutually "
+                "exclusive."
+            )
+        stores = [store_header]
     texts = {}
     for key in ("uri", "glance_image_id", "glance_region", "glance_service_interface"):
         value = method.get(key)
@@ -458,7 +488,26 @@ def decode_import(document: Any) -> ImportRequest:
         glance_image_id=texts["glance_image_id"],
         glance_region=texts["glance_region"],
         glance_service_interface=texts["glance_service_interface"] or "public",
+        stores=tuple(stores or ()),
+        all_stores=bool(document.get("all_stores", False)),
+        all_stores_must_succeed=bool(document.get("all_stores_must_succeed", True)),
     )
+
+
+def stores_document(stores: Sequence[StoreInfo], detail: bool) -> dict[str, Any]:
+    """``/v2/info/stores`` (``detail``: ``/v2/info/stores/detail``) as Glance answers: the
+    flags are the strings ``"true"``, present only when true."""
+    listed = []
+    for store in stores:
+        entry: dict[str, Any] = {"id": store.id, "description": store.description}
+        if store.default:
+            entry["default"] = "true"
+        if detail:
+            entry["type"] = store.type
+            entry["weight"] = store.weight
+            entry["properties"] = dict(store.properties)
+        listed.append(entry)
+    return {"stores": listed}
 
 
 def _time(value: datetime | None) -> str | None:

@@ -1,0 +1,62 @@
+"""Several copies of an image's data (multi-store): ``images.location`` becomes ``locations``.
+
+The JSON list ``[{"url": ..., "store": ...}]`` keeps every copy with the name of its store.  A
+copy carried over from ``location`` has no store name yet: imaged finds its store by the
+address (``IBlobStore.owns``), as Glance does for locations made before ``enabled_backends``.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-01
+"""
+
+import json
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+_images = sa.table(
+    "images",
+    sa.column("id", sa.String),
+    sa.column("location", sa.Text),
+    sa.column("locations", sa.Text),
+)
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("images") as batch:
+        batch.add_column(sa.Column("locations", sa.Text, nullable=True))
+    bind = op.get_bind()
+    rows = bind.execute(
+        sa.select(_images.c.id, _images.c.location).where(_images.c.location.is_not(None))
+    ).all()
+    for image_id, location in rows:
+        bind.execute(
+            _images.update()
+            .where(_images.c.id == image_id)
+            .values(locations=json.dumps([{"url": location, "store": ""}]))
+        )
+    with op.batch_alter_table("images") as batch:
+        batch.drop_column("location")
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("images") as batch:
+        batch.add_column(sa.Column("location", sa.Text, nullable=True))
+    bind = op.get_bind()
+    rows = bind.execute(
+        sa.select(_images.c.id, _images.c.locations).where(_images.c.locations.is_not(None))
+    ).all()
+    for image_id, text in rows:
+        copies = json.loads(text)
+        bind.execute(
+            _images.update()
+            .where(_images.c.id == image_id)
+            .values(location=copies[0]["url"] if copies else None)
+        )
+    with op.batch_alter_table("images") as batch:
+        batch.drop_column("locations")
