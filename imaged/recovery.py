@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
+from .errors import InUse
 from .interfaces import IBlobStore, IMetadataStore
 from .logcontext import Logger
 from .model import Scrubbed
@@ -83,7 +84,13 @@ async def remove_orphans(
         keep = uploading | set(busy())  # asked again for each: uploads start meanwhile
         if any(image_id in location for image_id in keep):
             continue
-        await blobs.delete(location)
+        try:
+            await blobs.delete(location)
+        except InUse:
+            # An RBD image with clones: whoever made them (Nova, Cinder) still reads it.
+            log.warn("image data no image refers to is in use, kept: {location}",
+                     location=location)
+            continue
         removed.append(location)
         log.warn("removed image data no image refers to: {location}", location=location)
     return removed

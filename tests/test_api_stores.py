@@ -345,6 +345,7 @@ def test_a_copy_whose_node_died_releases_the_image(
     service = site.service
     service.imports.running.clear()
     service.imports.claims.clear()
+    service.uploads.live.clear()
     clock.advance(200)
     fired(service.sweep())
     shown = site.show(image_id)

@@ -1,7 +1,8 @@
 """
-The IBlobStore contract, run against the file store, the in-memory store and Swift (a real
+The IBlobStore contract, run against the file store, the in-memory store, Swift (a real
 one on 127.0.0.1, segmenting at 5 MiB so that DATA is a Static Large Object of three
-segments when its length is unknown).
+segments when its length is unknown), S3 and RBD (a real one-node Ceph on 127.0.0.1, with
+4 MiB objects so that DATA is written as four chunks, several at once).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from zope.interface.verify import verifyObject
 from imaged.errors import NotFound, StoreFailure, TooLarge
 from imaged.interfaces import IBlobStore
 from imaged.store.files import FileBlobStore
+from imaged.store.rbd import RBDBlobStore
 from imaged.store.s3 import S3BlobStore
 from imaged.store.swift import SwiftBlobStore
 from imaged.testing import MemoryBlobStore, producer_of
@@ -33,6 +35,7 @@ DATA = os.urandom(12 * 1024 * 1024 + 17)
 
 
 SEGMENT = 5 * 1024 * 1024
+RBD_CHUNK = 4 * 1024 * 1024
 
 
 @pytest.fixture(params=[
@@ -40,6 +43,7 @@ SEGMENT = 5 * 1024 * 1024
     "memory",
     pytest.param("swift", marks=pytest.mark.servers),
     pytest.param("s3", marks=pytest.mark.servers),
+    pytest.param("rbd", marks=pytest.mark.servers),
 ])
 def store(request: Any, tmp_path: Any) -> Any:
     if request.param == "memory":
@@ -47,6 +51,14 @@ def store(request: Any, tmp_path: Any) -> Any:
         return
     if request.param == "s3":
         blobs = s3_store(request.getfixturevalue("swift"))
+        yield blobs
+        pytest_twisted.blockon(blobs.close())
+        return
+    if request.param == "rbd":
+        ceph = request.getfixturevalue("ceph")
+        ceph.empty_pool()  # one pool for the session: each test starts with it empty
+        blobs = RBDBlobStore.connect(reactor, pool=ceph.pool, user=ceph.user, conf=ceph.conf,
+                                     chunk_size=RBD_CHUNK)
         yield blobs
         pytest_twisted.blockon(blobs.close())
         return
@@ -149,6 +161,8 @@ async def test_failed_producer_stores_nothing(store: Any, tmp_path: Any) -> None
         assert await swift_objects(store) == []
     elif isinstance(store, S3BlobStore):
         assert await s3_leftovers(store) == ([], [])
+    elif isinstance(store, RBDBlobStore):
+        assert await store.stored_before(float("inf")) == []  # partial images included
     else:
         assert store.blobs == {}
 
@@ -232,9 +246,10 @@ async def test_stored_before(store: Any) -> None:
 
     from twisted.internet.task import deferLater
 
-    # S3 lists modification times to the second, rounded either way: the store allows a
-    # second of doubt, so "old" must be more than two seconds old.
-    gap = 2.05 if isinstance(store, S3BlobStore) else 0.05
+    # S3 lists modification times to the second, rounded either way, and librbd gives whole
+    # seconds, rounded down: those stores allow a second of doubt, so "old" must be more than
+    # two seconds old.
+    gap = 2.05 if isinstance(store, S3BlobStore | RBDBlobStore) else 0.05
     old = await store.write("image-old", producer_of(b"old"), "sha512")
     await deferLater(reactor, gap, lambda: None)
     cut = time.time()
