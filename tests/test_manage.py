@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,58 @@ def test_scrub_resets_stuck_uploads_and_deletes_orphans(tmp_path: Path) -> None:
         "SELECT id, status FROM images").fetchall())
     assert (statuses[stuck], statuses[recent], statuses[active]) == ("queued", "saving",
                                                                      "active")
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.servers)]
+)
+def test_migrations_keep_every_record(database: str, tmp_path: Path, request: Any) -> None:
+    """An image with data, a tag, a property and a member, made at revision 0004 (one
+    location), comes through 0005 (several copies) and back whole: nothing cascades away."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from imaged.store import database as db
+
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres").database("migrate_" + uuid.uuid4().hex[:8])
+    engine = db.make_engine(url)
+    image_id = str(uuid.uuid4())
+    with engine.begin() as connection:
+        command.upgrade(db._alembic_config(connection), "0004")
+        connection.execute(text(
+            "INSERT INTO images (id, status, visibility, protected, os_hidden, min_disk, "
+            "min_ram, location, created_at, updated_at, deleted) VALUES (:id, 'active', "
+            "'shared', false, false, 0, 0, 'file:///data/x', :now, :now, false)"),
+            {"id": image_id, "now": datetime(2026, 1, 1)})
+        connection.execute(text("INSERT INTO image_tags (image_id, value) VALUES (:id, 't')"),
+                           {"id": image_id})
+        connection.execute(text(
+            "INSERT INTO image_properties (image_id, name, value) VALUES (:id, 'k', 'v')"),
+            {"id": image_id})
+        connection.execute(text(
+            "INSERT INTO image_members (image_id, member, status, created_at, updated_at) "
+            "VALUES (:id, 'project-b', 'pending', :now, :now)"),
+            {"id": image_id, "now": datetime(2026, 1, 1)})
+
+    def counts() -> tuple[int, int, int]:
+        with engine.connect() as connection:
+            return tuple(  # type: ignore[return-value]
+                connection.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+                for table in ("image_tags", "image_properties", "image_members")
+            )
+
+    db.upgrade_schema(engine)
+    assert counts() == (1, 1, 1)
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT locations FROM images")).scalar()
+    assert json.loads(stored) == [{"url": "file:///data/x", "store": ""}]
+    with engine.begin() as connection:
+        command.downgrade(db._alembic_config(connection), "0002")
+    assert counts() == (1, 1, 1)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT location FROM images")).scalar() == \
+            "file:///data/x"
+    engine.dispose()

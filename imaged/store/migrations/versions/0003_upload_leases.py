@@ -26,5 +26,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("imaged_nodes")
-    with op.batch_alter_table("images") as batch:
-        batch.drop_column("upload_node")
+    # A plain ALTER TABLE, not batch mode: on SQLite that copies and drops ``images``, and
+    # with foreign keys on the drop cascades into tags, properties and members.
+    op.execute("ALTER TABLE images DROP COLUMN upload_node")

@@ -27,9 +27,15 @@ _images = sa.table(
 )
 
 
+def _drop_column(column: str) -> None:
+    # A plain ALTER TABLE on both databases (SQLite >= 3.35 has DROP COLUMN), never Alembic's
+    # batch mode on SQLite: it copies and drops the table, and with foreign keys on, dropping
+    # ``images`` cascades into tags, properties and members.
+    op.execute(f"ALTER TABLE images DROP COLUMN {column}")
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("images") as batch:
-        batch.add_column(sa.Column("locations", sa.Text, nullable=True))
+    op.add_column("images", sa.Column("locations", sa.Text, nullable=True))
     bind = op.get_bind()
     rows = bind.execute(
         sa.select(_images.c.id, _images.c.location).where(_images.c.location.is_not(None))
@@ -40,13 +46,11 @@ def upgrade() -> None:
             .where(_images.c.id == image_id)
             .values(locations=json.dumps([{"url": location, "store": ""}]))
         )
-    with op.batch_alter_table("images") as batch:
-        batch.drop_column("location")
+    _drop_column("location")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("images") as batch:
-        batch.add_column(sa.Column("location", sa.Text, nullable=True))
+    op.add_column("images", sa.Column("location", sa.Text, nullable=True))
     bind = op.get_bind()
     rows = bind.execute(
         sa.select(_images.c.id, _images.c.locations).where(_images.c.locations.is_not(None))
@@ -58,5 +62,4 @@ def downgrade() -> None:
             .where(_images.c.id == image_id)
             .values(location=copies[0]["url"] if copies else None)
         )
-    with op.batch_alter_table("images") as batch:
-        batch.drop_column("locations")
+    _drop_column("locations")
