@@ -171,6 +171,7 @@ def assemble(settings: Settings, reactor: Any) -> Assembly:
             if settings.auth in CATALOG_TRUSTED else None
         ),
         download_properties=settings.glance_download_properties,
+        node_lease=settings.node_lease,
     )
     return Assembly(metadata=metadata, blobs=blobs, service=service, images_at=images_at)
 

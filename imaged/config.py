@@ -235,6 +235,15 @@ class Options(usage.Options):
             float,
         ],
         [
+            "node-lease",
+            None,
+            120.0,
+            "Seconds after which a node that stopped writing its heartbeat is taken for dead "
+            "and the uploads, imports and copies it held are released (it beats every "
+            "quarter of this).",
+            float,
+        ],
+        [
             "max-request-body",
             None,
             MAX_REQUEST_BODY,

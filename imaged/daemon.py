@@ -174,7 +174,9 @@ def service_tree(settings: Settings, reactor: Any) -> MultiService:
         parts, drain=lambda: api.drain(reactor, settings.shutdown_timeout)
     ).setServiceParent(top)
     # Every node repairs what dead uploads leave (its own, or a silent node's), by itself.
-    Sweeper(parts.service.sweep, reactor, SWEEP_INTERVAL).setServiceParent(top)
+    # A node beats several times per lease, so that a slow round is not taken for death.
+    interval = min(SWEEP_INTERVAL, settings.node_lease / 4)
+    Sweeper(parts.service.sweep, reactor, interval).setServiceParent(top)
     FreezeStartupObjects().setServiceParent(top)
     if isinstance(auth, KeystoneTokens):
         CredentialCheck(auth, reactor).setServiceParent(top)

@@ -116,8 +116,12 @@ class ImageService:
         import_plugins: ImportPlugins = ImportPlugins(),
         remote: Fetcher | None = None,
         download_properties: Sequence[str] = GLANCE_DOWNLOAD_PROPERTIES,
+        node_lease: float = UPLOAD_LEASE,
     ) -> None:
         self.metadata = metadata
+        #: Seconds of silence after which another node is taken for dead (``sweep``); the
+        #: daemon sweeps (and beats) every quarter of it.
+        self.node_lease = node_lease
         self.rules = rules
         #: Seconds staged data waits for its import before recovery removes it.
         self.stage_expiry = stage_expiry
@@ -522,10 +526,10 @@ class ImageService:
 
         reset = await release_dead_uploads(
             self.metadata, uploads.restore, self.node, running,
-            now - timedelta(seconds=UPLOAD_LEASE), now - timedelta(seconds=ORPHAN_MARGIN),
+            now - timedelta(seconds=self.node_lease), now - timedelta(seconds=ORPHAN_MARGIN),
         )
         await self.imports.end_orphaned(
-            self.node, running, now - timedelta(seconds=UPLOAD_LEASE)
+            self.node, running, now - timedelta(seconds=self.node_lease)
         )
         await self.imports.expire_staged(now - timedelta(seconds=self.stage_expiry))
         if self._sweeps % ORPHAN_SWEEPS == ORPHAN_SWEEPS - 1:

@@ -179,6 +179,8 @@ class Settings:
     hash_algo: str = "sha512"
     log_format: Literal["text", "json"] = "text"
     shutdown_timeout: float = 30.0
+    #: Seconds of silence after which a node is dead (``imaged.service.UPLOAD_LEASE``).
+    node_lease: float = 120.0
     limits: Limits = Limits()
     #: What one client may cost before it is served (``imaged.web.streaming``).
     http: HTTPLimits = attrs.field(factory=HTTPLimits)
@@ -262,6 +264,7 @@ class Settings:
             hash_algo=options["hash-algo"],
             log_format=options["log-format"],
             shutdown_timeout=options["shutdown-timeout"],
+            node_lease=_positive_seconds(options["node-lease"], "--node-lease"),
             limits=Limits(
                 image_size_cap=options["image-size-cap"],
                 image_property_quota=options["image-property-quota"],

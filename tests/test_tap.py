@@ -72,6 +72,7 @@ def test_default_options(tmp_path: Any, monkeypatch: Any) -> None:
         "keystone-project-domain": "default",
         "keystone-cache-seconds": 300.0,
         "shutdown-timeout": 30.0,
+        "node-lease": 120.0,
         "max-request-body": 114_688,
         "header-timeout": 60.0,
         "body-timeout": 60.0,
