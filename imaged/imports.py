@@ -51,6 +51,7 @@ from .model import (
     DiskFormat,
     Image,
     ImportRequest,
+    Location,
     Member,
     Status,
     Task,
@@ -121,6 +122,10 @@ class ImportPlugins:
         if context.roles & self.ignore_user_roles:
             return {}
         return dict(self.inject)
+
+
+class _NothingToCopy(Exception):
+    """copy-image with ``all_stores`` of an image every store holds already."""
 
 
 @attrs.frozen
@@ -348,8 +353,6 @@ class Imports:
             for name in names:
                 if name not in stores:
                     raise Conflict(f"Store {name} is not available on this node.")
-        elif request.method == "copy-image":
-            raise BadRequest("copy-image needs 'stores' or 'all_stores'.")
         else:
             names = (stores.default,)
         if request.method == "copy-image" and image is not None:
@@ -358,9 +361,9 @@ class Imports:
                 for name in names:
                     if name in holding:
                         raise BadRequest(f"Image is already present at store '{name}'.")
+            # With all_stores, what is there already is skipped (nothing left: a task that
+            # has nothing to do, as Glance's).
             names = tuple(name for name in names if name not in holding)
-            if not names:
-                raise Conflict("Image is already present at all available stores.")
         return tuple(stores.named(name) for name in names)
 
     async def begin(
@@ -400,10 +403,11 @@ class Imports:
             user_id=context.user_id,
             node=claim,
         )
+        stale = await self.stale_lock(image_id)
         await self.tasks.insert_task(task)
 
         def lock(image: Image) -> Image:
-            if IMPORT_LOCK in image.properties:
+            if IMPORT_LOCK in image.properties and image.properties[IMPORT_LOCK] != stale:
                 raise Conflict(
                     f"Image {image.id} has active task {image.properties[IMPORT_LOCK]}"
                 )
@@ -498,10 +502,11 @@ class Imports:
             else _task_input(image_id, request, targets),
             request_id=context.request_id, user_id=context.user_id, node=claim,
         )
+        stale = await self.stale_lock(image_id)
         await self.tasks.insert_task(task)
 
         def lock(current: Image) -> Image:
-            if IMPORT_LOCK in current.properties:
+            if IMPORT_LOCK in current.properties and current.properties[IMPORT_LOCK] != stale:
                 raise Conflict(
                     f"Image {current.id} has active task {current.properties[IMPORT_LOCK]}"
                 )
@@ -538,6 +543,9 @@ class Imports:
         try:
             await self._update(task.id, status=TaskStatus.PROCESSING, total=image.size)
             assert image.size is not None
+            if not targets:
+                await self._release_copy(task, "")
+                raise _NothingToCopy()
             producer = await self.uploads.open_copy(image, 0, image.size, ())
             if producer is None:
                 raise Conflict(f"The data of image {image.id} is missing from every store.")
@@ -578,9 +586,14 @@ class Imports:
                 )
 
             await self.guard.metadata.modify(image.id, record, name="finish_copy")
+        except _NothingToCopy:
+            await self._update(
+                task.id, status=TaskStatus.SUCCESS, result={"image_id": image.id},
+                done=0, total=0, expires_at=self.guard.now() + TASK_TIME_TO_LIVE,
+            )
+            return
         except Exception as e:
-            for _store, blob in made:
-                await self.uploads.delete_blob(image.id, blob.location)
+            await self._discard_copies(image.id, made)
             message = task_failure_message(e)
             self.log.warn(
                 "copy of image {image_id} (task {task_id}) failed: {why}",
@@ -602,6 +615,35 @@ class Imports:
             image_id=image.id, task_id=task.id,
             stores=",".join(store.name for store, _blob in made),
         )
+
+    async def _discard_copies(
+        self, image_id: str, made: tuple[tuple[NamedStore, Any], ...]
+    ) -> None:
+        """The copies a failed copy made, removed unless the image refers to them (its
+        record may have been written after all, or a later copy put the same address
+        there); when the database cannot say, they stay for the orphan sweep."""
+        if not made:
+            return
+        try:
+            current = await self.guard.metadata.get(image_id)
+        except Exception:
+            self.log.warn("copies of image {image_id} are left to the orphan sweep",
+                          image_id=image_id)
+            return
+        referenced = {loc.url for loc in current.locations} if current is not None else set()
+        for store, blob in made:
+            if blob.location not in referenced:
+                await self.uploads.delete_blob(image_id, Location(blob.location, store.name))
+
+    async def stale_lock(self, image_id: str) -> str | None:
+        """The import lock of an image whose task is gone or finished (its process died
+        between the two, say): a new import may take it over, as Glance's lock-busting."""
+        image = await self.guard.metadata.get(image_id)
+        lock = image.properties.get(IMPORT_LOCK) if image is not None else None
+        if lock is None:
+            return None
+        task = await self.tasks.get_task(lock)
+        return lock if task is None or task.finished else None
 
     async def _release_copy(self, task: Task, failed: str) -> None:
         """A copy that ended without its result: the image's lock released, the stores it
@@ -652,7 +694,7 @@ class Imports:
             if request.method == "glance-direct":
                 staged = self.uploads.stores.store_of(importing.locations[0])
                 in_place = len(targets) == 1 and staged is not None and (
-                    targets[0].name == staged.name
+                    targets[0].name == staged.name and staged.overwrites
                 )
                 if self.plugins.transform or not in_place:
                     image = await self._transform(importing, claim, adjust, into=into)

@@ -11,6 +11,7 @@ node with no upload of it running any more, goes back to ``queued`` with no oper
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Collection, Container
 from datetime import datetime
 from typing import Any
@@ -84,6 +85,8 @@ async def remove_orphans(
         keep = uploading | set(busy())  # asked again for each: uploads start meanwhile
         if any(image_id in location for image_id in keep):
             continue
+        if await _being_copied(metadata, location):
+            continue
         try:
             await blobs.delete(location)
         except InUse:
@@ -94,6 +97,21 @@ async def remove_orphans(
         removed.append(location)
         log.warn("removed image data no image refers to: {location}", location=location)
     return removed
+
+
+#: An image id in a blob's address (every store names data after its image).
+_IMAGE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+async def _being_copied(metadata: IMetadataStore, location: str) -> bool:
+    """Whether the image a blob is named after is locked by an import (a copy-image on any
+    node writes data of an active image, not ``saving``: its new copy may be about to be
+    recorded)."""
+    match = _IMAGE_ID.search(location)
+    if match is None:
+        return False
+    image = await metadata.get(match.group(0))
+    return image is not None and "os_glance_import_task" in image.properties
 
 
 async def release_dead_uploads(

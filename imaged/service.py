@@ -28,7 +28,7 @@ from . import policy
 from .clock import default_clock
 from .context import RequestContext
 from .coroutines import deferred
-from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .errors import BadRequest, Conflict, Forbidden, InUse, NotFound
 from .guards import ImageGuard
 from .hashing import check_algorithm
 from .imports import (
@@ -225,13 +225,32 @@ class ImageService:
                 return current
 
             await self.guard.modify(context, image_id, "delete", check, "check_delete")
+            deleted: builtins.list[Location] = []
             for location in refusing:
-                await self.blobs.delete(location.url)
+                try:
+                    await self.stores.delete_copy(location)
+                except InUse:
+                    # The copies already gone are no longer the image's: the record says so.
+                    await self._forget_copies(image_id, deleted)
+                    raise
+                deleted.append(location)
         change = await self.guard.modify(context, image_id, "delete", mutate, "delete_image")
         self.log.info("deleted image {image_id}", image_id=image_id)
         for location in change.before.locations:
             if location not in refusing:
-                await self.uploads.delete_blob(image_id, location.url)
+                await self.uploads.delete_blob(image_id, location)
+
+    async def _forget_copies(self, image_id: str, gone: Sequence[Location]) -> None:
+        if not gone:
+            return
+
+        def forget(current: Image, _member: Member | None) -> Image:
+            kept = tuple(loc for loc in current.locations if loc not in gone)
+            if kept == current.locations:
+                return current
+            return attrs.evolve(current, locations=kept, updated_at=self.guard.now())
+
+        await self.metadata.modify(image_id, forget, name="forget_copies")
 
     def _refusing(self, locations: Sequence[Location]) -> builtins.list[Location]:
         """The copies in stores that may refuse to delete them (see ``NamedStore``)."""
@@ -270,7 +289,10 @@ class ImageService:
     async def delete_from_store(self, context: RequestContext, store: str, image_id: str) -> None:
         """
         ``DELETE /v2/stores/{store}/{image}`` (2.10): remove one copy of an active image's
-        data; never the last one (delete the image instead).  The codes are Glance's.
+        data, never the last one (delete the image instead); the codes are Glance's.  The
+        record loses the copy first, in the transaction that checks it is not the last (two
+        such deletes at once cannot remove both); a store that refuses (``InUse``) gets the
+        copy back in the record, and the caller a 409.
         """
         if not self.stores.multi:
             raise NotFound("Multi backend is not supported at this site.")
@@ -279,42 +301,52 @@ class ImageService:
         image = await self.guard.visible(context, image_id)
         policy.check_delete_location(context)
 
-        def check(current: Image) -> tuple[Image, Location]:
+        def copy_in_store(current: Image) -> Location:
             if current.status is not Status.ACTIVE:
                 raise Conflict(
                     "It's not allowed to remove image data from store if image status is not "
                     "'active'"
                 )
-            named = self.stores.named_locations(current.locations)
-            found = [loc for loc in named if loc.store == store]
-            if not found:
-                raise NotFound(f"Image {image_id} is not present in store {store}")
-            if len(current.locations) == 1:
+            if len(current.locations) <= 1:
                 raise Forbidden(
                     "Cannot delete image data from the only store containing it. Consider "
                     "deleting the image instead."
                 )
-            return current, current.locations[named.index(found[0])]
+            named = self.stores.named_locations(current.locations)
+            for index, location in enumerate(named):
+                if location.store == store:
+                    return current.locations[index]
+            raise NotFound(f"Image {image_id} is not present in store {store}")
 
-        _image, copy = check(image)
-        refused_first = bool(self._refusing([copy]))
-        if refused_first:
-            await self.blobs.delete(copy.url)  # InUse: 409, nothing changed
+        copy_in_store(image)  # the refusals, before a transaction that writes
 
         def remove(current: Image) -> Image:
-            _current, copy = check(current)
+            copy = copy_in_store(current)
             return attrs.evolve(
                 current, updated_at=self.guard.now(),
                 locations=tuple(loc for loc in current.locations if loc != copy),
             )
 
-        await self.guard.modify(context, image_id, "delete data of", remove, "delete_copy")
+        change = await self.guard.modify(context, image_id, "delete data of", remove,
+                                         "delete_copy")
+        [copy] = [loc for loc in change.before.locations if loc not in change.after.locations]
+        if self._refusing([copy]):
+            try:
+                await self.stores.delete_copy(copy)
+            except InUse:
+                def restore(current: Image, _member: Member | None) -> Image:
+                    if copy in current.locations or current.status is Status.DELETED:
+                        return current
+                    return attrs.evolve(current, locations=current.locations + (copy,))
+
+                await self.metadata.modify(image_id, restore, name="restore_copy")
+                raise
+        else:
+            await self.uploads.delete_blob(image_id, copy)
         self.log.info(
             "removed the copy of image {image_id} in store {store}", image_id=image_id,
             store=store,
         )
-        if not refused_first:
-            await self.uploads.delete_blob(image_id, copy.url)
 
     def add_tag(self, context: RequestContext, image_id: str, tag: str) -> Deferred[None]:
         def mutate(image: Image) -> Image:

@@ -491,9 +491,25 @@ def _named_stores(options: Mapping[str, Any], data_dir: str) -> tuple[StoreSetti
         else:
             store = attrs.evolve(store, rbd=_rbd(merged, needed_by))
         named.append(store)
-    directories = [s.directory for s in named if s.directory is not None]
-    if len(set(directories)) != len(directories):
-        raise SettingsError("two [stores.<name>] file stores share a directory")
+    # Each store's place is its own: two stores handing out alike addresses (swift://c/x,
+    # s3://b/x) could not tell their data apart, and one's orphan sweep would take the other's.
+    places: dict[tuple[str, ...], str] = {}
+    for store in named:
+        if store.directory is not None:
+            place: tuple[str, ...] = ("file", store.directory)
+        elif store.swift is not None:
+            place = ("swift", store.swift.container)
+        elif store.s3 is not None:
+            place = ("s3", store.s3.bucket)
+        else:
+            assert store.rbd is not None
+            place = ("rbd", store.rbd.conf, store.rbd.pool)
+        if place in places:
+            raise SettingsError(
+                f"[stores.{places[place]}] and [stores.{store.name}] are the same place "
+                f"({', '.join(place)}): each store needs its own"
+            )
+        places[place] = store.name
     return tuple(named)
 
 

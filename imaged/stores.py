@@ -16,7 +16,7 @@ then does imaged speak Glance's multi-store API (``/v2/info/stores``, ``stores``
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -50,6 +50,13 @@ class NamedStore:
     where: str = ""
 
     @property
+    def overwrites(self) -> bool:
+        """Whether data written under an image's name replaces the data held under it (a
+        file, an object); an RBD image of that name must first go, so data waiting for an
+        import is kept there under another name (``Uploads.write_copies``)."""
+        return self.type != "rbd"
+
+    @property
     def refuses_deletes(self) -> bool:
         """Whether a delete may be refused because something depends on the data (an RBD
         image with clones): such a copy is deleted before the record, so that a refusal
@@ -77,7 +84,7 @@ class Stores:
 
     # -- the stores ------------------------------------------------------------------------
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[NamedStore]:
         return iter(self._stores.values())
 
     def __len__(self) -> int:
@@ -162,6 +169,14 @@ class Stores:
         self, location: str, offset: int = 0, length: int | None = None
     ) -> IBodyProducer:
         return await self._owner(location).read(location, offset, length)
+
+    @deferred
+    async def delete_copy(self, location: Location) -> None:
+        """Remove one copy from the store that holds it (by its recorded store first: two
+        stores may hand out alike addresses); a copy no configured store holds is left."""
+        store = self.store_of(location)
+        if store is not None:
+            await store.blobs.delete(location.url)
 
     @deferred
     async def delete(self, location: str) -> None:

@@ -357,7 +357,15 @@ class FanOut:
         if not live:
             return
         self._started = True
-        self._source.startProducing(self).addCallbacks(self._finished, self._failed)
+        try:
+            started = self._source.startProducing(self)
+        except Exception:
+            self.abort(Failure())
+            return
+        started.addCallbacks(self._finished, self._failed)
+        if self._paused and not self._ended:
+            # A consumer paused before there was anything to pause: now there is.
+            self._source.pauseProducing()
 
     def _pause(self, branch: _Branch) -> None:
         first = not self._paused

@@ -124,10 +124,6 @@ class Copies:
         return self.made[0][1]
 
     @property
-    def urls(self) -> tuple[str, ...]:
-        return tuple(blob.location for _store, blob in self.made)
-
-    @property
     def locations(self) -> tuple[Location, ...]:
         return tuple(Location(blob.location, store.name) for store, blob in self.made)
 
@@ -266,7 +262,10 @@ class Uploads:
             inspector = FormatInspector()
             producer = TeeProducer(producer, inspector.feed)
         try:
-            copies = await self.write_copies(image_id, producer, targets, limit, must_succeed)
+            copies = await self.write_copies(
+                image_id, producer, targets, limit, must_succeed,
+                holding=intake.final is intake.receiving,
+            )
         except Exception as e:
             await self._abandon(image_id, claim, (), queued_at)
             self.log.warn(
@@ -284,7 +283,7 @@ class Uploads:
                 )
             virtual_size = self._inspected_size(saving, blob, inspector)
         except Exception:
-            await self._abandon(image_id, claim, copies.urls, queued_at)
+            await self._abandon(image_id, claim, copies.locations, queued_at)
             raise
         return await self._publish(
             image_id, claim, queued_at, copies, virtual_size, intake, adjust, formats
@@ -297,18 +296,25 @@ class Uploads:
         targets: tuple[NamedStore, ...],
         limit: int | None,
         must_succeed: bool = True,
+        holding: bool = False,
     ) -> Copies:
         """
         ``producer`` read once into every store of ``targets`` at the same time (the
         slowest store setting the pace), each store hashing what it writes: the copies'
         digests must agree.  With ``must_succeed``, the first failure stops every write and
         removes what the others stored; otherwise the stores that fail are reported, as long
-        as one succeeds.
+        as one succeeds.  ``holding``: the data waits for an import, whose result is written
+        under the image's name later; a store that cannot write over a name it holds keeps
+        it under ``<id>.staged``.
         """
+
+        def name(store: NamedStore) -> str:
+            return f"{image_id}.staged" if holding and not store.overwrites else image_id
+
         if len(targets) == 1:
             store = targets[0]
             try:
-                blob = await store.blobs.write(image_id, producer, self.hash_algo, limit)
+                blob = await store.blobs.write(name(store), producer, self.hash_algo, limit)
             except StoreFailure as e:
                 STORE_ERRORS.labels(store.name, "write").inc()
                 self.log.warn("store {store} failed: {why}", store=store.name, why=e.message)
@@ -318,7 +324,7 @@ class Uploads:
         writes: list[Deferred[StoredBlob]] = []
         for store, branch in zip(targets, fan.branches, strict=True):
             written: Deferred[StoredBlob] = maybeDeferred(
-                store.blobs.write, image_id, branch, self.hash_algo, limit
+                store.blobs.write, name(store), branch, self.hash_algo, limit
             )
 
             def drop(failure: Any, branch: Any = branch) -> Any:
@@ -342,8 +348,8 @@ class Uploads:
         ]
         digests = {(blob.size, blob.hash_value) for _store, blob in made}
         if (failed and (must_succeed or not made)) or len(digests) > 1:
-            for _store, blob in made:
-                await self.delete_blob(image_id, blob.location)
+            for store, blob in made:
+                await self.delete_blob(image_id, Location(blob.location, store.name))
             if len(digests) > 1:
                 raise StoreFailure(f"The copies of image {image_id} differ; none was kept.")
             # The most telling failure: the data's (too large, refused) before a store's.
@@ -461,12 +467,12 @@ class Uploads:
             change = await self.guard.metadata.modify(image_id, finish, name="finish_upload")
         except (Gone, ImageNotFound):
             current = await self.guard.metadata.get(image_id)
-            for url in copies.urls:
+            for copy in copies.locations:
                 if current is None or (
                     current.status is not intake.receiving
-                    and url not in {loc.url for loc in current.locations}
+                    and copy.url not in {loc.url for loc in current.locations}
                 ):
-                    await self.delete_blob(image_id, url)
+                    await self.delete_blob(image_id, copy)
             # else another upload holds the image now, and may have published to the same
             # location: the orphan sweep removes the bytes if nothing refers to them.
             raise Gone(f"Image {image_id} was deleted during upload.") from None
@@ -474,11 +480,11 @@ class Uploads:
             # Whether the commit happened is unknown (the connection may have gone during
             # it): the repair reads the image once the database answers, and keeps the bytes
             # if the image did become active with them.
-            self._repair_later(image_id, claim, copies.urls)
+            self._repair_later(image_id, claim, copies.locations)
             raise
         except Exception:
             # Refused (a value the database cannot hold, say): nothing was written.
-            await self._abandon(image_id, claim, copies.urls, queued_at)
+            await self._abandon(image_id, claim, copies.locations, queued_at)
             raise
         self.log.info(
             "image {image_id} is active: {size} bytes, {algo} {digest}",
@@ -490,25 +496,25 @@ class Uploads:
         return change.after
 
     async def _abandon(
-        self, image_id: str, claim: str, urls: tuple[str, ...], queued_at: datetime
+        self, image_id: str, claim: str, copies: tuple[Location, ...], queued_at: datetime
     ) -> None:
         """
-        After a failed upload: the bytes stored at ``urls`` removed, the image ``queued``
+        After a failed upload: the bytes stored as ``copies`` removed, the image ``queued``
         again if ``claim`` still holds it.  If the metadata database is unavailable, the
         repair goes on in the background and the caller reports its own failure at once.
         """
-        for url in urls:
-            await self.delete_blob(image_id, url)
+        for copy in copies:
+            await self.delete_blob(image_id, copy)
         try:
             await self.restore(image_id, claim, queued_at)
         except MetadataUnavailable:
             self._repair_later(image_id, claim, ())
 
-    def _repair_later(self, image_id: str, claim: str, urls: tuple[str, ...]) -> None:
+    def _repair_later(self, image_id: str, claim: str, copies: tuple[Location, ...]) -> None:
         """Retry ``_repair`` until the database answers (see ``REPAIR_DELAYS``)."""
         if image_id in self.repairs:
             return
-        done = ensureDeferred(self._repair_with_retries(image_id, claim, urls))
+        done = ensureDeferred(self._repair_with_retries(image_id, claim, copies))
         self.repairs[image_id] = done
 
         def forget(_: object) -> None:
@@ -517,7 +523,7 @@ class Uploads:
         done.addBoth(forget)
 
     async def _repair_with_retries(
-        self, image_id: str, claim: str, urls: tuple[str, ...]
+        self, image_id: str, claim: str, copies: tuple[Location, ...]
     ) -> None:
         self.log.warn(
             "image {image_id} will be repaired when the metadata database answers again",
@@ -527,7 +533,7 @@ class Uploads:
             delay = REPAIR_DELAYS[min(attempt, len(REPAIR_DELAYS) - 1)]
             await deferLater(self.guard.clock, delay, lambda: None)
             try:
-                await self._repair(image_id, claim, urls)
+                await self._repair(image_id, claim, copies)
             except MetadataUnavailable:
                 continue
             except Exception:
@@ -540,20 +546,21 @@ class Uploads:
             image_id=image_id,
         )
 
-    async def _repair(self, image_id: str, claim: str, urls: tuple[str, ...]) -> None:
+    async def _repair(self, image_id: str, claim: str, copies: tuple[Location, ...]) -> None:
         """
         Make an interrupted upload's outcome whole: an image still ``saving`` under ``claim``
-        goes back to ``queued``; bytes at ``urls`` are kept if the image refers to them
+        goes back to ``queued``; the bytes of ``copies`` are kept if the image refers to them
         (the publishing commit did happen; it may have been deactivated since).
         """
         image = await self.guard.metadata.get(image_id)
-        if image is not None and urls and set(urls) & {loc.url for loc in image.locations}:
+        urls = {copy.url for copy in copies}
+        if image is not None and urls & {loc.url for loc in image.locations}:
             return
         if image is not None and image.upload_node is not None and image.upload_node != claim:
             return  # another upload holds it now: its bytes may be at the same location
         # Bytes first, then the state: once the image is queued, a new upload may claim it.
-        for url in urls:
-            await self.delete_blob(image_id, url)
+        for copy in copies:
+            await self.delete_blob(image_id, copy)
         if image is not None and image.upload_node == claim:
             await self.restore(image_id, claim)
 
@@ -587,14 +594,16 @@ class Uploads:
             return False
         return change.changed
 
-    async def delete_blob(self, image_id: str, location: str) -> None:
-        """Remove an image's bytes; a failure is logged, not raised (the record is gone)."""
+    async def delete_blob(self, image_id: str, location: str | Location) -> None:
+        """Remove an image's bytes (a copy, from its recorded store, or an address); a
+        failure is logged, not raised (the record is gone)."""
+        copy = location if isinstance(location, Location) else Location(location)
         try:
-            await self.blobs.delete(location)
+            await self.stores.delete_copy(copy)
         except Exception:
             # Leftover bytes are an operator's cleanup (imaged-manage scrub), not the
             # caller's error.
-            store = self.stores.store_of(Location(location))
+            store = self.stores.store_of(copy)
             STORE_ERRORS.labels(store.name if store else "unknown", "delete").inc()
             self.log.failure(
                 "could not delete data of image {image_id} at {location}",

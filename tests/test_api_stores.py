@@ -145,9 +145,12 @@ def test_copy_image_to_more_stores(site: Site) -> None:
     assert reply.code == 403 and site.show(image_id) == before and site.tasks(image_id) == []
     for body, code in [
         ({"method": {"name": "copy-image"}, "stores": ["fast"]}, 400),  # holds it already
+        ({"method": {"name": "copy-image"}}, 400),  # the default store, which holds it
         ({"method": {"name": "copy-image"}, "stores": ["nope"]}, 409),
         ({"method": {"name": "copy-image"}, "stores": "far"}, 400),
-        ({"method": {"name": "copy-image"}}, 400),
+        ({"method": {"name": "copy-image"}, "stores": [""]}, 400),
+        ({"method": {"name": "copy-image"}, "stores": ["far"], "all_stores": True}, 400),
+        ({"method": {"name": "copy-image"}, "all_stores": "yes"}, 400),
     ]:
         reply = site.do_import(image_id, body, ADMIN)
         assert reply.code == code, (body, reply.body)
@@ -164,8 +167,14 @@ def test_copy_image_to_more_stores(site: Site) -> None:
     assert site.do_import(image_id, {"method": {"name": "copy-image"}, "all_stores": True},
                           ADMIN).code == 202
     assert site.show(image_id)["stores"] == "fast,far,cheap"
+    # Every store holds it: a task with nothing to do, and nothing changes (as Glance).
+    before = site.show(image_id)
     assert site.do_import(image_id, {"method": {"name": "copy-image"}, "all_stores": True},
-                          ADMIN).code == 409
+                          ADMIN).code == 202
+    assert site.tasks(image_id)[-1]["status"] == "success"
+    after = site.show(image_id)
+    assert after["stores"] == before["stores"] and after["checksum"] == before["checksum"]
+    assert "os_glance_import_task" not in after
 
 
 def test_copy_image_of_an_image_that_is_not_active(site: Site) -> None:
@@ -235,10 +244,60 @@ def test_an_import_whose_every_store_must_succeed_keeps_nothing(site: Site) -> N
 def test_the_store_header_and_stores_are_exclusive(site: Site) -> None:
     image_id = site.image()
     before = site.show(image_id)
+    for stores in (["far"], []):
+        reply = site.client.post(f"/v2/images/{image_id}/import", json={
+            "method": {"name": "web-download", "uri": "http://example.org/d"},
+            "stores": stores}, headers={**PROJECT_A, "X-Image-Meta-Store": "cheap"})
+        assert reply.code == 400 and site.show(image_id) == before
+    assert site.tasks(image_id) == []
+    # The header alone names the one store.
+    site.service.imports.fetcher.answers["http://example.org/d"] = DATA  # type: ignore
     reply = site.client.post(f"/v2/images/{image_id}/import", json={
-        "method": {"name": "web-download", "uri": "http://example.org/d"}, "stores": ["far"]},
+        "method": {"name": "web-download", "uri": "http://example.org/d"}},
         headers={**PROJECT_A, "X-Image-Meta-Store": "cheap"})
-    assert reply.code == 400 and site.show(image_id) == before
+    assert reply.code == 202 and site.show(image_id)["stores"] == "cheap"
+
+
+def test_staged_data_is_no_copy_yet(site: Site) -> None:
+    image_id = site.image()
+    assert site.client.put(f"/v2/images/{image_id}/stage", data=DATA, headers={
+        **PROJECT_A, "Content-Type": "application/octet-stream"}).code == 204
+    assert "stores" not in site.show(image_id)
+
+
+def test_a_lock_whose_task_is_gone_is_taken_over(site: Site) -> None:
+    """A copy's process died between locking the image and recording the task's end: the
+    lock names a finished (or missing) task, and the next import takes it over."""
+    image_id = site.active()
+
+    def dangling(image: Any, _member: Any) -> Any:
+        return attrs.evolve(image, properties={
+            **image.properties, "os_glance_import_task": "no-such-task"})
+
+    fired(site.service.metadata.modify(image_id, dangling))
+    assert site.do_import(image_id, {"method": {"name": "copy-image"}, "stores": ["far"]},
+                          ADMIN).code == 202
+    shown = site.show(image_id)
+    assert shown["stores"] == "fast,far" and "os_glance_import_task" not in shown
+
+
+def test_rbd_staging_keeps_the_image_name_for_the_result(
+    services: Callable[..., ImageService],
+) -> None:
+    """A store that cannot write over a name it holds (RBD): staged data waits under
+    ``<id>.staged``, and the import writes ``<id>`` from it, as glance_store's layout wants,
+    then removes the staged copy."""
+    site = make_site(services, memory_stores("ceph", "files", rbd=("ceph",)))
+    image_id = site.image()
+    assert site.client.put(f"/v2/images/{image_id}/stage", data=DATA, headers={
+        **PROJECT_A, "Content-Type": "application/octet-stream"}).code == 204
+    [staged] = site.blobs("ceph").blobs
+    assert f"/{image_id}.staged/" in staged
+    assert site.do_import(image_id, {"method": {"name": "glance-direct"}}).code == 202
+    shown = site.show(image_id)
+    assert shown["status"] == "active" and shown["stores"] == "ceph"
+    [final] = site.blobs("ceph").blobs
+    assert f"/{image_id}/" in final and site.blobs("ceph").blobs[final] == DATA
 
 
 def test_download_falls_back_when_the_best_store_fails(site: Site) -> None:
@@ -270,6 +329,8 @@ def test_delete_one_copy(site: Site) -> None:
     image_id = site.active()
     path = f"/v2/stores/fast/{image_id}"
     assert site.client.delete(path, headers=ADMIN).code == 403  # the last copy
+    # Glance checks "the last copy" before "not in that store".
+    assert site.client.delete(f"/v2/stores/cheap/{image_id}", headers=ADMIN).code == 403
     assert site.do_import(image_id, {"method": {"name": "copy-image"}, "stores": ["far"]},
                           ADMIN).code == 202
     before = site.show(image_id)
@@ -322,6 +383,22 @@ def test_a_store_refusing_the_delete_leaves_everything(
     ceph.in_use.clear()
     assert site.client.delete(f"/v2/images/{image_id}", headers=PROJECT_A).code == 204
     assert site.held() == {"files": [], "ceph": []}
+
+
+def test_two_refusing_copies_one_in_use(services: Callable[..., ImageService]) -> None:
+    """Two RBD copies, the second with clones: the first goes, the 409 comes, and the
+    record lists only what is still there (never a copy without data)."""
+    site = make_site(services, memory_stores("ceph1", "ceph2", rbd=("ceph1", "ceph2")))
+    image_id = site.active()
+    assert site.do_import(image_id, {"method": {"name": "copy-image"}, "stores": ["ceph2"]},
+                          ADMIN).code == 202
+    ceph2 = site.blobs("ceph2")
+    ceph2.in_use = set(ceph2.blobs)
+    assert site.client.delete(f"/v2/images/{image_id}", headers=PROJECT_A).code == 409
+    shown = site.show(image_id)
+    assert shown["status"] == "active" and shown["stores"] == "ceph2"
+    assert site.held() == {"ceph1": [], "ceph2": [DATA]}
+    assert site.client.get(f"/v2/images/{image_id}/file", headers=PROJECT_A).body == DATA
 
 
 def test_a_copy_whose_node_died_releases_the_image(

@@ -249,3 +249,14 @@ def test_fan_out_stops_the_source_when_every_branch_stopped() -> None:
     for branch in fan.branches:
         branch.stopProducing()
     assert source.calls[-1] == "stop"
+
+
+def test_fan_out_applies_a_pause_made_before_the_source_started() -> None:
+    source = Producer()
+    fan = FanOut(source, 2)
+    fan.branches[0].startProducing(Sink())
+    fan.branches[0].pauseProducing()  # this store is behind before anything flowed
+    fan.branches[1].startProducing(Sink())
+    assert source.calls == ["pause"]
+    fan.branches[0].resumeProducing()
+    assert source.calls == ["pause", "resume"]

@@ -411,6 +411,8 @@ def test_named_stores_from_the_configuration_file(tmp_path: Any, monkeypatch: An
     from imaged.settings import StoreSettings
 
     monkeypatch.setenv("IMAGED_STORE_ARCHIVE_KEY", "archive-secret")
+    monkeypatch.setenv("IMAGED_STORE_X_SECRET_KEY", "x")
+    monkeypatch.setenv("IMAGED_STORE_Y_SECRET_KEY", "y")
     config = tmp_path / "imaged.conf"
     config.write_text(f'''
 data-dir = "{tmp_path}"
@@ -455,6 +457,9 @@ container = "old"
         ('default-store = "y"\n[stores.x]\ntype = "file"', "--default-store: 'y'"),
         ('[stores.x]\ntype = "swift"', r"\[stores.x\] needs --swift-auth-url"),
         ('[stores.x]\ntype = "rbd"\nchunk-size = 3', "power of 2"),
+        ('[stores.x]\ntype = "s3"\nendpoint = "http://a"\naccess-key = "k"\n'
+         '[stores.y]\ntype = "s3"\nendpoint = "http://b"\naccess-key = "k"',
+         r"\[stores.x\] and \[stores.y\] are the same place \(s3, imaged\)"),
     ]:
         config.write_text(table)
         with pytest.raises(UsageError, match=error):

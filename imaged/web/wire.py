@@ -106,8 +106,9 @@ def image_document(
             "schema": "/v2/schemas/image",
         }
     )
-    if locations is not None and locations:
-        document["stores"] = ",".join(location.store for location in locations)
+    named = [location.store for location in locations or () if location.store]
+    if named and image.has_data:
+        document["stores"] = ",".join(named)
     if show_locations:
         if locations is None:
             document["locations"] = [
@@ -452,8 +453,10 @@ def usage_document(quota: QuotaUsage) -> dict[str, Any]:
 def decode_import(document: Any, store_header: str | None = None) -> ImportRequest:
     """
     A ``POST /v2/images/{id}/import`` body, checked as Glance's ``_validate_import_body``:
-    a ``method`` object with a ``name`` (400 otherwise).  With one store, ``stores`` and
-    ``all_stores`` are ignored, as Glance without ``enabled_backends`` ignores them
+    a ``method`` object with a ``name`` (400 otherwise); ``stores`` a list of names,
+    ``all_stores`` and ``all_stores_must_succeed`` booleans, ``stores`` exclusive of
+    ``all_stores`` and of the ``X-Image-Meta-Store`` header (``store_header``).  A
+    single-store site ignores well-formed ones, as Glance without ``enabled_backends``
     (tempest's glance-direct test sends ``all_stores``).
     """
     if not isinstance(document, dict):
@@ -469,8 +472,10 @@ def decode_import(document: Any, store_header: str | None = None) -> ImportReque
         not isinstance(stores, list) or not all(isinstance(s, str) and s for s in stores)
     ):
         raise BadRequest("'stores' must be a list of store names.")
+    if stores and document.get("all_stores"):
+        raise BadRequest("'stores' and 'all_stores' are mutually exclusive.")
     if store_header is not None:
-        if stores or document.get("all_stores"):
+        if "stores" in document or document.get("all_stores"):
             raise BadRequest(
                 "The X-Image-Meta-Store header and 'stores' or 'all_stores' are mutually "
                 "exclusive."
@@ -499,7 +504,9 @@ def stores_document(stores: Sequence[StoreInfo], detail: bool) -> dict[str, Any]
     flags are the strings ``"true"``, present only when true."""
     listed = []
     for store in stores:
-        entry: dict[str, Any] = {"id": store.id, "description": store.description}
+        entry: dict[str, Any] = {"id": store.id}
+        if store.description:
+            entry["description"] = store.description
         if store.default:
             entry["default"] = "true"
         if detail:
