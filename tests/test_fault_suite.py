@@ -83,10 +83,11 @@ def consistency(database: str, images_dir: Path) -> tuple[list[str], list[str], 
     engine = create_engine(database)
     with engine.connect() as connection:
         rows = connection.execute(text(
-            "SELECT id, status, location FROM images WHERE deleted = false")).all()
+            "SELECT id, status, locations FROM images WHERE deleted = false")).all()
     engine.dispose()
     saving = [row[0] for row in rows if row[1] == "saving"]
-    referenced = {row[2].rsplit("/", 1)[-1] for row in rows if row[2]}
+    referenced = {copy["url"].rsplit("/", 1)[-1]
+                  for row in rows if row[2] for copy in json.loads(row[2])}
     stored = {p.name for p in images_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
     missing = [row[0] for row in rows if row[1] == "active" and row[0] not in stored]
     return saving, sorted(stored - referenced), missing
