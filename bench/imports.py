@@ -24,7 +24,6 @@ Not a test:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import json
 import os
@@ -32,7 +31,6 @@ import re
 import select
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,52 +41,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.procstats import GiB, MiB, cpu_seconds, make_file, mbps, median, rss_kib
 from imaged.imports import PROGRESS_INTERVAL
 from imaged.testing import TwistdDaemon
 
-GiB = 1024**3
-MiB = 1024 * 1024
-CHUNK = 16 * MiB
 POLL = 0.02  # seconds between GET /v2/images/{id} while waiting for active
 SAMPLE = 0.05  # seconds between RSS samples
 GOAL_RATIO = 0.9
 GOAL_RSS_MIB = 64.0
 
 
-def mbps(size: int, seconds: float) -> float:
-    return size / seconds / 1e6
-
-
-def make_file(path: str, size: int) -> str:
-    """``size`` bytes of random data at ``path``; their sha512."""
-    digest = hashlib.sha512()
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            block = os.urandom(min(CHUNK, left))
-            digest.update(block)
-            f.write(block)
-            left -= len(block)
-    return digest.hexdigest()
-
-
 # -- imaged's resident memory ------------------------------------------------------------------
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """imaged's user + system CPU time so far, all its threads (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 @dataclass
@@ -390,10 +353,6 @@ ROWS = (
     ("web-download", "web-download"),
     ("source alone (curl)", "source alone"),
 )
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def report(runs: list[Run], size: int, rss_start: int, rss_end: int) -> None:

@@ -46,7 +46,6 @@ import re
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,31 +62,15 @@ from typing import Any
 sys.path.pop(0)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.procstats import CHUNK, GiB, MiB, cpu_seconds, make_file, mbps, median, rss_kib
 from imaged.testing import TwistdDaemon
 from tests.ceph_server import Ceph, CephCluster
 
-GiB = 1024**3
-MiB = 1024 * 1024
-CHUNK = 16 * MiB
 POLL = 0.02  # seconds between GET /v2/images/{id} while a copy runs
 SAMPLE = 0.05  # seconds between RSS samples
 GOAL_RATIO = 0.8
 GOAL_RSS_MIB = 64.0
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def mbps(size: int, seconds: float) -> float:
-    return size / seconds / 1e6
-
-
-def make_file(path: str, size: int) -> None:
-    """``size`` bytes of random data at ``path``."""
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            block = os.urandom(min(CHUNK, left))
-            f.write(block)
-            left -= len(block)
 
 
 def digest_of(path: str, algorithm: str) -> tuple[str, float]:
@@ -103,14 +86,6 @@ def digest_of(path: str, algorithm: str) -> tuple[str, float]:
 # -- processes' memory and CPU ----------------------------------------------------------------
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 def _stat(path: str) -> tuple[str, float]:
     """(comm, user + system CPU seconds) of a /proc/.../stat file."""
     with open(path) as f:
@@ -118,11 +93,6 @@ def _stat(path: str) -> tuple[str, float]:
     comm = text[text.index("(") + 1:text.rindex(")")]
     fields = text.rsplit(")", 1)[1].split()
     return comm, (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def cpu_seconds(pid: int) -> float:
-    """A process's user + system CPU time so far, all its threads (/proc/PID/stat)."""
-    return _stat(f"/proc/{pid}/stat")[1]
 
 
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
@@ -441,10 +411,6 @@ ROWS: tuple[tuple[str, str, str | None, float | None], ...] = (
     ("copy-image files->ceph", COPY, UP_FILES, None),
 )
 IMAGED_PHASES = (UP_CEPH, DOWN_CEPH, UP_FILES, COPY)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def verdict(ok: bool) -> str:
