@@ -64,13 +64,13 @@ from .uploads import (
     FETCH,
     FETCH_FOR_PLUGINS,
     IMPORT_LOCK,
-    IMPORT_PROPERTIES,
     REWRITE,
     STAGE,
     STAGE_FOR_PLUGINS,
     Adjust,
     Formats,
     Uploads,
+    import_done,
 )
 
 #: Every method Glance names, and those imaged runs (``--enabled-import-methods``).
@@ -364,7 +364,9 @@ class Imports:
             # With all_stores, what is there already is skipped (nothing left: a task that
             # has nothing to do, as Glance's).
             names = tuple(name for name in names if name not in holding)
-        return tuple(stores.named(name) for name in names)
+        # Written at the same time, the copies have no order of their own: by name, as
+        # tempest's waiters compare an image's ``stores`` with the sorted store ids.
+        return tuple(stores.named(name) for name in sorted(names))
 
     async def begin(
         self,
@@ -575,13 +577,9 @@ class Imports:
                     current.properties.get(IMPORT_LOCK) != task.id
                 ):
                     raise Conflict(f"Image {image.id} changed during the copy.")
-                properties = {
-                    k: v for k, v in current.properties.items() if k not in IMPORT_PROPERTIES
-                }
-                if failed:
-                    properties["os_glance_failed_import"] = ",".join(failed)
                 return attrs.evolve(
-                    current, updated_at=self.guard.now(), properties=properties,
+                    current, updated_at=self.guard.now(),
+                    properties=import_done(current.properties, failed),
                     locations=current.locations + added,
                 )
 
@@ -654,10 +652,7 @@ class Imports:
         def release(current: Image, _member: Member | None) -> Image:
             if current.properties.get(IMPORT_LOCK) != task.id:
                 return current
-            properties = {
-                k: v for k, v in current.properties.items() if k not in IMPORT_PROPERTIES
-            }
-            properties["os_glance_failed_import"] = failed
+            properties = import_done(current.properties, [failed] if failed else [])
             return attrs.evolve(current, updated_at=self.guard.now(), properties=properties)
 
         try:
@@ -734,9 +729,7 @@ class Imports:
             if image.status is not Status.IMPORTING or image.upload_node != claim:
                 raise Conflict(f"Image {image.id} changed status during import.")
             image = adjust(image)
-            properties = {
-                k: v for k, v in image.properties.items() if k not in IMPORT_PROPERTIES
-            }
+            properties = import_done(image.properties)
             return transition(
                 image, Status.ACTIVE, Conflict, self.guard.now(), properties=properties
             )

@@ -16,7 +16,7 @@ in the background until the database answers again (``_repair``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -74,8 +74,9 @@ class Intake:
     name: str
     receiving: Status
     final: Status
-    #: Extra properties dropped when the data is in (an import's lock).
-    clears: tuple[str, ...] = ()
+    #: Whether the data in ends an import: its lock goes, and its progress properties say
+    #: it is done (``import_done``).
+    ends_import: bool = False
     #: Whether the claim still holds the image once its data is in (more work follows).
     keeps_claim: bool = False
     #: Whether the data is inspected (its format checked) now; not when an import's plugins
@@ -90,8 +91,18 @@ STAGE = Intake("stage", Status.UPLOADING, Status.UPLOADING)
 #: Glance's import lock and progress properties, shown while an import runs.
 IMPORT_LOCK = "os_glance_import_task"
 IMPORT_PROPERTIES = (IMPORT_LOCK, "os_glance_importing_to_stores", "os_glance_failed_import")
+
+
+def import_done(properties: Mapping[str, str], failed: Sequence[str] = ()) -> dict[str, str]:
+    """An image's properties once an import or copy ended with its data in: the lock gone,
+    no store left to import to, those that failed named, as Glance leaves them (tempest's
+    copy waiter waits for ``os_glance_importing_to_stores`` to be empty, not absent)."""
+    kept = {k: v for k, v in properties.items() if k not in IMPORT_PROPERTIES}
+    kept["os_glance_importing_to_stores"] = ""
+    kept["os_glance_failed_import"] = ",".join(failed)
+    return kept
 #: An import fetching its data (``web-download``): ``importing -> active``.
-FETCH = Intake("import", Status.IMPORTING, Status.ACTIVE, clears=IMPORT_PROPERTIES)
+FETCH = Intake("import", Status.IMPORTING, Status.ACTIVE, ends_import=True)
 #: An import fetching data that its plugins transform next: it stays ``importing``.
 FETCH_FOR_PLUGINS = Intake(
     "import", Status.IMPORTING, Status.IMPORTING, keeps_claim=True, inspects=False
@@ -99,7 +110,7 @@ FETCH_FOR_PLUGINS = Intake(
 #: Staging for a site whose import plugins transform the data (inspected at import).
 STAGE_FOR_PLUGINS = Intake("stage", Status.UPLOADING, Status.UPLOADING, inspects=False)
 #: An import's plugins writing the transformed data: ``importing -> active``.
-REWRITE = Intake("import", Status.IMPORTING, Status.ACTIVE, clears=IMPORT_PROPERTIES)
+REWRITE = Intake("import", Status.IMPORTING, Status.ACTIVE, ends_import=True)
 #: The statuses a node's claim may hold an image in while data arrives.
 RECEIVING = frozenset({Status.SAVING, Status.UPLOADING, Status.IMPORTING})
 
@@ -437,14 +448,10 @@ class Uploads:
                     f"The formats of image {image_id} changed while its data arrived; it was "
                     "inspected for the others."
                 )
-            if intake.clears:
-                image = attrs.evolve(image, properties={
-                    k: v for k, v in image.properties.items() if k not in intake.clears
-                })
-            if copies.failed:
-                image = attrs.evolve(image, properties={
-                    **image.properties, "os_glance_failed_import": ",".join(copies.failed),
-                })
+            if intake.ends_import:
+                image = attrs.evolve(
+                    image, properties=import_done(image.properties, copies.failed)
+                )
             if adjust is not None:
                 image = adjust(image)
             data: dict[str, Any] = dict(

@@ -69,6 +69,24 @@ def catalog_image(keystone: Keystone, url: str, region: str = REGION) -> None:
     )
 
 
+def point_catalog(keystone: Keystone, url: str, region: str = REGION) -> None:
+    """The image service's catalog entry moved to ``url`` (``openstack endpoint set --url``),
+    or made if there is none."""
+    services = keystone._admin("GET", "/v3/services?type=image")["services"]
+    endpoints = [
+        endpoint
+        for service in services
+        for endpoint in keystone._admin(
+            "GET", f"/v3/endpoints?service_id={service['id']}"
+        )["endpoints"]
+    ]
+    if not endpoints:
+        catalog_image(keystone, url, region)
+        return
+    for endpoint in endpoints:
+        keystone._admin("PATCH", f"/v3/endpoints/{endpoint['id']}", {"endpoint": {"url": url}})
+
+
 def tempest_conf(
     keystone: Keystone, workdir: Path, format_enforcement: bool = True, images_url: str = ""
 ) -> str:

@@ -237,7 +237,7 @@ def test_an_import_whose_every_store_must_succeed_keeps_nothing(site: Site) -> N
     body["all_stores_must_succeed"] = False
     assert site.do_import(image_id, body).code == 202
     shown = site.show(image_id)
-    assert shown["status"] == "active" and shown["stores"] == "fast,cheap"
+    assert shown["status"] == "active" and shown["stores"] == "cheap,fast"
     assert shown["os_glance_failed_import"] == "far"
 
 
