@@ -79,8 +79,6 @@ class ReadOnlyImages:
     def health(self) -> Deferred[Any]:
         return self.source.health()  # type: ignore[no-any-return]
 
-    def store_problems(self) -> Deferred[Any]:
-        return self.source.store_problems()  # type: ignore[no-any-return]
 
     def recover(self, started_at: float) -> Deferred[Any]:
         return self.source.recover(started_at)  # type: ignore[no-any-return]

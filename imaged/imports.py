@@ -551,16 +551,11 @@ class Imports:
             producer = await self.uploads.open_copy(image, 0, image.size, ())
             if producer is None:
                 raise Conflict(f"The data of image {image.id} is missing from every store.")
-            # Known to this process as receiving data: the orphan sweep keeps what it wrote
-            # until the record refers to it.
-            self.uploads.live[image.id] = task.node or task.id
-            try:
-                copies = await self.uploads.write_copies(
-                    image.id, producer, targets, image.size, request.all_stores_must_succeed
-                )
-            finally:
-                if self.uploads.live.get(image.id) == (task.node or task.id):
-                    del self.uploads.live[image.id]
+            # The orphan sweep (on any node) keeps what this writes while the image holds
+            # the copy's lock (``recovery._being_copied``).
+            copies = await self.uploads.write_copies(
+                image.id, producer, targets, image.size, request.all_stores_must_succeed
+            )
             made, failed = copies.made, copies.failed
             blob = copies.blob
             if (blob.size, blob.checksum) != (image.size, image.checksum) or (

@@ -25,6 +25,7 @@ from .model import (
     Change,
     CreateImageRequest,
     Download,
+    Health,
     Image,
     ImageChange,
     ImageQuery,
@@ -192,13 +193,10 @@ class IImageService(Interface):
     def usage(context: RequestContext) -> Deferred[QuotaUsage]:
         """The caller's project's usage beside its quotas (readers of the project may ask)."""
 
-    def health() -> Deferred[str | None]:
-        """``None`` when the service can serve (its database and a store answer), else a
-        short reason."""
-
-    def store_problems() -> Deferred[builtins.list[str]]:
-        """The stores that do not answer, in words (a healthy node may have some: it serves
-        from the others)."""
+    def health() -> Deferred[Health]:
+        """Whether the service can serve (its database and a store answer: else
+        ``Health.problem`` says why, briefly), and what is down without stopping it
+        (``Health.notes``: a store among several)."""
 
     def recover(started_at: float) -> Deferred[Scrubbed]:
         """

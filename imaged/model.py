@@ -130,6 +130,16 @@ class Location:
 
 
 @attrs.frozen
+class Health:
+    """What ``IImageService.health`` found: ``problem`` when the node cannot serve (the
+    health check's 503), and ``notes`` on what is down without stopping it (a store among
+    several)."""
+
+    problem: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class StoreInfo:
     """What ``/v2/info/stores[/detail]`` says of one configured store."""
 

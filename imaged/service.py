@@ -48,6 +48,7 @@ from .model import (
     Change,
     CreateImageRequest,
     Download,
+    Health,
     Image,
     ImageQuery,
     ImportRequest,
@@ -508,26 +509,21 @@ class ImageService:
         return await self.quotas.usage(context)
 
     @deferred
-    async def health(self) -> str | None:
+    async def health(self) -> Health:
         try:
             await self.metadata.ping()
         except Exception as e:
             self.log.error("health check: the database does not answer: {error}", error=e)
-            return "DATABASE UNREACHABLE"
+            return Health("DATABASE UNREACHABLE")
         failing = await self.stores.unhealthy()
         for name, why in failing:
             self.log.error("health check: store {store} does not answer: {why}",
                            store=name, why=why)
-        if len(failing) == len(self.stores):
-            # Nothing can be stored or served; one store down of several still serves (the
-            # other copies), which ``store_problems`` reports without failing the node.
-            return "STORE UNAVAILABLE: " + "; ".join(f"{n}: {w}" for n, w in failing)
-        return None
-
-    @deferred
-    async def store_problems(self) -> builtins.list[str]:
-        """The stores that do not answer, each as ``store <name>: <why>``."""
-        return [f"store {name}: {why}" for name, why in await self.stores.unhealthy()]
+        if failing and len(failing) == len(self.stores):
+            # Nothing can be stored or served.
+            return Health("STORE UNAVAILABLE: " + "; ".join(f"{n}: {w}" for n, w in failing))
+        # One store down of several still serves (the other copies): said, not failed.
+        return Health(notes=tuple(f"store {name}: {why}" for name, why in failing))
 
     @deferred
     async def recover(self, started_at: float) -> Scrubbed:

@@ -158,17 +158,14 @@ class Stores:
         """Into the default store."""
         return self._stores[self.default].blobs.write(image_id, producer, hash_algo, size_cap)
 
-    def _owner(self, location: str) -> IBlobStore:
-        store = self.store_of(Location(location))
-        if store is None:
-            raise NotFound(f"No configured store holds {location}")
-        return store.blobs
-
     @deferred
     async def read(
         self, location: str, offset: int = 0, length: int | None = None
     ) -> IBodyProducer:
-        return await self._owner(location).read(location, offset, length)
+        store = self.store_of(Location(location))
+        if store is None:
+            raise NotFound(f"No configured store holds {location}")
+        return await store.blobs.read(location, offset, length)
 
     @deferred
     async def delete_copy(self, location: Location) -> None:
@@ -178,13 +175,8 @@ class Stores:
         if store is not None:
             await store.blobs.delete(location.url)
 
-    @deferred
-    async def delete(self, location: str) -> None:
-        try:
-            owner = self._owner(location)
-        except NotFound:
-            return  # not in any store: nothing of it is ours to remove
-        await owner.delete(location)
+    def delete(self, location: str) -> Deferred[None]:
+        return self.delete_copy(Location(location))
 
     def owns(self, location: str) -> bool:
         return self.store_of(Location(location)) is not None

@@ -60,6 +60,12 @@ class CephCluster:
     fsid: str
     mon_host: str
 
+    def store_table(self, name: str, chunk_mib: int, weight: int) -> str:
+        """imaged's ``[stores.<name>]`` table for this cluster's pool (TOML)."""
+        return (f'[stores.{name}]\ntype = "rbd"\ndescription = "Ceph RBD"\n'
+                f'pool = "{self.pool}"\nuser = "{self.user}"\nconf = "{self.conf}"\n'
+                f"chunk-size = {chunk_mib}\nweight = {weight}\n")
+
     @contextmanager
     def admin(self) -> Iterator[Any]:
         """An ``Ioctx`` on the pool as client.admin (as Nova or an operator would act)."""

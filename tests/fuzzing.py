@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from imaged.api import APIConfig, Limits, routes
 from imaged.store import tables
 from imaged.store.sql import SQLMetadataStore
+from imaged.stores import NamedStore, Stores
 from imaged.testing import LOCAL_PEER, MemoryBlobStore, memory_image_service
 from imaged.web.app import ImagesAPI
 from imaged.web.site import make_site
@@ -464,6 +465,17 @@ class Snapshot:
         return self.blobs.copy()
 
 
+def multi(blobs: MemoryBlobStore) -> Stores:
+    """Two named stores, ``fast`` (default) and ``cheap``, both keeping their bytes in
+    ``blobs``' dicts (each under its own prefix): the state and the snapshots see both."""
+    cheap = MemoryBlobStore("cheap")
+    cheap.blobs, cheap.written_at = blobs.blobs, blobs.written_at
+    return Stores(
+        [NamedStore("fast", "memory", blobs, weight=10), NamedStore("cheap", "memory", cheap)],
+        "fast", multi=True,
+    )
+
+
 class World:
     """
     One imaged as the daemon serves it (the real ``Site``, streaming uploads and all) over
@@ -473,12 +485,13 @@ class World:
     """
 
     def __init__(self, store: SQLMetadataStore, clock: Clock,
-                 blobs: MemoryBlobStore | None = None) -> None:
+                 blobs: MemoryBlobStore | None = None, multi_store: bool = False) -> None:
         self.store = store
         self.engine = store_engine(store)
         self.blobs = MemoryBlobStore() if blobs is None else blobs
         self.service = memory_image_service(
-            limits=LIMITS, metadata=store, blobs=self.blobs, clock=clock
+            limits=LIMITS, metadata=store, blobs=multi(self.blobs) if multi_store else self.blobs,
+            clock=clock,
         )
         api = routes(APIConfig(image_service=self.service, limits=LIMITS))
         self.site = make_site(api.resource(), body_router=api.bodies)
@@ -1142,8 +1155,12 @@ def _json_content(types: Sequence[bytes]) -> st.SearchStrategy[tuple[tuple[bytes
                             st.just(()))
 
 
+#: ``X-Image-Meta-Store``: the fuzzer's stores (on its multi-store world), none, odd ones.
+_store_header = st.sampled_from([b"fast", b"cheap", b"nope", b"", b"\xff", b"fast,cheap"]).map(
+    lambda name: ((b"X-Image-Meta-Store", name),))
 upload_headers = weighted(
     (4, st.just(((b"Content-Type", b"application/octet-stream"),))),
+    (1, _store_header.map(lambda h: ((b"Content-Type", b"application/octet-stream"), *h))),
     (1, st.sampled_from(CONTENT_TYPES).map(lambda t: ((b"Content-Type", t),))),
     (1, st.just(())),
 )
@@ -1164,7 +1181,8 @@ import_documents = st.one_of(
                 "glance_service_interface": st.sampled_from(["public", "x"]),
             })},
         optional={"all_stores": st.sampled_from([True, False, "yes", None]),
-                  "stores": st.sampled_from([[], ["fast"], "fast", None]),
+                  "stores": st.sampled_from([[], ["fast"], ["cheap", "fast"], ["nope"],
+                                             [""], [7], "fast", None]),
                   "all_stores_must_succeed": st.sampled_from([True, 1])},
     ),
     json_values,
@@ -1212,10 +1230,17 @@ shapes: st.SearchStrategy[Shape] = weighted(
     (6, _shape("PUT", "images", upload_targets, "file", body=upload_bodies,
                headers=upload_headers)),
     (2, _shape("GET", "images", image_segments, "file", headers=_range_headers)),
+    (1, _shape("GET", "images", image_segments, "file",
+               query=st.sampled_from([b"prefer=cheap", b"prefer=fast,cheap", b"prefer=nope",
+                                      b"prefer=", b"prefer=%ff"]))),
     (3, _shape("PUT", "images", upload_targets, "stage", body=upload_bodies,
                headers=upload_headers)),
     (3, _shape("POST", "images", image_segments, "import",
                body=json_bodies(import_documents), headers=_create_headers)),
+    (1, _shape("POST", "images", image_segments, "import",
+               body=json_bodies(import_documents),
+               headers=_store_header.map(lambda h: ((b"Content-Type", b"application/json"),
+                                                    *h)))),
     (1, _shape("GET", "images", image_segments, "tasks")),
     (1, _shape("GET", "tasks", query=query_strings)),
     (1, _shape("GET", "tasks", st.one_of(image_segments, junk_segments))),
@@ -1234,14 +1259,15 @@ shapes: st.SearchStrategy[Shape] = weighted(
     (1, _shape("GET", "images", image_segments, "locations")),
     (1, _shape("POST", "images", image_segments, "locations",
                body=json_bodies(json_values))),
-    (1, _shape("DELETE", "stores", st.sampled_from(["file", "x"]), image_segments)),
+    (1, _shape("DELETE", "stores", st.sampled_from(["fast", "cheap", "file", "x", ""]),
+               image_segments)),
     (2, _shape("GET", st.one_of(junk_segments, st.sampled_from(["images", "v2", "info"])),
                st.one_of(junk_segments, image_segments), query=query_strings)),
 )
 
 METHODS = (b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS", b"TRACE",
            b"CONNECT", b"PROPFIND", b"get", b"FOO", b"G\xc3\x89T", b"M-SEARCH", b"A" * 300)
-PREFIXES = (b"/v2", b"/v2.0", b"/v2.1", b"/v2.9", b"/v2.17", b"/v2.99", b"/v2.", b"/V2",
+PREFIXES = (b"/v2", b"/v2.0", b"/v2.1", b"/v2.9", b"/v2.10", b"/v2.17", b"/v2.99", b"/v2.", b"/V2",
             b"/v1", b"/v3", b"", b"/versions", b"/healthcheck", b"/v2/v2", b"/%76%32")
 
 
@@ -1484,10 +1510,11 @@ class Worlds:
     world starts from a ``Snapshot`` of it (a new service over the same database, restored).
     """
 
-    def __init__(self, store: SQLMetadataStore, clock: Clock) -> None:
+    def __init__(self, store: SQLMetadataStore, clock: Clock, multi_store: bool = False) -> None:
         self.store = store
         self.clock = clock
-        first = World(store, clock)
+        self.multi_store = multi_store
+        first = World(store, clock, multi_store=multi_store)
         seed(first)
         self.seed = Snapshot.take(first.engine, first.blobs)
         self.made = 0
@@ -1495,7 +1522,7 @@ class Worlds:
     def __call__(self) -> World:
         blobs = self.seed.restore(store_engine(self.store))
         self.made += 1
-        return World(self.store, self.clock, blobs)
+        return World(self.store, self.clock, blobs, self.multi_store)
 
 
 # -- what a run found -------------------------------------------------------------------------

@@ -121,7 +121,9 @@ def test_fuzz(
     print(f"fuzzing {count} requests on {store.dialect}; re-run: {rerun}")
     sent = [0]
     with LogWatch() as watch:
-        worlds = Worlds(store, clock)
+        # PostgreSQL's world has two named stores (the multi-store API, X-Image-Meta-Store,
+        # import stores, per-store delete, ?prefer); SQLite's one store, as a default site.
+        worlds = Worlds(store, clock, multi_store=database == "postgresql")
         findings = Findings(worlds, watch)
         machine = fuzz_machine(lambda: Checker(worlds(), watch), findings, count, sent)
         if seed is not None:

@@ -51,15 +51,7 @@ key-file = "{key_file}"
 container = "nodes{uuid.uuid4().hex[:8]}"
 segment-size = {4 * MIB}
 weight = 50
-[stores.ceph]
-type = "rbd"
-description = "Ceph RBD"
-pool = "{ceph.pool}"
-user = "{ceph.user}"
-conf = "{ceph.conf}"
-chunk-size = 4
-weight = 100
-''')
+{ceph.store_table("ceph", chunk_mib=4, weight=100)}''')
     started = []
     for name in ("a", "b"):
         workdir = work / name

@@ -52,15 +52,7 @@ type = "file"
 description = "The edge site's disk"
 directory = "{work / 'edge'}"
 weight = 50
-[stores.ceph]
-type = "rbd"
-description = "Ceph RBD"
-pool = "{ceph.pool}"
-user = "{ceph.user}"
-conf = "{ceph.conf}"
-chunk-size = 1
-weight = 10
-''')
+{ceph.store_table("ceph", chunk_mib=1, weight=10)}''')
     started = TwistdDaemon(str(work), args=["--auth", "none", "--config", str(config),
                                             "--show-locations"]).start()
     yield started

@@ -195,15 +195,17 @@ class ImagesAPI:
         authenticated (``--auth keystone`` with credentials Keystone refuses, say).
         """
         disable = self.config.healthcheck_disable_file
+        notes: tuple[str, ...] = ()
         if disable and os.path.exists(disable):
             problem: str | None = "DISABLED BY FILE"
         else:
-            problem = await self.service.health()
+            health = await self.service.health()
+            problem, notes = health.problem, health.notes
             identity = self.config.auth.health()
             if problem is None and identity is not None:
                 problem = f"identity: {identity}"
         # A store down among several degrades the node without failing it: the reasons say.
-        degraded = [] if problem is not None else await self.service.store_problems()
+        degraded = list(notes) if problem is None else []
         reason = problem or "OK"
         code = 200 if problem is None else 503
         if request.method == b"HEAD":
