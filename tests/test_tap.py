@@ -129,6 +129,22 @@ def test_option_errors() -> None:
         tap.Options().parseOptions(["--auth", "keystone-someday"])
 
 
+
+@pytest.mark.parametrize("args, named", [
+    (["--node-lease", "0"], "--node-lease"),
+    (["--node-lease", "soon"], "could not convert string to float"),
+    (["--copy-image-policy", "owner"], "--copy-image-policy: 'owner' is not one of"),
+    (["--store", "tape"], "--store: 'tape' is not one of file, swift, s3, rbd"),
+    (["--store", "rbd", "--rbd-chunk-size", "3"], "power of 2"),
+    (["--store", "rbd", "--rbd-connect-timeout", "0"], "--rbd-connect-timeout"),
+    (["--default-store", "x"], "--default-store needs"),
+])
+def test_store_and_lease_option_errors(args: list[str], named: str, tmp_path: Any) -> None:
+    """The options this issue added refuse bad values before anything starts, saying which."""
+    with pytest.raises(UsageError, match=named):
+        tap.Options().parseOptions(["--data-dir", str(tmp_path), *args])
+
+
 @pytest.mark.parametrize("args, named", [
     ([], "--keystone-url"),
     (["--keystone-url", "http://k:5000/v3"], "--keystone-user"),
