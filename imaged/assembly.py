@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 
 from .fetch import Fetcher, ImportFilter
 from .interfaces import IBlobStore
+from .metadefs.service import MetadefService
 from .service import ImageService
 from .settings import Settings, StoreSettings
 from .store.database import SchemaOutOfDate, describe
@@ -35,6 +36,8 @@ class Assembly:
     metadata: SQLMetadataStore
     blobs: Stores
     service: ImageService
+    #: The metadata definitions catalog, in the same database.
+    metadefs: MetadefService
     #: Where image bytes are kept, in words (a directory, a Swift container, an S3 bucket).
     images_at: str
 
@@ -44,7 +47,10 @@ class Assembly:
         return self.metadata.dialect == "sqlite"
 
 
-def _metadata(settings: Settings, reactor: IReactorFromThreads) -> SQLMetadataStore:
+def metadata_store(settings: Settings, reactor: IReactorFromThreads) -> SQLMetadataStore:
+    """The configured metadata database, migrated if it is embedded (one line if it cannot
+    be used)."""
+    os.makedirs(settings.data_dir, exist_ok=True)
     # An embedded SQLite database belongs to this one node, which migrates it; a server
     # database is shared by nodes and migrated by the operator (imaged-manage db upgrade).
     try:
@@ -144,7 +150,7 @@ ANYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 def assemble(settings: Settings, reactor: Any) -> Assembly:
     """The stores and the image service ``settings`` describe, on ``reactor``."""
     os.makedirs(settings.data_dir, exist_ok=True)
-    metadata = _metadata(settings, reactor)
+    metadata = metadata_store(settings, reactor)
     blobs = _stores(settings, reactor)
     images_at = "; ".join(
         f"{store.name}: {store.where}" if blobs.multi else store.where for store in blobs
@@ -173,7 +179,10 @@ def assemble(settings: Settings, reactor: Any) -> Assembly:
         download_properties=settings.glance_download_properties,
         node_lease=settings.node_lease,
     )
-    return Assembly(metadata=metadata, blobs=blobs, service=service, images_at=images_at)
+    metadefs = MetadefService(metadata, settings.rules, clock=reactor)
+    return Assembly(
+        metadata=metadata, blobs=blobs, service=service, metadefs=metadefs, images_at=images_at
+    )
 
 
 def authenticator(settings: Settings, reactor: IReactorTime) -> Authenticator:
@@ -204,4 +213,4 @@ def authenticator(settings: Settings, reactor: IReactorTime) -> Authenticator:
     )
 
 
-__all__ = ["Assembly", "assemble", "authenticator"]
+__all__ = ["Assembly", "assemble", "authenticator", "metadata_store"]

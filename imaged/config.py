@@ -133,6 +133,13 @@ class Options(usage.Options):
             "'project-member' (also the owning project's members).",
         ],
         [
+            "metadef-policy",
+            None,
+            "admin",
+            "Who may change the metadata definitions catalog: 'admin' (Glance's default) or "
+            "'project-member' (also members of the project owning a namespace).",
+        ],
+        [
             "enabled-import-methods",
             None,
             "glance-direct,web-download,copy-image,glance-download",

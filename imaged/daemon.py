@@ -165,6 +165,7 @@ def service_tree(settings: Settings, reactor: Any) -> MultiService:
         auth=auth,
         healthcheck_disable_file=settings.healthcheck_disable_file,
         schemas=settings.schemas,
+        metadefs=parts.metadefs,
     )
     api = routes(config)
     site = make_site(api.resource(), body_router=api.bodies, limits=settings.http,

@@ -1,11 +1,13 @@
 """
-The three seams of imaged, as typed zope interfaces: what flows between web, service and stores.
+The seams of imaged, as typed zope interfaces: what flows between web, service and stores.
 
-``IImageService`` is what the web layer needs (the seed's ``Service``): anyone can mount imaged's
-HTTP API over their own implementation.  ``IMetadataStore`` and ``IBlobStore`` are what the
-standard service is built on; they are chosen by configuration (SQLite or PostgreSQL; local files,
-Swift or S3).  Every method that may wait returns a ``Deferred``; none of them may block the
-reactor thread.  Errors are ``imaged.errors`` exceptions delivered as the ``Deferred``'s failure.
+``IImageService`` is what the web layer needs (the seed's ``Service``): anyone can mount
+imaged's HTTP API over their own implementation. ``IMetadataStore`` and ``IBlobStore`` are what
+the standard service is built on; they are chosen by configuration (SQLite or PostgreSQL; local
+files, Swift or S3). ``IMetadefService`` and ``IMetadefStore`` are the same two seams for the
+metadata definitions catalog. Every method that may wait returns a ``Deferred``; none of them
+may block the reactor thread. Errors are ``imaged.errors`` exceptions delivered as the
+``Deferred``'s failure.
 """
 
 from __future__ import annotations
@@ -20,6 +22,24 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import Attribute, Interface
 
 from .context import RequestContext
+from .metadefs.model import (
+    Association,
+    AssociationSpec,
+    CatalogScope,
+    Content,
+    Definition,
+    DefinitionSpec,
+    Kind,
+    Listed,
+    LoadMode,
+    LoadReport,
+    Namespace,
+    NamespaceQuery,
+    NamespaceSpec,
+    NewNamespace,
+    ResourceType,
+    TagQuery,
+)
 from .model import (
     ByteRange,
     Change,
@@ -382,9 +402,181 @@ class IBlobStore(Interface):
         """Release the store's threads and connections."""
 
 
+#: Checks a namespace inside the transaction that reads it (visibility, policy, protection):
+#: raises ``NotFound`` or ``Forbidden`` to stop the operation before it changes anything.
+Guard = Callable[[Namespace], None]
+
+
+class IMetadefStore(Interface):
+    """
+    The metadata definitions catalog's records.  Every operation on a namespace's content
+    reads the namespace, calls ``guard`` on it and acts in one transaction, so a check and
+    the change it permits cannot be separated by another writer.  A missing namespace or
+    definition is ``NotFound``; a name taken is ``Duplicate``.
+    """
+
+    def list_namespaces(
+        scope: CatalogScope, query: NamespaceQuery
+    ) -> Deferred[builtins.list[Listed]]:
+        """One page of the namespaces ``scope`` may see, with their associations; a
+        ``marker`` that is not one of them is ``NotFound``."""
+
+    def content(name: str, guard: Guard) -> Deferred[Content]:
+        """A namespace and everything in it."""
+
+    def create_namespace(content: Content) -> Deferred[Content]:
+        """Insert a namespace with its associations (resource types that do not exist are
+        made) and definitions, all or nothing."""
+
+    def update_namespace(
+        name: str, guard: Guard, change: Callable[[Namespace], Namespace]
+    ) -> Deferred[Namespace]:
+        """Replace a namespace's attributes (a rename among them) with ``change``'s."""
+
+    def delete_namespace(name: str, guard: Guard) -> Deferred[None]:
+        """Remove a namespace and everything in it."""
+
+    def definitions(
+        namespace: str, kind: Kind, guard: Guard, query: TagQuery | None = None
+    ) -> Deferred[builtins.list[Definition]]:
+        """A namespace's definitions of ``kind``, in the order they were made, or as
+        ``query`` pages them."""
+
+    def definition(namespace: str, kind: Kind, name: str, guard: Guard) -> Deferred[Definition]:
+        """One definition."""
+
+    def add_definitions(
+        namespace: str,
+        definitions: Sequence[Definition],
+        guard: Guard,
+        replace_kind: Kind | None = None,
+    ) -> Deferred[builtins.list[Definition]]:
+        """Insert ``definitions``, all or nothing; with ``replace_kind``, after removing the
+        namespace's definitions of that kind (a tag list that is not appended)."""
+
+    def replace_definition(
+        namespace: str, kind: Kind, name: str, guard: Guard,
+        change: Callable[[Definition], Definition],
+    ) -> Deferred[Definition]:
+        """Replace one definition (a rename among them) with ``change``'s."""
+
+    def remove_definitions(
+        namespace: str, kind: Kind, guard: Guard, name: str | None = None
+    ) -> Deferred[None]:
+        """Remove the definition ``name``, or every definition of ``kind``."""
+
+    def resource_types() -> Deferred[builtins.list[ResourceType]]:
+        """Every resource type, by name."""
+
+    def associations(namespace: str, guard: Guard) -> Deferred[builtins.list[Association]]:
+        """A namespace's resource type associations."""
+
+    def associate(namespace: str, association: Association, guard: Guard) -> Deferred[Association]:
+        """Associate a namespace with a resource type (made if it does not exist)."""
+
+    def dissociate(namespace: str, resource_type: str, guard: Guard) -> Deferred[None]:
+        """Remove a namespace's association with a resource type."""
+
+    def load(contents: Sequence[Content], mode: LoadMode) -> Deferred[LoadReport]:
+        """Load definition files' namespaces; ``mode`` says what happens to those that
+        exist.  Resource types they name are made protected."""
+
+    def unload(namespaces: Sequence[str] | None = None) -> Deferred[int]:
+        """Remove the named namespaces, or the whole catalog (resource types too); the
+        number of namespaces removed."""
+
+    def export() -> Deferred[builtins.list[Content]]:
+        """Every namespace with its content, by name."""
+
+
+class IMetadefService(Interface):
+    """
+    What the web layer needs of the catalog: Glance's metadefs API as calls, its rules
+    (visibility, policy, protection, prefixes) applied to ``context``.
+    """
+
+    def list_namespaces(
+        context: RequestContext, query: NamespaceQuery
+    ) -> Deferred[builtins.list[Listed]]:
+        """A page of the namespaces the caller may see."""
+
+    def get_namespace(
+        context: RequestContext, name: str, resource_type: str | None = None
+    ) -> Deferred[Content]:
+        """A namespace with its content; with ``resource_type``, property names carry that
+        association's prefix."""
+
+    def create_namespace(context: RequestContext, new: NewNamespace) -> Deferred[Content]:
+        """Create a namespace with its initial content."""
+
+    def update_namespace(
+        context: RequestContext, name: str, spec: NamespaceSpec
+    ) -> Deferred[Namespace]:
+        """Replace a namespace's attributes."""
+
+    def delete_namespace(context: RequestContext, name: str) -> Deferred[None]:
+        """Delete a namespace that is not protected, with its content."""
+
+    def clear_namespace(context: RequestContext, name: str, kind: Kind) -> Deferred[None]:
+        """Delete all of a namespace's definitions of ``kind``."""
+
+    def list_definitions(
+        context: RequestContext, namespace: str, kind: Kind, query: TagQuery | None = None
+    ) -> Deferred[builtins.list[Definition]]:
+        """A namespace's objects, properties or tags."""
+
+    def get_definition(
+        context: RequestContext,
+        namespace: str,
+        kind: Kind,
+        name: str,
+        resource_type: str | None = None,
+    ) -> Deferred[Definition]:
+        """One definition; a property by its prefixed name with ``resource_type``."""
+
+    def add_definition(
+        context: RequestContext, namespace: str, spec: DefinitionSpec
+    ) -> Deferred[Definition]:
+        """Create an object, a property or a tag."""
+
+    def add_tags(
+        context: RequestContext, namespace: str, names: Sequence[str], append: bool
+    ) -> Deferred[builtins.list[Definition]]:
+        """Create tags at once, replacing the namespace's tags unless ``append``."""
+
+    def update_definition(
+        context: RequestContext, namespace: str, name: str, spec: DefinitionSpec
+    ) -> Deferred[Definition]:
+        """Replace a definition (``spec.name`` may rename it)."""
+
+    def delete_definition(
+        context: RequestContext, namespace: str, kind: Kind, name: str
+    ) -> Deferred[None]:
+        """Delete a definition of a namespace that is not protected."""
+
+    def list_resource_types(context: RequestContext) -> Deferred[builtins.list[ResourceType]]:
+        """Every resource type."""
+
+    def list_associations(
+        context: RequestContext, namespace: str
+    ) -> Deferred[builtins.list[Association]]:
+        """A namespace's resource type associations."""
+
+    def associate(
+        context: RequestContext, namespace: str, spec: AssociationSpec
+    ) -> Deferred[Association]:
+        """Associate a namespace with a resource type."""
+
+    def dissociate(context: RequestContext, namespace: str, resource_type: str) -> Deferred[None]:
+        """Remove an association of a namespace that is not protected."""
+
+
 __all__ = [
+    "Guard",
     "IBlobStore",
     "IImageService",
     "IMetadataStore",
+    "IMetadefService",
+    "IMetadefStore",
     "ITaskStore",
 ]

@@ -12,6 +12,9 @@ upload for a long time go back to ``queued``, and blobs no image refers to are d
 reads stored images back and compares size, md5 and the multihash with their records.  Both
 read the daemon's configuration (``--config``, the same TOML file), so they reach the same
 database and store.
+
+``metadefs load|unload|export`` manage the metadata definitions catalog from Glance's JSON
+definition files (``imaged.metadefs.files``): by default, the definitions Glance ships.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.usage import UsageError
 
-from .assembly import assemble
+from .assembly import assemble, metadata_store
 from .clock import utc
 from .config import Options
 from .errors import NotFound
 from .hashing import Digests
 from .interfaces import IBlobStore
+from .metadefs.files import SHIPPED, DefinitionFileError, read_definitions, write_definitions
+from .metadefs.model import LoadMode
 from .model import Image, Status
 from .store.database import describe, make_engine, schema_revision, upgrade_schema
 from .streams import consume
@@ -114,6 +119,31 @@ def parser() -> argparse.ArgumentParser:
     )
     verify = commands.add_parser("verify", help="re-hash stored images against their records")
     verify.add_argument("image_ids", nargs="*", help="images to check (default: all active)")
+    catalog = commands.add_parser("metadefs", help="the metadata definitions catalog")
+    catalog_commands = catalog.add_subparsers(dest="metadefs_command", required=True)
+    load = catalog_commands.add_parser(
+        "load", help="load definition files (Glance's db_load_metadefs)"
+    )
+    load.add_argument(
+        "path", nargs="?", default=SHIPPED,
+        help="a directory of .json definition files, or one file (default: Glance's)",
+    )
+    mode = load.add_mutually_exclusive_group()
+    mode.add_argument("--merge", action="store_true",
+                      help="add what a file has to its namespace where that exists")
+    mode.add_argument("--prefer-new", action="store_true",
+                      help="as --merge, and replace what both have with the file's")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="replace existing namespaces with the files' whole")
+    unload = catalog_commands.add_parser(
+        "unload", help="remove the catalog (Glance's db_unload_metadefs)"
+    )
+    unload.add_argument("--namespace", action="append", metavar="NAME",
+                        help="remove only this namespace (repeatable)")
+    export = catalog_commands.add_parser(
+        "export", help="write each namespace to a .json file (Glance's db_export_metadefs)"
+    )
+    export.add_argument("directory", help="where to write the files")
     return top
 
 
@@ -190,6 +220,41 @@ async def _check(blobs: IBlobStore, image: Image) -> str | None:
     return "; ".join(wrong) or None
 
 
+async def _metadefs(reactor: Any, options: Options, args: argparse.Namespace) -> int:
+    metadata = metadata_store(options.settings, reactor)
+    try:
+        if args.metadefs_command == "load":
+            try:
+                contents = read_definitions(args.path, utc(reactor))
+            except DefinitionFileError as e:
+                print(f"imaged-manage: {e}", file=sys.stderr)
+                return 2
+            mode = (
+                LoadMode.MERGE if args.merge else LoadMode.PREFER_NEW if args.prefer_new
+                else LoadMode.OVERWRITE if args.overwrite else LoadMode.SKIP
+            )
+            report = await metadata.load(contents, mode)
+            for name in report.loaded:
+                print(f"loaded: {name}")
+            for name in report.merged:
+                print(f"merged: {name}")
+            for name in report.skipped:
+                print(f"skipped (exists; --merge, --prefer-new or --overwrite to change): {name}")
+            print(f"metadefs load: {len(report.loaded)} loaded, {len(report.merged)} merged, "
+                  f"{len(report.skipped)} skipped")
+        elif args.metadefs_command == "unload":
+            removed = await metadata.unload(args.namespace)
+            print(f"metadefs unload: {removed} namespace(s) removed")
+        else:
+            written = write_definitions(await metadata.export(), args.directory)
+            for path in written:
+                print(f"wrote {path}")
+            print(f"metadefs export: {len(written)} namespace(s)")
+    finally:
+        await metadata.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -203,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _db_upgrade(url)
         if args.command == "db" and args.db_command == "current":
             return _db_current(url)
-        run = _scrub if args.command == "scrub" else _verify
+        run = {"scrub": _scrub, "verify": _verify, "metadefs": _metadefs}[args.command]
         outcome: list[int] = []
 
         def go(reactor: Any) -> Deferred[None]:

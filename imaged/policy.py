@@ -1,5 +1,6 @@
 """
-Who may see and change which image: Glance's default rules, in one place.
+Who may see and change which image (and which metadata definition): Glance's default rules,
+in one place.
 
 The service asks these questions; it never compares owners or roles itself.  Glance's
 convention is kept everywhere: an image the caller may not see is *not found* (404), an image
@@ -8,12 +9,14 @@ the caller may see but not change is *forbidden* (403).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import attrs
 
 from .context import RequestContext
-from .errors import Forbidden, ImageNotFound
+from .errors import Forbidden, ImageNotFound, NotFound
+from .metadefs.model import CatalogScope, Namespace, NamespaceVisibility
 from .model import Image, Member, MemberStatus, Scope, Visibility
 
 
@@ -152,6 +155,9 @@ class Rules:
 
     deactivate: DeactivatePolicy = "project-member"
     copy_image: DeactivatePolicy = "admin"
+    #: Who may write the metadata definitions catalog: administrators (Glance's
+    #: ``metadef_admin``), or also a project's members, in the namespaces their project owns.
+    metadefs: DeactivatePolicy = "admin"
 
 
 def check_deactivate(context: RequestContext, image: Image, action: str, rules: Rules) -> None:
@@ -190,6 +196,79 @@ def check_tasks_api(context: RequestContext) -> None:
     tasks are shown to whoever may see the image)."""
     if not context.is_admin:
         raise Forbidden("You are not authorized to complete get_task action.")
+
+
+# -- the metadata definitions catalog (Glance's ``policies/metadef.py``) ---------------------
+
+
+def can_see_namespace(context: RequestContext, namespace: Namespace) -> bool:
+    """``get_metadef_namespace``: admins, or readers of a public namespace or of one their
+    project owns."""
+    if context.is_admin:
+        return True
+    if not is_reader(context):
+        return False
+    if namespace.visibility is NamespaceVisibility.PUBLIC:
+        return True
+    return context.project_id is not None and namespace.owner == context.project_id
+
+
+def catalog_scope(context: RequestContext) -> CatalogScope:
+    """The namespaces a list may return (``get_metadef_namespaces``: readers and admins;
+    others are refused)."""
+    if not is_reader(context):
+        raise Forbidden("You are not authorized to complete get_metadef_namespaces action.")
+    return CatalogScope(everything=context.is_admin, project=context.project_id)
+
+
+def check_catalog_reader(context: RequestContext) -> None:
+    """``list_metadef_resource_types``: readers and admins."""
+    if not is_reader(context):
+        raise Forbidden("You are not authorized to complete list_metadef_resource_types action.")
+
+
+def namespace_reader(context: RequestContext) -> Callable[[Namespace], None]:
+    """The guard of reads: a namespace the caller may not see is not found (404)."""
+
+    def guard(namespace: Namespace) -> None:
+        if not can_see_namespace(context, namespace):
+            raise NotFound(f"Metadata definition namespace={namespace.namespace} was not found.")
+
+    return guard
+
+
+def can_write_catalog(context: RequestContext, rules: Rules, owner: str | None) -> bool:
+    """``metadef_admin``, or with ``rules.metadefs == "project-member"`` a member of the
+    project that owns (or is to own) the namespace."""
+    if context.is_admin:
+        return True
+    return (
+        rules.metadefs == "project-member"
+        and is_member(context)
+        and context.project_id is not None
+        and owner == context.project_id
+    )
+
+
+def namespace_writer(
+    context: RequestContext, rules: Rules, action: str
+) -> Callable[[Namespace], None]:
+    """The guard of writes (``action`` is Glance's rule name): not found (404) if the caller
+    may not see the namespace, forbidden (403) if it may see but not change it."""
+    read = namespace_reader(context)
+
+    def guard(namespace: Namespace) -> None:
+        read(namespace)
+        if not can_write_catalog(context, rules, namespace.owner):
+            raise Forbidden(f"You are not authorized to complete {action} action.")
+
+    return guard
+
+
+def check_create_namespace(context: RequestContext, rules: Rules, owner: str | None) -> None:
+    """``add_metadef_namespace``: the same rule as other writes, for the namespace's owner."""
+    if not can_write_catalog(context, rules, owner):
+        raise Forbidden("You are not authorized to complete add_metadef_namespace action.")
 
 
 def list_scope(context: RequestContext, member_status: MemberStatus | None) -> Scope:

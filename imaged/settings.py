@@ -231,7 +231,7 @@ class Settings:
             raise SettingsError(f"--hash-algo: {e.message}") from None
         if options["auth"] != "keystone":
             _no_keystone_options(options)
-        for policy_option in ("deactivate-policy", "copy-image-policy"):
+        for policy_option in ("deactivate-policy", "copy-image-policy", "metadef-policy"):
             if options[policy_option] not in DEACTIVATE_POLICIES:
                 raise SettingsError(
                     f"--{policy_option}: '{options[policy_option]}' is not one of "
@@ -286,6 +286,7 @@ class Settings:
             rules=Rules(
                 deactivate=options["deactivate-policy"],
                 copy_image=options["copy-image-policy"],
+                metadefs=options["metadef-policy"],
             ),
             schemas=_schemas(options["schema-image"]),
             import_methods=_methods(options["enabled-import-methods"]),

@@ -123,7 +123,8 @@ class _PostgresStores:
             with self.engine.begin() as connection:
                 connection.exec_driver_sql(
                     "TRUNCATE image_tags, image_properties, image_members, images, tasks, "
-                    "imaged_nodes CASCADE"
+                    "imaged_nodes, metadef_definitions, metadef_associations, "
+                    "metadef_namespaces, metadef_resource_types CASCADE"
                 )
             self.fresh = True
             _PostgresStores.generation += 1

@@ -37,7 +37,7 @@ from ..errors import (
     NotFound,
     TooLarge,
 )
-from ..interfaces import IMetadataStore, ITaskStore
+from ..interfaces import IMetadataStore, IMetadefStore, ITaskStore
 from ..logcontext import Logger
 from ..model import (
     Image,
@@ -64,6 +64,7 @@ from .database import (
     make_engine,
     upgrade_schema,
 )
+from .metadefs import SQLMetadefs
 from .queries import ListQuery
 from .rows import (
     DriverStatements,
@@ -164,10 +165,11 @@ def database_trouble(error: BaseException, write: bool) -> ImageServiceError | N
     return MetadataUnavailable(text.splitlines()[0] if text else type(original).__name__)
 
 
-@implementer(IMetadataStore, ITaskStore)
-class SQLMetadataStore(SQLTasks):
+@implementer(IMetadataStore, ITaskStore, IMetadefStore)
+class SQLMetadataStore(SQLTasks, SQLMetadefs):
     """
-    ``IMetadataStore`` (and ``ITaskStore``, ``imaged.store.tasks``) over a SQLAlchemy engine.
+    ``IMetadataStore`` (and ``ITaskStore``, ``imaged.store.tasks``, and ``IMetadefStore``,
+    ``imaged.store.metadefs``) over a SQLAlchemy engine.
 
     Use ``open(url)`` for a real database (its own threads) and ``in_memory()`` for tests and
     embedding (SQLite in memory, run inline: no threads, deterministic).

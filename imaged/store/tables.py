@@ -138,3 +138,78 @@ tasks = Table(
     Index("ix_tasks_status", "status"),
     Index("ix_tasks_owner_created_at", "owner", "created_at", "id"),
 )
+
+# -- the metadata definitions catalog (imaged.metadefs) ------------------------------------
+
+#: Glance's ``metadef_namespaces``.  ``id`` is internal: the API names namespaces.
+metadef_namespaces = Table(
+    "metadef_namespaces",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("namespace", String(80), nullable=False, unique=True),
+    Column("display_name", String(80), nullable=True),
+    Column("description", Text, nullable=True),
+    Column("visibility", String(32), nullable=False),
+    Column("protected", Boolean, nullable=False, default=False),
+    Column("owner", String(255), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_metadef_namespaces_owner", "owner"),
+    Index("ix_metadef_namespaces_created_at", "created_at", "id"),
+)
+
+#: A namespace's objects, properties and tags, one row each (Glance keeps three tables of
+#: the same shape): ``kind`` says which, ``body`` is the kind's JSON (``imaged.metadefs.model``).
+metadef_definitions = Table(
+    "metadef_definitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "namespace_id",
+        Integer,
+        ForeignKey("metadef_namespaces.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(80), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ux_metadef_definitions_name", "namespace_id", "kind", "name", unique=True),
+    Index("ix_metadef_definitions_created_at", "namespace_id", "kind", "created_at", "id"),
+)
+
+#: Glance's ``metadef_resource_types``: ``protected`` ones came from definition files.
+metadef_resource_types = Table(
+    "metadef_resource_types",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(80), nullable=False, unique=True),
+    Column("protected", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+#: Glance's ``metadef_namespace_resource_types``: which namespace applies to which resource
+#: type, with the prefix its properties take there.
+metadef_associations = Table(
+    "metadef_associations",
+    metadata,
+    Column(
+        "namespace_id",
+        Integer,
+        ForeignKey("metadef_namespaces.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "resource_type_id",
+        Integer,
+        ForeignKey("metadef_resource_types.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("prefix", String(80), nullable=True),
+    Column("properties_target", String(80), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_metadef_associations_resource_type_id", "resource_type_id"),
+)

@@ -25,12 +25,12 @@ from twisted.web.resource import IResource
 
 from ..context import RequestContext
 from ..errors import NotFound
-from ..interfaces import IImageService
+from ..interfaces import IImageService, IMetadefService
 from ..logcontext import run_for_request
 from ..model import Image, Link, Version
 from ..quotas import Limits
 from ..schemas import DEFAULT_SCHEMAS, ImageSchemas
-from . import listing, wire
+from . import listing, metadefs, wire
 from .auth import Authenticator, FromNetworks, HeaderIdentity
 from .data import (
     BodyReceiver,
@@ -80,6 +80,8 @@ class APIConfig:
     healthcheck_disable_file: str | None = None
     #: The image schema's optional properties and the validator made from them.
     schemas: ImageSchemas = DEFAULT_SCHEMAS
+    #: The metadata definitions catalog (``/v2/metadefs``); without one its routes are 404.
+    metadefs: IMetadefService | None = None
 
 
 def _begin_upload(
@@ -122,6 +124,21 @@ class ImagesAPI:
         return self.bodies.drain(clock, timeout)
 
     # -- helpers ------------------------------------------------------------------------
+
+    @property
+    def metadefs(self) -> IMetadefService:
+        """The catalog the ``/v2/metadefs`` routes (``imaged.web.metadefs``) serve."""
+        if self.config.metadefs is None:
+            raise NotFound("The metadata definitions catalog is not served here.")
+        return self.config.metadefs
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.limits
+
+    def base_url(self, request: IRequest) -> str:
+        """Where clients reach this API (for ``Location`` headers)."""
+        return self._base_url(request)
 
     def _base_url(self, request: IRequest) -> str:
         if self.config.public_base_url:
@@ -519,7 +536,9 @@ class ImagesAPI:
         return json_response(request, self.config.schemas.document(name))
 
 
-# The map is complete once the class body has run: seal it (HEAD, slashes) and ask it, once.
+# The catalog's routes join the same map; then it is complete: seal it (HEAD, slashes) and
+# ask it, once.
+metadefs.mount(ImagesAPI.app)
 ImagesAPI.router = Router(ImagesAPI.app)
 
 

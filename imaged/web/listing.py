@@ -234,16 +234,19 @@ def decode_query(
 
 
 def page_links(
-    params: Mapping[str, Sequence[str]], last_id: str | None, full: bool
+    params: Mapping[str, Sequence[str]],
+    last_id: str | None,
+    full: bool,
+    base: str = "/v2/images",
 ) -> dict[str, str]:
     """
-    ``first`` and (when the page was full) ``next``, both starting with ``/v2/images``:
-    glanceclient GETs ``next`` verbatim against its endpoint.
+    ``first`` and (when the page was full) ``next``, both starting with ``base``: glanceclient
+    GETs ``next`` verbatim against its endpoint.
     """
     pairs = [(k, v) for k, values in params.items() if k != "marker" for v in values]
-    links = {"first": "/v2/images" + (f"?{urlencode(pairs)}" if pairs else "")}
+    links = {"first": base + (f"?{urlencode(pairs)}" if pairs else "")}
     if full and last_id is not None:
-        links["next"] = "/v2/images?" + urlencode(pairs + [("marker", last_id)])
+        links["next"] = f"{base}?" + urlencode(pairs + [("marker", last_id)])
     return links
 
 
