@@ -33,7 +33,7 @@ SQL_SUITES = {
     "test_api_data", "test_api_images", "test_api_import", "test_api_list", "test_api_members",
     "test_api_quotas", "test_api_versions_errors", "test_isolation_matrix",
     "test_contract_image_service", "test_auth", "test_hops", "test_fuzz", "test_hostile",
-    "test_api_stores",
+    "test_api_stores", "test_api_metadefs",
 }
 DATABASES = (
     pytest.param("sqlite", id="sqlite"),

@@ -205,3 +205,66 @@ def test_migrations_keep_every_record(database: str, tmp_path: Path, request: An
         assert connection.execute(text("SELECT location FROM images")).scalar() == \
             "file:///data/x"
     engine.dispose()
+
+
+def test_metadefs_load_unload_export(tmp_path: Path) -> None:
+    """Glance's shipped definitions into an embedded database (made and migrated on the way),
+    loaded once however often the command runs, exported and loaded back, unloaded."""
+    data = str(tmp_path / "data")
+    loaded = manage("--data-dir", data, "metadefs", "load")
+    assert loaded.returncode == 0, loaded.stderr
+    assert "loaded: OS::Compute::Libvirt" in loaded.stdout
+    assert loaded.stdout.strip().endswith("33 loaded, 0 merged, 0 skipped")
+    again = manage("--data-dir", data, "metadefs", "load")
+    assert again.stdout.strip().endswith("0 loaded, 0 merged, 33 skipped")
+
+    exported = manage("--data-dir", data, "metadefs", "export", str(tmp_path / "out"))
+    assert exported.returncode == 0 and "33 namespace(s)" in exported.stdout
+    watchdog = json.loads((tmp_path / "out" / "WatchdogBehavior.json").read_text())
+    assert watchdog["namespace"] == "OS::Compute::Watchdog"
+    assert list(watchdog["properties"]) == ["watchdog_action"]
+    assert {"name": "OS::Glance::Image", "prefix": "hw_"} in watchdog[
+        "resource_type_associations"]
+
+    # An operator's edit, merged in and then preferred.
+    watchdog["description"] = "Edited by the operator."
+    watchdog["properties"]["watchdog_timeout"] = {"title": "Timeout", "type": "integer"}
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(watchdog))
+    merged = manage("--data-dir", data, "metadefs", "load", "--merge", str(edited))
+    assert "merged: OS::Compute::Watchdog" in merged.stdout
+    manage("--data-dir", data, "metadefs", "load", "--prefer-new", str(edited))
+    manage("--data-dir", data, "metadefs", "export", str(tmp_path / "out2"))
+    after = json.loads((tmp_path / "out2" / "WatchdogBehavior.json").read_text())
+    assert after["description"] == "Edited by the operator."
+    assert sorted(after["properties"]) == ["watchdog_action", "watchdog_timeout"]
+
+    one = manage("--data-dir", data, "metadefs", "unload", "--namespace",
+                 "OS::Compute::Watchdog")
+    assert "1 namespace(s) removed" in one.stdout
+    rest = manage("--data-dir", data, "metadefs", "unload")
+    assert "32 namespace(s) removed" in rest.stdout
+    reload = manage("--data-dir", data, "metadefs", "load", str(tmp_path / "out"))
+    assert reload.stdout.strip().endswith("33 loaded, 0 merged, 0 skipped")
+
+
+def test_metadefs_load_refuses_a_bad_file_and_loads_nothing(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    files = tmp_path / "defs"
+    files.mkdir()
+    (files / "a.json").write_text(json.dumps({"namespace": "Good::One"}))
+    (files / "b.json").write_text(json.dumps({"namespace": "Bad", "visibility": "shared"}))
+    refused = manage("--data-dir", data, "metadefs", "load", str(files))
+    assert refused.returncode == 2
+    assert "b.json: Provided object does not match schema 'namespace'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    (files / "b.json").write_text("{not json")
+    assert "b.json: not JSON" in manage("--data-dir", data, "metadefs", "load",
+                                        str(files)).stderr
+    (files / "b.json").write_text(json.dumps({"namespace": "Good::One"}))
+    assert "also in" in manage("--data-dir", data, "metadefs", "load", str(files)).stderr
+    (files / "b.json").unlink()
+    exported = manage("--data-dir", data, "metadefs", "export", str(tmp_path / "out"))
+    assert "0 namespace(s)" in exported.stdout  # nothing was loaded by the refused runs
+    missing = manage("--data-dir", data, "metadefs", "load", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "No such file or directory" in missing.stderr

@@ -25,6 +25,7 @@ import http.server
 import os
 import shlex
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -104,6 +105,13 @@ def imaged(keystone: Keystone, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "--import-allowed-networks", "127.0.0.0/8", "--import-allowed-ports", "",
             *IMAGED_ARGS,
         ],
+    )
+    # Glance's shipped metadata definitions, loaded as devstack loads them: tempest's metadefs
+    # tests associate namespaces with the first resource type listed.
+    subprocess.run(
+        [sys.executable, "-m", "imaged.manage", "--data-dir", str(workdir / "imaged-data"),
+         "metadefs", "load"],
+        check=True, capture_output=True, text=True,
     )
     try:
         daemon.start()

@@ -55,9 +55,10 @@ def _files(path: str) -> list[str]:
 def content_of(document: Any, now: datetime) -> Content:
     """The namespace one definition file describes, checked as the API checks a create."""
     if isinstance(document, dict):
-        # Exports of other tools carry the read-only attributes too: not for us to load.
+        # Glance's exports write nulls for what a namespace lacks, and other tools' carry the
+        # read-only attributes too: neither is for us to load.
         document = {k: v for k, v in document.items()
-                    if k not in ("created_at", "updated_at", "self", "schema")}
+                    if v is not None and k not in ("created_at", "updated_at", "self", "schema")}
     raw = schemas.validate("namespace", document)
     name = raw["namespace"]
     if not name:
@@ -131,13 +132,12 @@ def read_definitions(path: str, now: datetime) -> list[Content]:
 def file_document(content: Content) -> dict[str, Any]:
     """A namespace in the definition file format (Glance's export)."""
     namespace = content.namespace
-    document: dict[str, Any] = {
-        "namespace": namespace.namespace,
-        "display_name": namespace.display_name,
-        "description": namespace.description,
-        "visibility": namespace.visibility.value,
-        "protected": namespace.protected,
-    }
+    document: dict[str, Any] = {"namespace": namespace.namespace}
+    for key in ("display_name", "description"):
+        if getattr(namespace, key) is not None:
+            document[key] = getattr(namespace, key)
+    document["visibility"] = namespace.visibility.value
+    document["protected"] = namespace.protected
     if namespace.owner is not None and namespace.owner != DEFAULT_OWNER:
         document["owner"] = namespace.owner
     document["resource_type_associations"] = [

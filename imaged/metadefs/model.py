@@ -89,7 +89,8 @@ class Listed:
 @attrs.frozen
 class Content:
     """A namespace with everything in it: what ``show``, create-with-content and the
-    definition files hold."""
+    definition files hold.  A store returns objects and properties by name and tags newest
+    first, as Glance shows them."""
 
     namespace: Namespace
     associations: tuple[Association, ...] = ()

@@ -80,14 +80,18 @@ PROPERTY_KEYS = (
 def property_body(raw: Mapping[str, Any]) -> dict[str, Any]:
     """
     A property definition as Glance keeps it (its ``PropertyType``): known keys only, the
-    items of an array only their ``type`` and ``enum``, and ``default`` as text (Glance
-    answers ``"default": "5"`` for a default of 5).
+    items of an array only their ``type`` and ``enum``, and a ``default`` as text (Glance
+    answers ``"default": "5"`` for a default of 5, ``"True"`` for true, and keeps no list or
+    object default).
     """
     body = {key: raw[key] for key in PROPERTY_KEYS if key in raw}
     if isinstance(body.get("items"), dict):
         body["items"] = {k: v for k, v in body["items"].items() if k in ("type", "enum")}
-    if "default" in body and not isinstance(body["default"], str):
-        body["default"] = json.dumps(body["default"], ensure_ascii=False)
+    default = body.get("default")
+    if isinstance(default, (list, dict)) or ("default" in body and default is None):
+        del body["default"]
+    elif "default" in body and not isinstance(default, str):
+        body["default"] = str(default)
     return body
 
 

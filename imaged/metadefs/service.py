@@ -177,15 +177,13 @@ class MetadefService:
     def clear_namespace(self, context: RequestContext, name: str, kind: Kind) -> Deferred[None]:
         """Glance checks the namespace's own delete rule (and ``delete_metadef_tags`` for
         tags), and refuses a protected namespace as a whole."""
-        writer = self._writer(context, "delete_metadef_namespace")
-        if kind is Kind.TAG:
-            tags = self._writer(context, "delete_metadef_tags")
+        rules = ["delete_metadef_namespace"] + (["delete_metadef_tags"] if kind is Kind.TAG else [])
+        writers = [self._writer(context, rule) for rule in rules]
 
-            def both(namespace: Namespace) -> None:
-                writer(namespace)
-                tags(namespace)
+        def writer(namespace: Namespace) -> None:
+            for check in writers:
+                check(namespace)
 
-            writer = both
         guard = _unprotected(writer, lambda ns: f"namespace {ns.namespace}")
         return self.store.remove_definitions(name, kind, guard)
 
@@ -239,9 +237,9 @@ class MetadefService:
         now = utc(self.clock)
         tags = [self._definition(DefinitionSpec(Kind.TAG, name), now) for name in names]
         guard = self._writer(context, "add_metadef_tags")
-        return self.store.add_definitions(
-            namespace, tags, guard, replace_kind=None if append else Kind.TAG
-        )
+        # An empty list replaces nothing (Glance leaves the tags as they are).
+        replace = None if append or not tags else Kind.TAG
+        return self.store.add_definitions(namespace, tags, guard, replace_kind=replace)
 
     def update_definition(
         self, context: RequestContext, namespace: str, name: str, spec: DefinitionSpec

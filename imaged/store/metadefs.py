@@ -339,13 +339,18 @@ def _insert_namespace(connection: Connection, content: Content, protected_types:
 
 
 def _content_of(connection: Connection, namespace_id: int, namespace: Namespace) -> Content:
+    """A namespace's content: objects and properties by name, tags newest first (as Glance
+    shows them)."""
     rows = connection.execute(
         select(_defs).where(_defs.c.namespace_id == namespace_id).order_by(_defs.c.id)
     )
+    found = [_definition(row) for row in rows]
+    tags = [d for d in reversed(found) if d.kind is Kind.TAG]
+    named = sorted((d for d in found if d.kind is not Kind.TAG), key=lambda d: (d.kind, d.name))
     return Content(
         namespace=namespace,
         associations=tuple(_associations_of(connection, namespace_id)),
-        definitions=tuple(_definition(row) for row in rows),
+        definitions=tuple(named + tags),
     )
 
 
@@ -513,7 +518,10 @@ class SQLMetadefs:
                 _defs.c.namespace_id == namespace_id, _defs.c.kind == kind.value
             )
             if query is None:
-                statement = statement.order_by(_defs.c.id)
+                # By name, as Glance lists objects and properties (in code point order, the
+                # same on every database whatever its collation).
+                rows = connection.execute(statement)
+                return sorted((_definition(row) for row in rows), key=lambda d: d.name)
             else:
                 keys = [_TAG_SORTABLE[query.sort_key]]
                 if query.sort_key != "created_at":

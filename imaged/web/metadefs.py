@@ -132,11 +132,6 @@ def tag_document(definition: Definition) -> dict[str, Any]:
     }
 
 
-def _newest_first(definitions: Sequence[Definition]) -> list[Definition]:
-    """Tags as Glance lists them by default: the newest first."""
-    return list(reversed(definitions))
-
-
 def content_document(content: Content) -> dict[str, Any]:
     """A namespace with everything in it (show, and create's answer)."""
     name = content.namespace.namespace
@@ -145,7 +140,7 @@ def content_document(content: Content) -> dict[str, Any]:
         document["resource_type_associations"] = [
             association_document(a) for a in content.associations
         ]
-    properties = sorted(content.of(Kind.PROPERTY), key=lambda d: d.name)
+    properties = content.of(Kind.PROPERTY)
     if properties:
         document["properties"] = {d.name: property_document(d, named=False) for d in properties}
     objects = content.of(Kind.OBJECT)
@@ -153,7 +148,7 @@ def content_document(content: Content) -> dict[str, Any]:
         document["objects"] = [object_document(name, d) for d in objects]
     tags = content.of(Kind.TAG)
     if tags:
-        document["tags"] = [{"name": d.name} for d in _newest_first(tags)]
+        document["tags"] = [{"name": d.name} for d in tags]
     return _linked(document, name)
 
 
@@ -177,11 +172,14 @@ def resource_type_document(resource_type: ResourceType) -> dict[str, Any]:
 # -- request bodies -------------------------------------------------------------------------
 
 
-def _name(value: Any, what: str, schema: str) -> str:
+def _name(value: Any, what: str, schema: str, addressed: bool = True) -> str:
     """A name the catalog can keep and a URL can address: text of 1 to 80 characters."""
     if not isinstance(value, str) or not value:
         raise BadRequest(f"Provided object does not match schema '{schema}': {what} must be "
                          "a non-empty string")
+    if addressed and "/" in value:
+        raise BadRequest(f"Provided object does not match schema '{schema}': {what} "
+                         f"'{value[:32]}' may not contain '/' (no URL could name it)")
     if len(value) > MAX_NAME:
         raise BadRequest(f"Provided object does not match schema '{schema}': {what} "
                          f"'{value[:32]}...' is longer than {MAX_NAME} characters")
@@ -189,13 +187,13 @@ def _name(value: Any, what: str, schema: str) -> str:
 
 
 def _optional(value: Any, what: str, schema: str) -> str | None:
-    return None if value is None else _name(value, what, schema)
+    return None if value is None else _name(value, what, schema, addressed=False)
 
 
 def _object_spec(raw: Mapping[str, Any], schema: str) -> DefinitionSpec:
     properties = raw.get("properties") or {}
     for name in properties:
-        _name(name, "a property name", schema)
+        _name(name, "a property name", schema, addressed=False)
     body: dict[str, Any] = {
         "description": raw.get("description"),
         "required": list(raw["required"]) if raw.get("required") is not None else None,
@@ -454,7 +452,7 @@ def _delete(kind: Kind) -> Callable[..., Any]:
 async def list_properties(host: CatalogHost, request: IRequest, namespace: str) -> bytes:
     context, _ = await _read(host, request)
     found = await _service(host).list_definitions(context, namespace, Kind.PROPERTY)
-    properties = {d.name: property_document(d) for d in sorted(found, key=lambda d: d.name)}
+    properties = {d.name: property_document(d) for d in found}
     return json_response(request, {"properties": properties})
 
 
@@ -500,23 +498,23 @@ async def create_tags(host: CatalogHost, request: IRequest, namespace: str) -> b
     return json_response(request, {"tags": [{"name": d.name} for d in made]}, 201)
 
 
-async def create_tag(host: CatalogHost, request: IRequest, namespace: str, tag: str) -> bytes:
+async def create_tag(host: CatalogHost, request: IRequest, namespace: str, name: str) -> bytes:
     context, _ = await _read(host, request)
-    spec = DefinitionSpec(Kind.TAG, decode_tag_name(tag))
+    spec = DefinitionSpec(Kind.TAG, decode_tag_name(name))
     made = await _service(host).add_definition(context, namespace, spec)
     return json_response(request, tag_document(made), 201)
 
 
-async def show_tag(host: CatalogHost, request: IRequest, namespace: str, tag: str) -> bytes:
+async def show_tag(host: CatalogHost, request: IRequest, namespace: str, name: str) -> bytes:
     context, _ = await _read(host, request)
-    found = await _service(host).get_definition(context, namespace, Kind.TAG, tag)
+    found = await _service(host).get_definition(context, namespace, Kind.TAG, name)
     return json_response(request, tag_document(found))
 
 
-async def update_tag(host: CatalogHost, request: IRequest, namespace: str, tag: str) -> bytes:
+async def update_tag(host: CatalogHost, request: IRequest, namespace: str, name: str) -> bytes:
     context = await host.context(request)
     spec = decode_tag(_body(request))
-    updated = await _service(host).update_definition(context, namespace, tag, spec)
+    updated = await _service(host).update_definition(context, namespace, name, spec)
     return json_response(request, tag_document(updated))
 
 
@@ -584,10 +582,10 @@ ROUTES: tuple[tuple[str, str, Callable[..., Any]], ...] = (
     (_NS + "/tags", "GET", list_tags),
     (_NS + "/tags", "POST", create_tags),
     (_NS + "/tags", "DELETE", _clear(Kind.TAG)),
-    (_NS + "/tags/<tag>", "GET", show_tag),
-    (_NS + "/tags/<tag>", "POST", create_tag),
-    (_NS + "/tags/<tag>", "PUT", update_tag),
-    (_NS + "/tags/<tag>", "DELETE", _delete(Kind.TAG)),
+    (_NS + "/tags/<name>", "GET", show_tag),
+    (_NS + "/tags/<name>", "POST", create_tag),
+    (_NS + "/tags/<name>", "PUT", update_tag),
+    (_NS + "/tags/<name>", "DELETE", _delete(Kind.TAG)),
     (_NS + "/resource_types", "GET", list_associations),
     (_NS + "/resource_types", "POST", create_association),
     (_NS + "/resource_types/<resource_type>", "DELETE", delete_association),
