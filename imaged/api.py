@@ -10,7 +10,14 @@ Other Twisted programs import from here::
 """
 
 from .context import RequestContext
-from .interfaces import IBlobStore, IImageService, IMetadataStore
+from .interfaces import (
+    IBlobStore,
+    IImageService,
+    IMetadataStore,
+    IMetadefService,
+    IMetadefStore,
+)
+from .metadefs.service import MetadefService
 from .model import (
     ByteRange,
     Change,
@@ -52,6 +59,8 @@ __all__ = [
     "IBlobStore",
     "IImageService",
     "IMetadataStore",
+    "IMetadefService",
+    "IMetadefStore",
     "Image",
     "ImageChange",
     "ImageQuery",
@@ -61,6 +70,7 @@ __all__ = [
     "Link",
     "Member",
     "MemberStatus",
+    "MetadefService",
     "Mutation",
     "Page",
     "PatchOp",
