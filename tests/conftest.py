@@ -134,6 +134,34 @@ class _PostgresStores:
 _POSTGRES_STORES: list[_PostgresStores] = []
 
 
+#: Where a store contract suite runs: in memory (inline), a SQLite file with its own threads
+#: (as twistd runs it), and PostgreSQL.
+STORE_KINDS = ["memory", "sqlite-file", pytest.param("postgresql", marks=pytest.mark.servers)]
+
+
+def contract_store(request: pytest.FixtureRequest, tmp_path: Any, emptied: str) -> Any:
+    """A store of ``request.param``'s kind (``STORE_KINDS``) for a contract suite; on
+    PostgreSQL, the shared test database with the tables ``emptied`` (a ``TRUNCATE`` list)
+    emptied first, and the store's own threads over it."""
+    from twisted.internet import reactor
+
+    kind = request.param  # type: ignore[attr-defined]
+    if kind == "memory":
+        yield SQLMetadataStore.in_memory()
+        return
+    if kind == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        engine = db.make_engine(url)
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"TRUNCATE {emptied} CASCADE")
+        engine.dispose()
+        opened = SQLMetadataStore.open(url, reactor)
+    else:
+        opened = SQLMetadataStore.open(f"sqlite:///{tmp_path}/m.sqlite", reactor)
+    yield opened
+    opened.close()
+
+
 @pytest.fixture
 def database(request: pytest.FixtureRequest) -> str:
     """Which database this test's metadata stores use (``sqlite`` unless parametrized)."""

@@ -37,31 +37,16 @@ from imaged.store.database import make_engine, schema_revision, upgrade_schema
 from imaged.store.sql import SQLMetadataStore
 from imaged.store.tables import metadata as tables
 
+from .conftest import STORE_KINDS, contract_store
+
 EVERYTHING = Scope(everything=True, project=None)
 NOW = datetime(2027, 1, 15, 8, 0, 0)
 
 
-@pytest.fixture(params=["memory", "sqlite-file",
-                        pytest.param("postgresql", marks=pytest.mark.servers)])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: Any, tmp_path: Any) -> Any:
-    if request.param == "memory":
-        yield SQLMetadataStore.in_memory()
-        return
-    if request.param == "postgresql":
-        # The real thing: the store's own threads over PostgreSQL, emptied first.
-        url = request.getfixturevalue("postgres_url")
-        engine = make_engine(url)
-        with engine.begin() as connection:
-            connection.exec_driver_sql(
-                "TRUNCATE image_tags, image_properties, image_members, images CASCADE")
-        engine.dispose()
-        opened = SQLMetadataStore.open(url, reactor)
-        yield opened
-        opened.close()
-        return
-    opened = SQLMetadataStore.open(f"sqlite:///{tmp_path}/m.sqlite", reactor)
-    yield opened
-    opened.close()
+    yield from contract_store(
+        request, tmp_path, "image_tags, image_properties, image_members, images")
 
 
 def make(**kw: Any) -> Image:

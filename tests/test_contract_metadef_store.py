@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import pytest_twisted
 from sqlalchemy import func, select
-from twisted.internet import reactor
 from zope.interface.verify import verifyObject
 
 from imaged.errors import Duplicate, Forbidden, NotFound
@@ -35,9 +34,10 @@ from imaged.metadefs.model import (
     TagQuery,
 )
 from imaged.metadefs.service import MetadefService
-from imaged.store.database import make_engine
 from imaged.store.sql import SQLMetadataStore
 from imaged.store.tables import metadef_associations, metadef_definitions
+
+from .conftest import STORE_KINDS, contract_store
 
 NOW = datetime(2027, 1, 15, 8, 0, 0)
 EVERYTHING = CatalogScope(everything=True, project=None)
@@ -51,27 +51,11 @@ def refuse(_: Namespace) -> None:
     raise Forbidden("no")
 
 
-@pytest.fixture(params=["memory", "sqlite-file",
-                        pytest.param("postgresql", marks=pytest.mark.servers)])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: Any, tmp_path: Any) -> Any:
-    if request.param == "memory":
-        yield SQLMetadataStore.in_memory()
-        return
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-        engine = make_engine(url)
-        with engine.begin() as connection:
-            connection.exec_driver_sql(
-                "TRUNCATE metadef_definitions, metadef_associations, metadef_namespaces, "
-                "metadef_resource_types CASCADE")
-        engine.dispose()
-        opened = SQLMetadataStore.open(url, reactor)
-        yield opened
-        opened.close()
-        return
-    opened = SQLMetadataStore.open(f"sqlite:///{tmp_path}/m.sqlite", reactor)
-    yield opened
-    opened.close()
+    yield from contract_store(
+        request, tmp_path,
+        "metadef_definitions, metadef_associations, metadef_namespaces, metadef_resource_types")
 
 
 def namespace(name: str, at: datetime = NOW, **kw: Any) -> Namespace:
