@@ -424,9 +424,9 @@ class IMetadefStore(Interface):
     def content(name: str, guard: Guard) -> Deferred[Content]:
         """A namespace and everything in it."""
 
-    def create_namespace(content: Content) -> Deferred[Content]:
-        """Insert a namespace with its associations (resource types that do not exist are
-        made) and definitions, all or nothing."""
+    def create_namespace(content: Content, create_types: bool = True) -> Deferred[Content]:
+        """Insert a namespace with its associations and definitions, all or nothing;
+        resource types that do not exist are made if ``create_types``, else ``Forbidden``."""
 
     def update_namespace(
         name: str, guard: Guard, change: Callable[[Namespace], Namespace]
@@ -461,9 +461,14 @@ class IMetadefStore(Interface):
         """Replace one definition (a rename among them) with ``change``'s."""
 
     def remove_definitions(
-        namespace: str, kind: Kind, guard: Guard, name: str | None = None
+        namespace: str,
+        kind: Kind,
+        guard: Guard,
+        name: str | None = None,
+        protect: Guard | None = None,
     ) -> Deferred[None]:
-        """Remove the definition ``name``, or every definition of ``kind``."""
+        """Remove the definition ``name``, or every definition of ``kind``; ``protect`` judges
+        the namespace once what is to go is found (a missing one is ``NotFound`` first)."""
 
     def resource_types() -> Deferred[builtins.list[ResourceType]]:
         """Every resource type, by name."""
@@ -471,11 +476,17 @@ class IMetadefStore(Interface):
     def associations(namespace: str, guard: Guard) -> Deferred[builtins.list[Association]]:
         """A namespace's resource type associations."""
 
-    def associate(namespace: str, association: Association, guard: Guard) -> Deferred[Association]:
-        """Associate a namespace with a resource type (made if it does not exist)."""
+    def associate(
+        namespace: str, association: Association, guard: Guard, create_types: bool = True
+    ) -> Deferred[Association]:
+        """Associate a namespace with a resource type (made if it does not exist and
+        ``create_types``, else ``Forbidden``)."""
 
-    def dissociate(namespace: str, resource_type: str, guard: Guard) -> Deferred[None]:
-        """Remove a namespace's association with a resource type."""
+    def dissociate(
+        namespace: str, resource_type: str, guard: Guard, protect: Guard | None = None
+    ) -> Deferred[None]:
+        """Remove a namespace's association with a resource type; ``protect`` as in
+        ``remove_definitions``."""
 
     def load(contents: Sequence[Content], mode: LoadMode) -> Deferred[LoadReport]:
         """Load definition files' namespaces; ``mode`` says what happens to those that

@@ -271,6 +271,28 @@ def check_create_namespace(context: RequestContext, rules: Rules, owner: str | N
         raise Forbidden("You are not authorized to complete add_metadef_namespace action.")
 
 
+def check_namespace_owner(
+    context: RequestContext, rules: Rules, old: str | None, new: str | None
+) -> None:
+    """Giving a namespace to another owner is a write for the new owner too: a project's
+    member cannot hand its namespace to another project (nor take one)."""
+    if new != old and not can_write_catalog(context, rules, new):
+        raise Forbidden("You are not authorized to complete modify_metadef_namespace action.")
+
+
+def check_namespace_visibility(context: RequestContext, visibility: NamespaceVisibility) -> None:
+    """Only administrators make a namespace public (it then shows in every project's
+    metadata dialogs), as only they publicize images."""
+    if visibility is NamespaceVisibility.PUBLIC and not context.is_admin:
+        raise Forbidden("You are not permitted to make metadata definition namespaces public.")
+
+
+def may_create_resource_types(context: RequestContext) -> bool:
+    """Resource types are global (every reader lists them) and only an administrator removes
+    them (``imaged-manage metadefs unload``): only administrators make new ones."""
+    return context.is_admin
+
+
 def list_scope(context: RequestContext, member_status: MemberStatus | None) -> Scope:
     return Scope(
         everything=context.is_admin, project=context.project_id, member_status=member_status

@@ -225,6 +225,27 @@ def test_create_refuses_bodies_that_are_not_a_namespace(client: Client) -> None:
     assert client.get(NS, headers=ADMIN).json()["namespaces"] == []
 
 
+@pytest.mark.parametrize("raw,text", [
+    (b'{"namespace": "x", "properties": {"p": {"title": "P", "type": "number", '
+     b'"minimum": NaN}}}', "NaN is not a JSON number"),
+    (b'{"namespace": "x", "properties": {"p": {"title": "P", "type": "number", '
+     b'"maximum": 1e400}}}', "is out of range"),
+    (b'{"namespace": "x", "properties": {"p": {"title": "P", "type": "number", '
+     b'"maximum": -Infinity}}}', "-Infinity is not a JSON number"),
+    (b'{"namespace": "x", "objects": [{"name": "o", "required": ["a", "b", "a"]}]}',
+     "is not unique"),
+    (b'{"namespace": "x", "objects": [{"name": "o", "required": ['
+     + b", ".join(b"%d" % i for i in range(20000)) + b', "x"]}]}', "is not of type 'string'"),
+])
+def test_numbers_and_lists_that_would_hurt(client: Client, raw: bytes, text: str) -> None:
+    """Non-finite numbers would be stored and served as JSON no strict parser reads; a long
+    list of mixed items once cost jsonschema seconds of the reactor (quadratic uniqueness)."""
+    make(client)
+    before = everything(client)
+    error(client.post(NS, data=raw, headers=ADMIN), 400, text)
+    assert everything(client) == before
+
+
 def test_duplicate_namespace(client: Client) -> None:
     make(client, description="first")
     before = everything(client)
@@ -277,6 +298,13 @@ def test_protected_namespace_cannot_be_deleted_nor_emptied(client: Client) -> No
           "Metadata definition tag mid is protected")
     error(client.delete(f"{NS}/Test::Nested/resource_types/OS::Nova::Flavor", headers=ADMIN),
           403, "resource-type-association OS::Nova::Flavor is protected")
+    # What is not there is not found first, as in Glance.
+    error(client.delete(f"{NS}/Test::Nested/tags/nope", headers=ADMIN), 404,
+          "name=nope was not found")
+    error(client.delete(f"{NS}/Test::Nested/objects/nope", headers=ADMIN), 404,
+          "name=nope was not found")
+    error(client.delete(f"{NS}/Test::Nested/resource_types/No::Such", headers=ADMIN), 404,
+          "Failed to find resource type No::Such to delete")
     assert everything(client) == before
     # Content may still be added and changed in a protected namespace (as Glance).
     assert client.post(f"{NS}/Test::Nested/tags/new", headers=ADMIN).code == 201
@@ -334,6 +362,22 @@ def test_list_pages_with_markers(client: Client) -> None:
                       headers=ADMIN).json()
     assert [n["namespace"] for n in desc["namespaces"]] == ["Test::N2", "Test::N1"]
     assert client.get(NS + "?limit=0", headers=ADMIN).json()["namespaces"] == []
+
+
+def test_list_pages_sorted_by_protected(client: Client) -> None:
+    for i, protected in enumerate([True, False, True, False, False]):
+        make(client, namespace=f"Test::P{i}", protected=protected)
+    seen: list[str] = []
+    path = NS + "?limit=2&sort_key=protected&sort_dir=asc"
+    while path:
+        reply = client.get(path, headers=ADMIN)
+        assert reply.code == 200, reply.body
+        seen += [n["namespace"] for n in reply.json()["namespaces"]]
+        path = reply.json().get("next")
+    assert seen[:3] == ["Test::P1", "Test::P3", "Test::P4"]  # unprotected, oldest first
+    assert sorted(seen[3:]) == ["Test::P0", "Test::P2"]
+    # An empty marker is no marker, as Glance.
+    assert len(client.get(NS + "?marker=", headers=ADMIN).json()["namespaces"]) == 5
 
 
 def test_list_sorts_by_nullable_columns(client: Client) -> None:
@@ -451,17 +495,33 @@ def test_project_member_policy_lets_a_project_keep_its_namespaces(
     assert made["owner"] == "project-b"
     assert client.post(f"{NS}/Test::ByB/objects", json={"name": "o"},
                        headers=MEMBER_B).code == 201
-    assert client.put(f"{NS}/Test::ByB", json={"namespace": "Test::ByB", "visibility": "public"},
+    assert client.put(f"{NS}/Test::ByB", json={"namespace": "Test::ByB",
+                                                "display_name": "B's"},
                       headers=MEMBER_B).code == 200
     # Not for another project, not as a mere reader, and not by giving it away.
-    error(client.post(f"{NS}/Test::ByB/objects", json={"name": "p"}, headers=MEMBER_C), 403,
-          "add_metadef_object")
+    error(client.post(f"{NS}/Test::ByB/objects", json={"name": "p"}, headers=MEMBER_C), 404,
+          "was not found")
     error(client.post(f"{NS}/Test::ByB/tags/t", headers=READER_B), 403, "add_metadef_tag")
     error(client.post(NS, json={"namespace": "Test::ForC", "owner": "project-c"},
                       headers=MEMBER_B), 403, "add_metadef_namespace")
     error(client.put(f"{NS}/Test::ByB", json={"namespace": "Test::ByB", "owner": "project-c"},
                      headers=MEMBER_B), 403, "modify_metadef_namespace")
     assert client.get(f"{NS}/Test::ByB", headers=ADMIN).json()["owner"] == "project-b"
+    # Resource types are everyone's, and publishing is an administrator's (as for images).
+    make(client, namespace="Test::Admin", resource_type_associations=[
+        {"name": "OS::Glance::Image"}])
+    before = everything(client)
+    error(client.post(f"{NS}/Test::ByB/resource_types", json={"name": "ProjectB::Secret"},
+                      headers=MEMBER_B), 403, "not authorized to create resource type")
+    error(client.post(NS, json={"namespace": "Test::ByB2", "resource_type_associations": [
+        {"name": "ProjectB::Secret"}]}, headers=MEMBER_B), 403, "create resource type")
+    error(client.post(NS, json={"namespace": "Test::ByB3", "visibility": "public"},
+                      headers=MEMBER_B), 403, "make metadata definition namespaces public")
+    error(client.put(f"{NS}/Test::ByB", json={"namespace": "Test::ByB", "visibility": "public"},
+                     headers=MEMBER_B), 403, "public")
+    assert everything(client) == before
+    assert client.post(f"{NS}/Test::ByB/resource_types", json={"name": "OS::Glance::Image"},
+                       headers=MEMBER_B).code == 201
     assert client.delete(f"{NS}/Test::ByB", headers=MEMBER_B).code == 204
 
 
@@ -653,7 +713,8 @@ def test_tag_pages(client: Client) -> None:
     assert names("marker=juliet") == ["india"]
     assert names("sort_key=name&sort_dir=asc") == ["india", "juliet", "kilo", "lima"]
     assert names("sort_key=name&sort_dir=asc&marker=juliet&limit=1") == ["kilo"]
-    assert names("limit=0") == ["lima", "kilo", "juliet", "india"]  # 0 is no limit, as Glance
+    assert names("limit=0") == []  # a limit of 0, as Glance's
+    assert names("limit=") == ["lima", "kilo", "juliet", "india"]
     error(client.get(f"{base}?marker=nope", headers=ADMIN), 404, "name=nope was not found")
     error(client.get(f"{base}?sort_dir=up", headers=ADMIN), 400, "Invalid sort direction: up")
     error(client.get(f"{base}?sort_key=bogus", headers=ADMIN), 400, "Invalid sort key: bogus")

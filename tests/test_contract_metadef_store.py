@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred, gatherResults
 from sqlalchemy import func, select
 from zope.interface.verify import verifyObject
 
@@ -191,10 +192,11 @@ async def test_namespace_pages_equal_a_plain_sort(store: SQLMetadataStore) -> No
         at = NOW + timedelta(seconds=rng.choice([0, 1, 2]))  # ties on created_at
         made.append(namespace(
             f"N{i:02d}", at=at, display_name=rng.choice([None, "a", "b", "c"]),
-            visibility=rng.choice(list(NamespaceVisibility)), owner=rng.choice(["p", "q"])))
+            visibility=rng.choice(list(NamespaceVisibility)), owner=rng.choice(["p", "q"]),
+            protected=rng.choice([True, False])))
     for ns in made:
         await store.create_namespace(Content(namespace=ns))
-    for key in ("namespace", "display_name", "created_at", "visibility", "owner"):
+    for key in ("namespace", "display_name", "created_at", "visibility", "owner", "protected"):
         for direction in SortDir:
             seen: list[str] = []
             marker = None
@@ -206,9 +208,15 @@ async def test_namespace_pages_equal_a_plain_sort(store: SQLMetadataStore) -> No
                     break
                 marker = page[-1].namespace.namespace
             assert sorted(seen) == sorted(ns.namespace for ns in made), (key, direction)
-            values = [getattr(next(ns for ns in made if ns.namespace == name), key) or ""
-                      for name in seen]
-            values = [v.value if hasattr(v, "value") else v for v in values]
+            def sort_value(name: str, key: str = key) -> Any:
+                value = getattr(next(ns for ns in made if ns.namespace == name), key)
+                if value is None:
+                    return ""  # nulls sort as empty text
+                if isinstance(value, bool):
+                    return int(value)
+                return value.value if hasattr(value, "value") else value
+
+            values = [sort_value(name) for name in seen]
             assert values == sorted(values, reverse=direction is SortDir.DESC), (key, direction)
     scoped = await store.list_namespaces(CatalogScope(everything=False, project="p"),
                                          NamespaceQuery(limit=100))
@@ -300,3 +308,69 @@ async def test_loading_in_each_mode(store: SQLMetadataStore, tmp_path: Any) -> N
     assert comparable(await store.export()) == comparable(exported)
     assert await store.unload(["OS::Compute::Libvirt", "No::Such"]) == 1
     assert len(await store.export()) == 32
+
+
+@pytest_twisted.ensureDeferred
+async def test_new_resource_types_made_at_once(store: SQLMetadataStore) -> None:
+    """Several writers associating namespaces with the same new resource type at the same
+    time: each gets its namespace, and the type is made once (on PostgreSQL, from the store's
+    thread pool, they really race)."""
+    made = await gatherResults([
+        Deferred.fromCoroutine(_create(store, f"N{i}", ("Brand::New",))) for i in range(8)
+    ])
+    assert len(made) == 8
+    assert [t.name for t in await store.resource_types()] == ["Brand::New"]
+    listed = await store.list_namespaces(EVERYTHING, NamespaceQuery(
+        limit=10, resource_types=("Brand::New",)))
+    assert len(listed) == 8
+
+
+async def _create(store: SQLMetadataStore, name: str, types: tuple[str, ...]) -> Content:
+    return await store.create_namespace(content(name, associations=types))
+
+
+@pytest_twisted.ensureDeferred
+async def test_callers_who_may_not_make_resource_types(store: SQLMetadataStore) -> None:
+    await store.create_namespace(content("N", associations=("Known",)))
+    with pytest.raises(Forbidden, match="create resource type Unknown"):
+        await store.create_namespace(content("M", associations=("Known", "Unknown")),
+                                     create_types=False)
+    with pytest.raises(Forbidden, match="create resource type Unknown"):
+        await store.associate("N", Association("Unknown", NOW, NOW), allow, create_types=False)
+    assert [c.namespace.namespace for c in await store.export()] == ["N"]
+    assert [t.name for t in await store.resource_types()] == ["Known"]
+    await store.create_namespace(content("M", associations=("Known",)), create_types=False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_protection_is_judged_once_the_target_is_found(store: SQLMetadataStore) -> None:
+    await store.create_namespace(content("N", definition(Kind.TAG, "t"), associations=("R",)))
+    with pytest.raises(NotFound):
+        await store.remove_definitions("N", Kind.TAG, allow, "nope", protect=refuse)
+    with pytest.raises(NotFound):
+        await store.dissociate("N", "Nope", allow, protect=refuse)
+    with pytest.raises(Forbidden):
+        await store.remove_definitions("N", Kind.TAG, allow, "t", protect=refuse)
+    with pytest.raises(Forbidden):
+        await store.dissociate("N", "R", allow, protect=refuse)
+    kept = await store.content("N", allow)
+    assert [d.name for d in kept.definitions] == ["t"] and len(kept.associations) == 1
+
+
+@pytest.mark.parametrize("document,text", [
+    ({"namespace": "A/b"}, "may not contain '/'"),
+    ({"namespace": "N", "objects": [{"name": "o/x"}]}, "may not contain '/'"),
+    ({"namespace": "N", "properties": {"p" * 81: {"title": "P", "type": "string"}}},
+     "longer than 80"),
+    ({"namespace": "N", "resource_type_associations": [{"name": "R" * 100}]}, "longer than 80"),
+    ({"namespace": "N", "resource_type_associations": [{"name": "R", "prefix": "p" * 81}]},
+     "longer than 80"),
+    ({"namespace": "N", "tags": [{}]}, "must be a non-empty string"),
+    ({"namespace": "N", "objects": [{"description": "no name"}]}, "must be a non-empty string"),
+])
+def test_definition_files_meet_the_apis_rules(document: Any, text: str) -> None:
+    from imaged.errors import BadRequest
+    from imaged.metadefs.files import content_of
+
+    with pytest.raises(BadRequest, match=text):
+        content_of(document, NOW)

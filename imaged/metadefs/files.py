@@ -18,7 +18,8 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from ..errors import BadRequest, ImageServiceError
+from .. import jsontext
+from ..errors import ImageServiceError
 from . import schemas
 from .model import (
     Association,
@@ -60,35 +61,35 @@ def content_of(document: Any, now: datetime) -> Content:
         document = {k: v for k, v in document.items()
                     if v is not None and k not in ("created_at", "updated_at", "self", "schema")}
     raw = schemas.validate("namespace", document)
-    name = raw["namespace"]
-    if not name:
-        raise BadRequest("the namespace's name is empty")
+    check = schemas.check_name
+    name = check(raw["namespace"], "the namespace", "namespace")
     definitions: list[Definition] = []
     for key, value in (raw.get("properties") or {}).items():
+        check(key, "a property name", "namespace")
         definitions.append(Definition(Kind.PROPERTY, key, now, now, schemas.property_body(value)))
     for obj in raw.get("objects") or ():
-        if not obj.get("name"):
-            raise BadRequest("an object has no name")
+        properties = obj.get("properties") or {}
+        for key in properties:
+            check(key, "an object's property name", "namespace", addressed=False)
         body = {
             "description": obj.get("description"),
             "required": obj.get("required"),
-            "properties": {
-                k: schemas.property_body(v) for k, v in (obj.get("properties") or {}).items()
-            },
+            "properties": {k: schemas.property_body(v) for k, v in properties.items()},
         }
-        definitions.append(Definition(Kind.OBJECT, obj["name"], now, now, body))
+        object_name = check(obj.get("name"), "an object's name", "namespace")
+        definitions.append(Definition(Kind.OBJECT, object_name, now, now, body))
     for tag in raw.get("tags") or ():
-        if not tag.get("name"):
-            raise BadRequest("a tag has no name")
-        definitions.append(Definition(Kind.TAG, tag["name"], now, now))
+        tag_name = check(tag.get("name"), "a tag's name", "namespace")
+        definitions.append(Definition(Kind.TAG, tag_name, now, now))
     associations = []
     for association in raw.get("resource_type_associations") or ():
-        if not association.get("name"):
-            raise BadRequest("a resource type association has no name")
+        extra = {
+            key: check(association[key], f"an association's {key}", "namespace", addressed=False)
+            for key in ("prefix", "properties_target") if association.get(key) is not None
+        }
         associations.append(Association(
-            name=association["name"], prefix=association.get("prefix"),
-            properties_target=association.get("properties_target"),
-            created_at=now, updated_at=now,
+            name=check(association.get("name"), "a resource type's name", "namespace"),
+            created_at=now, updated_at=now, **extra,
         ))
     return Content(
         namespace=Namespace(
@@ -113,7 +114,7 @@ def read_definitions(path: str, now: datetime) -> list[Content]:
     for file in _files(path):
         try:
             with open(file, encoding="utf-8") as f:
-                document = json.load(f)
+                document = jsontext.loads(f.read())
             content = content_of(document, now)
         except OSError as e:
             raise DefinitionFileError(f"{file}: {e.strerror}") from None

@@ -51,14 +51,21 @@ _REMOVE = {Kind.OBJECT: "delete_metadef_object", Kind.PROPERTY: "remove_metadef_
            Kind.TAG: "delete_metadef_tag"}
 
 
-def _unprotected(guard: Guard, what: Callable[[Namespace], str]) -> Guard:
-    """``guard``, then refuse (403) a protected namespace in Glance's words, ``what``."""
+def _refuse_protected(what: Callable[[Namespace], str]) -> Guard:
+    """Refuse (403) to delete from a protected namespace, in Glance's words, ``what``."""
 
     def check(namespace: Namespace) -> None:
-        guard(namespace)
         if namespace.protected:
             raise Forbidden(f"Metadata definition {what(namespace)} is protected and cannot be "
                             "deleted.")
+
+    return check
+
+
+def _both(*guards: Guard) -> Guard:
+    def check(namespace: Namespace) -> None:
+        for guard in guards:
+            guard(namespace)
 
     return check
 
@@ -123,13 +130,15 @@ class MetadefService:
         spec = new.spec
         owner = spec.owner if spec.owner is not None else context.project_id
         policy.check_create_namespace(context, self.rules, owner)
+        visibility = spec.visibility or NamespaceVisibility.PRIVATE
+        policy.check_namespace_visibility(context, visibility)
         now = utc(self.clock)
         content = Content(
             namespace=Namespace(
                 namespace=spec.namespace,
                 display_name=spec.display_name,
                 description=spec.description,
-                visibility=spec.visibility or NamespaceVisibility.PRIVATE,
+                visibility=visibility,
                 protected=bool(spec.protected),
                 owner=owner,
                 created_at=now,
@@ -138,7 +147,9 @@ class MetadefService:
             associations=tuple(self._association(a, now) for a in new.associations),
             definitions=tuple(self._definition(d, now) for d in new.definitions),
         )
-        return self.store.create_namespace(content)
+        return self.store.create_namespace(
+            content, create_types=policy.may_create_resource_types(context)
+        )
 
     def update_namespace(
         self, context: RequestContext, name: str, spec: NamespaceSpec
@@ -149,15 +160,16 @@ class MetadefService:
 
         def change(old: Namespace) -> Namespace:
             owner = spec.owner if spec.owner is not None else context.project_id
-            if owner != old.owner and not policy.can_write_catalog(context, self.rules, owner):
-                raise Forbidden("You are not authorized to complete modify_metadef_namespace "
-                                "action.")
+            policy.check_namespace_owner(context, self.rules, old.owner, owner)
+            visibility = spec.visibility or NamespaceVisibility.PRIVATE
+            if visibility is not old.visibility:
+                policy.check_namespace_visibility(context, visibility)
             return attrs.evolve(
                 old,
                 namespace=spec.namespace,
                 display_name=spec.display_name,
                 description=spec.description,
-                visibility=spec.visibility or NamespaceVisibility.PRIVATE,
+                visibility=visibility,
                 protected=bool(spec.protected),
                 owner=owner,
                 updated_at=now,
@@ -168,9 +180,9 @@ class MetadefService:
         )
 
     def delete_namespace(self, context: RequestContext, name: str) -> Deferred[None]:
-        guard = _unprotected(
+        guard = _both(
             self._writer(context, "delete_metadef_namespace"),
-            lambda ns: f"namespace {ns.namespace}",
+            _refuse_protected(lambda ns: f"namespace {ns.namespace}"),
         )
         return self.store.delete_namespace(name, guard)
 
@@ -178,13 +190,10 @@ class MetadefService:
         """Glance checks the namespace's own delete rule (and ``delete_metadef_tags`` for
         tags), and refuses a protected namespace as a whole."""
         rules = ["delete_metadef_namespace"] + (["delete_metadef_tags"] if kind is Kind.TAG else [])
-        writers = [self._writer(context, rule) for rule in rules]
-
-        def writer(namespace: Namespace) -> None:
-            for check in writers:
-                check(namespace)
-
-        guard = _unprotected(writer, lambda ns: f"namespace {ns.namespace}")
+        guard = _both(
+            *(self._writer(context, rule) for rule in rules),
+            _refuse_protected(lambda ns: f"namespace {ns.namespace}"),
+        )
         return self.store.remove_definitions(name, kind, guard)
 
     # -- objects, properties, tags --------------------------------------------------------
@@ -256,10 +265,11 @@ class MetadefService:
     def delete_definition(
         self, context: RequestContext, namespace: str, kind: Kind, name: str
     ) -> Deferred[None]:
-        guard = _unprotected(
-            self._writer(context, _REMOVE[kind]), lambda _: f"{kind.singular} {name}"
+        # Glance's order: policy, then the definition (404), then the namespace's protection.
+        return self.store.remove_definitions(
+            namespace, kind, self._writer(context, _REMOVE[kind]), name,
+            protect=_refuse_protected(lambda _: f"{kind.singular} {name}"),
         )
-        return self.store.remove_definitions(namespace, kind, guard, name)
 
     # -- resource types ---------------------------------------------------------------------
 
@@ -276,16 +286,19 @@ class MetadefService:
         self, context: RequestContext, namespace: str, spec: AssociationSpec
     ) -> Deferred[Association]:
         guard = self._writer(context, "add_metadef_resource_type_association")
-        return self.store.associate(namespace, self._association(spec, utc(self.clock)), guard)
+        return self.store.associate(
+            namespace, self._association(spec, utc(self.clock)), guard,
+            create_types=policy.may_create_resource_types(context),
+        )
 
     def dissociate(
         self, context: RequestContext, namespace: str, resource_type: str
     ) -> Deferred[None]:
-        guard = _unprotected(
+        return self.store.dissociate(
+            namespace, resource_type,
             self._writer(context, "remove_metadef_resource_type_association"),
-            lambda _: f"resource-type-association {resource_type}",
+            protect=_refuse_protected(lambda _: f"resource-type-association {resource_type}"),
         )
-        return self.store.dissociate(namespace, resource_type, guard)
 
     # -- values -----------------------------------------------------------------------------
 

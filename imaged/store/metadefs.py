@@ -15,12 +15,25 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Table,
+    and_,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred
 
-from ..errors import Duplicate, NotFound
+from ..errors import Duplicate, Forbidden, NotFound
 from ..metadefs.model import (
     Association,
     CatalogScope,
@@ -84,7 +97,8 @@ _SORTABLE: dict[str, ColumnElement[Any]] = {
     "display_name": func.coalesce(_ns.c.display_name, ""),
     "description": func.coalesce(_ns.c.description, ""),
     "visibility": _ns.c.visibility,
-    "protected": _ns.c.protected,
+    # As a number: a boolean column cannot be compared with < and > (a marker's keyset).
+    "protected": cast(_ns.c.protected, Integer),
     "owner": func.coalesce(_ns.c.owner, ""),
     "created_at": _ns.c.created_at,
     "updated_at": _ns.c.updated_at,
@@ -273,24 +287,33 @@ def _insert_definitions(
             ) from None
 
 
+def _insert_if_absent(connection: Connection, table: Table, values: dict[str, Any]) -> None:
+    """Insert a row unless one with the same unique key exists (made by another writer since
+    this transaction looked, say): ``ON CONFLICT DO NOTHING``, which both databases have."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    connection.execute(dialect.insert(table).values(**values).on_conflict_do_nothing())
+
+
 def _resource_type_id(
-    connection: Connection, name: str, at: datetime, protected: bool = False
+    connection: Connection,
+    name: str,
+    at: datetime,
+    protected: bool = False,
+    create: bool = True,
 ) -> int:
-    """The id of resource type ``name``, made if it does not exist (as Glance does when a
-    namespace is associated with a type it has not seen)."""
-    row = connection.execute(
-        select(_types.c.id, _types.c.protected).where(_types.c.name == name)
-    ).first()
-    if row is not None:
-        if protected and not row[1]:
-            connection.execute(update(_types).where(_types.c.id == row[0]).values(protected=True))
-        return int(row[0])
-    made = connection.execute(
-        insert(_types).values(name=name, protected=protected, created_at=at, updated_at=at)
-    )
-    key = made.inserted_primary_key
-    assert key is not None
-    return int(key[0])
+    """The id of resource type ``name``, made if it does not exist and ``create`` allows (as
+    Glance does when a namespace is associated with a type it has not seen)."""
+    statement = select(_types.c.id, _types.c.protected).where(_types.c.name == name)
+    row = connection.execute(statement).first()
+    if row is None:
+        if not create:
+            raise Forbidden(f"You are not authorized to create resource type {name}.")
+        values = {"name": name, "protected": protected, "created_at": at, "updated_at": at}
+        _insert_if_absent(connection, _types, values)
+        row = connection.execute(statement).one()
+    if protected and not row[1]:
+        connection.execute(update(_types).where(_types.c.id == row[0]).values(protected=True))
+    return int(row[0])
 
 
 def _insert_association(
@@ -299,8 +322,11 @@ def _insert_association(
     namespace: str,
     association: Association,
     protected: bool = False,
+    create_types: bool = True,
 ) -> None:
-    type_id = _resource_type_id(connection, association.name, association.created_at, protected)
+    type_id = _resource_type_id(
+        connection, association.name, association.created_at, protected, create_types
+    )
     exists = connection.execute(
         select(_assoc.c.namespace_id).where(
             _assoc.c.namespace_id == namespace_id, _assoc.c.resource_type_id == type_id
@@ -323,7 +349,9 @@ def _insert_association(
     )
 
 
-def _insert_namespace(connection: Connection, content: Content, protected_types: bool) -> int:
+def _insert_namespace(
+    connection: Connection, content: Content, protected_types: bool, create_types: bool = True
+) -> int:
     name = content.namespace.namespace
     try:
         made = connection.execute(insert(_ns).values(**_namespace_values(content.namespace)))
@@ -333,7 +361,9 @@ def _insert_namespace(connection: Connection, content: Content, protected_types:
     assert key is not None
     namespace_id = int(key[0])
     for association in content.associations:
-        _insert_association(connection, namespace_id, name, association, protected_types)
+        _insert_association(
+            connection, namespace_id, name, association, protected_types, create_types
+        )
     _insert_definitions(connection, namespace_id, name, content.definitions)
     return namespace_id
 
@@ -461,9 +491,13 @@ class SQLMetadefs:
 
         return self._transaction("show_metadef_namespace", txn)
 
-    def create_namespace(self: _Transactions, content: Content) -> Deferred[Content]:
+    def create_namespace(
+        self: _Transactions, content: Content, create_types: bool = True
+    ) -> Deferred[Content]:
         def txn(connection: Connection) -> Content:
-            namespace_id = _insert_namespace(connection, content, protected_types=False)
+            namespace_id = _insert_namespace(
+                connection, content, protected_types=False, create_types=create_types
+            )
             return _content_of(connection, namespace_id, content.namespace)
 
         return self._transaction("create_metadef_namespace", txn, write=True)
@@ -603,16 +637,23 @@ class SQLMetadefs:
         return self._transaction(f"update_metadef_{kind.singular}", txn, write=True)
 
     def remove_definitions(
-        self: _Transactions, namespace: str, kind: Kind, guard: Guard, name: str | None = None
+        self: _Transactions,
+        namespace: str,
+        kind: Kind,
+        guard: Guard,
+        name: str | None = None,
+        protect: Guard | None = None,
     ) -> Deferred[None]:
         def txn(connection: Connection) -> None:
-            namespace_id, _ = _row_of(connection, namespace, guard, for_update=True)
+            namespace_id, record = _row_of(connection, namespace, guard, for_update=True)
             statement = delete(_defs).where(
                 _defs.c.namespace_id == namespace_id, _defs.c.kind == kind.value
             )
             if name is not None:
                 row = _find_definition(connection, namespace_id, namespace, kind, name)
                 statement = delete(_defs).where(_defs.c.id == row._mapping["id"])
+            if protect is not None:
+                protect(record)
             connection.execute(statement)
 
         which = kind.value if name is None else kind.singular
@@ -645,12 +686,18 @@ class SQLMetadefs:
         return self._transaction("list_metadef_associations", txn)
 
     def associate(
-        self: _Transactions, namespace: str, association: Association, guard: Guard
+        self: _Transactions,
+        namespace: str,
+        association: Association,
+        guard: Guard,
+        create_types: bool = True,
     ) -> Deferred[Association]:
         def txn(connection: Connection) -> Association:
             namespace_id, _ = _row_of(connection, namespace, guard, for_update=True)
             try:
-                _insert_association(connection, namespace_id, namespace, association)
+                _insert_association(
+                    connection, namespace_id, namespace, association, create_types=create_types
+                )
             except IntegrityError:  # the same association made meanwhile
                 raise Duplicate(
                     "The metadata definition resource-type association of "
@@ -661,23 +708,28 @@ class SQLMetadefs:
         return self._transaction("create_metadef_association", txn, write=True)
 
     def dissociate(
-        self: _Transactions, namespace: str, resource_type: str, guard: Guard
+        self: _Transactions,
+        namespace: str,
+        resource_type: str,
+        guard: Guard,
+        protect: Guard | None = None,
     ) -> Deferred[None]:
         def txn(connection: Connection) -> None:
-            namespace_id, _ = _row_of(connection, namespace, guard, for_update=True)
-            type_id = connection.execute(
-                select(_types.c.id).where(_types.c.name == resource_type)
+            namespace_id, record = _row_of(connection, namespace, guard, for_update=True)
+            found = connection.execute(
+                select(_assoc.c.resource_type_id)
+                .join_from(_assoc, _types, _assoc.c.resource_type_id == _types.c.id)
+                .where(_assoc.c.namespace_id == namespace_id, _types.c.name == resource_type)
             ).scalar()
-            done = None
-            if type_id is not None:
-                done = connection.execute(
-                    delete(_assoc).where(
-                        _assoc.c.namespace_id == namespace_id,
-                        _assoc.c.resource_type_id == type_id,
-                    )
-                )
-            if done is None or not done.rowcount:
+            if found is None:
                 raise NotFound(f"Failed to find resource type {resource_type} to delete")
+            if protect is not None:
+                protect(record)
+            connection.execute(
+                delete(_assoc).where(
+                    _assoc.c.namespace_id == namespace_id, _assoc.c.resource_type_id == found
+                )
+            )
 
         return self._transaction("delete_metadef_association", txn, write=True)
 

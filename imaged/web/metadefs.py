@@ -46,9 +46,7 @@ from .wire import decode_json, header, isotime
 
 NAMESPACES = "/v2/metadefs/namespaces"
 SCHEMAS = "/v2/schemas/metadefs"
-#: The longest name the catalog keeps (Glance's columns): a definition's, a resource type's,
-#: a prefix.  Glance's schemas check some of them; the rest would fail in its database.
-MAX_NAME = 80
+
 
 class CatalogHost(Protocol):
     """What the catalog's handlers need of the API they are mounted on."""
@@ -172,18 +170,7 @@ def resource_type_document(resource_type: ResourceType) -> dict[str, Any]:
 # -- request bodies -------------------------------------------------------------------------
 
 
-def _name(value: Any, what: str, schema: str, addressed: bool = True) -> str:
-    """A name the catalog can keep and a URL can address: text of 1 to 80 characters."""
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"Provided object does not match schema '{schema}': {what} must be "
-                         "a non-empty string")
-    if addressed and "/" in value:
-        raise BadRequest(f"Provided object does not match schema '{schema}': {what} "
-                         f"'{value[:32]}' may not contain '/' (no URL could name it)")
-    if len(value) > MAX_NAME:
-        raise BadRequest(f"Provided object does not match schema '{schema}': {what} "
-                         f"'{value[:32]}...' is longer than {MAX_NAME} characters")
-    return value
+_name = schemas.check_name
 
 
 def _optional(value: Any, what: str, schema: str) -> str | None:
@@ -312,7 +299,7 @@ def decode_namespace_query(params: Mapping[str, Sequence[str]], limits: Limits) 
     return NamespaceQuery(
         limit=min(limits.list_limit_max,
                   limits.list_limit_default if limit is None else _limit(limit)),
-        marker=_one(params, "marker"),
+        marker=_one(params, "marker") or None,
         sort_key=key,
         sort_dir=direction,
         visibility=NamespaceVisibility(visibility) if visibility else None,
@@ -327,7 +314,8 @@ def decode_tag_query(params: Mapping[str, Sequence[str]], limits: Limits) -> Tag
     key, direction = _sort(params, TAG_SORT_KEYS)
     chosen = _limit(limit) if limit else None
     return TagQuery(
-        limit=min(chosen, limits.list_limit_max) if chosen else None,
+        # "0" is a limit (an empty page), as Glance's; no limit is all of them.
+        limit=None if chosen is None else min(chosen, limits.list_limit_max),
         marker=_one(params, "marker") or None,
         sort_key=key,
         sort_dir=direction,

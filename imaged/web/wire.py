@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from .. import jsontext
 from ..errors import BadRequest, Forbidden
 from ..model import (
     ByteRange,
@@ -143,11 +144,13 @@ def decode_json(body: bytes) -> Any:
     if not body.strip():
         raise BadRequest("Body expected in request.")
     try:
-        document = json.loads(body.decode("utf-8"))
+        document = jsontext.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise BadRequest("Request body is not valid UTF-8.") from None
     except RecursionError:
         raise BadRequest(f"JSON in request body is nested deeper than {MAX_DEPTH}.") from None
+    except jsontext.NotFinite as e:
+        raise BadRequest(f"Malformed JSON in request body: {e}.") from None
     except ValueError:
         raise BadRequest("Malformed JSON in request body.") from None
     if not isinstance(document, (dict, list)):
