@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, gatherResults
 from sqlalchemy import func, select
+from twisted.internet.defer import Deferred, gatherResults
 from zope.interface.verify import verifyObject
 
 from imaged.errors import Duplicate, Forbidden, NotFound
