@@ -103,5 +103,13 @@ class InUse(Conflict):
     removed."""
 
 
+class NamespaceNotFound(NotFound):
+    """A metadata definitions namespace that does not exist, or that the caller may not see."""
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__(f"Metadata definition namespace={namespace} was not found.")
+        self.namespace = namespace
+
+
 class Duplicate(Conflict):
     """A record with this identity exists already (metadata stores raise it on insert)."""

@@ -15,7 +15,7 @@ from typing import Literal
 import attrs
 
 from .context import RequestContext
-from .errors import Forbidden, ImageNotFound, NotFound
+from .errors import Forbidden, ImageNotFound, NamespaceNotFound
 from .metadefs.model import CatalogScope, Namespace, NamespaceVisibility
 from .model import Image, Member, MemberStatus, Scope, Visibility
 
@@ -232,7 +232,7 @@ def namespace_reader(context: RequestContext) -> Callable[[Namespace], None]:
 
     def guard(namespace: Namespace) -> None:
         if not can_see_namespace(context, namespace):
-            raise NotFound(f"Metadata definition namespace={namespace.namespace} was not found.")
+            raise NamespaceNotFound(namespace.namespace)
 
     return guard
 

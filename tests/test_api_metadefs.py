@@ -279,7 +279,7 @@ def test_update_renames_and_refuses_a_taken_name(client: Client) -> None:
     error(client.put(f"{NS}/Test::Renamed", json={"display_name": "x"}, headers=ADMIN), 400,
           "'namespace' is a required property")
     error(client.put(f"{NS}/No::Such", json={"namespace": "No::Such"}, headers=ADMIN), 404,
-          "was not found")
+          "Namespace No::Such not found")
     assert everything(client) == before
 
 
@@ -300,9 +300,9 @@ def test_protected_namespace_cannot_be_deleted_nor_emptied(client: Client) -> No
           403, "resource-type-association OS::Nova::Flavor is protected")
     # What is not there is not found first, as in Glance.
     error(client.delete(f"{NS}/Test::Nested/tags/nope", headers=ADMIN), 404,
-          "name=nope was not found")
+          "Could not find metadata tag nope")
     error(client.delete(f"{NS}/Test::Nested/objects/nope", headers=ADMIN), 404,
-          "name=nope was not found")
+          "Could not find metadata object nope")
     error(client.delete(f"{NS}/Test::Nested/resource_types/No::Such", headers=ADMIN), 404,
           "Failed to find resource type No::Such to delete")
     assert everything(client) == before
@@ -315,7 +315,7 @@ def test_delete_removes_the_content(client: Client) -> None:
     client.post(NS, json=body, headers=ADMIN)
     assert client.delete(f"{NS}/Test::Nested", headers=ADMIN).code == 204
     error(client.get(f"{NS}/Test::Nested", headers=ADMIN), 404, "was not found")
-    error(client.delete(f"{NS}/Test::Nested", headers=ADMIN), 404, "was not found")
+    error(client.delete(f"{NS}/Test::Nested", headers=ADMIN), 404, "Namespace Test::Nested not found")
     # The same name may be made again, empty: nothing of the old content is left behind.
     made = make(client, namespace="Test::Nested")
     assert "objects" not in client.get(f"{NS}/Test::Nested", headers=ADMIN).json()
@@ -334,7 +334,7 @@ def test_sub_collection_deletes(client: Client, part: str) -> None:
     assert part not in shown
     kept = {"objects", "properties", "tags"} - {part}
     assert kept <= set(shown)
-    error(client.delete(f"{NS}/No::Such/{part}", headers=ADMIN), 404, "was not found")
+    error(client.delete(f"{NS}/No::Such/{part}", headers=ADMIN), 404, "Namespace No::Such not found")
 
 
 # -- lists -------------------------------------------------------------------------------------
@@ -463,10 +463,10 @@ def test_visibility_and_policy(client: Client) -> None:
     error(client.put(f"{NS}/Test::OwnedByB", json={"namespace": "Test::OwnedByB"},
                      headers=MEMBER_B), 403, "modify_metadef_namespace")
     error(client.put(f"{NS}/Test::AdminPrivate", json={"namespace": "x"}, headers=MEMBER_B),
-          404, "was not found")
+          404, "Namespace Test::AdminPrivate not found")
     error(client.delete(f"{NS}/Test::OwnedByB", headers=MEMBER_B), 403,
           "delete_metadef_namespace")
-    error(client.delete(f"{NS}/Test::AdminPrivate", headers=MEMBER_B), 404, "was not found")
+    error(client.delete(f"{NS}/Test::AdminPrivate", headers=MEMBER_B), 404, "Namespace Test::AdminPrivate not found")
     error(client.post(f"{NS}/Test::Public/objects", json={"name": "o"}, headers=MEMBER_B), 403,
           "add_metadef_object")
     error(client.post(f"{NS}/Test::Public/properties",
@@ -553,9 +553,9 @@ def test_objects(client: Client) -> None:
     assert motor["name"] == "Motor" and motor["required"] == [] and motor["properties"] == {}
     assert motor["created_at"] == engine["created_at"]
     error(client.get(f"{base}/Engine", headers=ADMIN), 404,
-          "The metadata definition object with name=Engine was not found")
+          "Could not find metadata object Engine")
     assert client.delete(f"{base}/Motor", headers=ADMIN).code == 204
-    error(client.delete(f"{base}/Motor", headers=ADMIN), 404, "name=Motor was not found")
+    error(client.delete(f"{base}/Motor", headers=ADMIN), 404, "Could not find metadata object Motor")
     error(client.get(f"{NS}/No::Such/objects", headers=ADMIN), 404, "was not found")
 
 
@@ -574,7 +574,7 @@ def test_objects(client: Client) -> None:
     ("PUT", "/Wheel", {"name": "Tire"}, 409,
      "duplicate metadata definition object with the same name=Tire"),
     ("PUT", "/Wheel", {"description": "x"}, 400, "'name' is a required property"),
-    ("PUT", "/Nope", {"name": "Nope"}, 404, "name=Nope was not found"),
+    ("PUT", "/Nope", {"name": "Nope"}, 404, "Could not find metadata object Nope"),
     ("POST", "/../objects", {"name": "o"}, 404, ""),
 ])
 def test_bad_object_requests_change_nothing(
@@ -618,13 +618,17 @@ def test_properties(client: Client) -> None:
           "Property speed does not start with the expected resource type association prefix "
           "of 'gold_'.")
     error(client.get(f"{base}/gold_speed?resource_type=OS::Nova::Flavor", headers=ADMIN), 404,
+          "The metadata definition resource-type with name=OS::Nova::Flavor, was not found.")
+    make(client, namespace="Test::Flavors",
+         resource_type_associations=[{"name": "OS::Nova::Flavor"}])
+    error(client.get(f"{base}/gold_speed?resource_type=OS::Nova::Flavor", headers=ADMIN), 404,
           "resource-type=OS::Nova::Flavor to namespace=Test::Plain, was not found")
     error(client.get(f"{base}/gold_speed", headers=ADMIN), 404,
-          "The metadata definition property with name=gold_speed was not found")
+          "Could not find property gold_speed")
     updated = client.put(f"{base}/speed", json={"name": "velocity", "title": "Velocity",
                                                 "type": "integer"}, headers=ADMIN)
     assert updated.json() == {"name": "velocity", "title": "Velocity", "type": "integer"}
-    error(client.get(f"{base}/speed", headers=ADMIN), 404, "name=speed was not found")
+    error(client.get(f"{base}/speed", headers=ADMIN), 404, "Could not find property speed")
     assert client.delete(f"{base}/velocity", headers=ADMIN).code == 204
     assert list(client.get(base, headers=ADMIN).json()["properties"]) == ["flags"]
 
@@ -645,7 +649,7 @@ def test_properties(client: Client) -> None:
      "duplicate metadata definition property with the same name=mode"),
     ("PUT", "/speed", {"name": "speed", "title": "S"}, 400, "'type' is a required property"),
     ("PUT", "/nope", {"name": "nope", "title": "N", "type": "string"}, 404,
-     "name=nope was not found"),
+     "Could not find property nope"),
 ])
 def test_bad_property_requests_change_nothing(
     client: Client, method: str, path: str, body: Any, code: int, text: str
@@ -671,7 +675,7 @@ def test_tags(client: Client) -> None:
     renamed = client.put(f"{base}/sample-tag", json={"name": "renamed"}, headers=ADMIN)
     assert renamed.json()["name"] == "renamed"
     error(client.get(f"{base}/sample-tag", headers=ADMIN), 404,
-          "The metadata definition tag with name=sample-tag was not found")
+          "Could not find metadata tag sample-tag")
     # A bulk create replaces the namespace's tags...
     bulk = client.post(base, json={"tags": [{"name": "charlie"}, {"name": "alpha"},
                                             {"name": "bravo"}]}, headers=ADMIN)
@@ -715,7 +719,7 @@ def test_tag_pages(client: Client) -> None:
     assert names("sort_key=name&sort_dir=asc&marker=juliet&limit=1") == ["kilo"]
     assert names("limit=0") == []  # a limit of 0, as Glance's
     assert names("limit=") == ["lima", "kilo", "juliet", "india"]
-    error(client.get(f"{base}?marker=nope", headers=ADMIN), 404, "name=nope was not found")
+    error(client.get(f"{base}?marker=nope", headers=ADMIN), 404, "Could not find metadata tag nope")
     error(client.get(f"{base}?sort_dir=up", headers=ADMIN), 400, "Invalid sort direction: up")
     error(client.get(f"{base}?sort_key=bogus", headers=ADMIN), 400, "Invalid sort key: bogus")
     error(client.get(f"{base}?limit=-1", headers=ADMIN), 400, "limit param must be positive")
@@ -728,8 +732,8 @@ def test_tag_pages(client: Client) -> None:
     ("PUT", "/alpha", {"name": "bravo"}, {}, 409, "A metadata tag with name=bravo"),
     ("PUT", "/alpha", {}, {}, 400, "'name' is a required property"),
     ("PUT", "/alpha", {"name": "x", "foo": 1}, {}, 400, "Additional properties are not allowed"),
-    ("PUT", "/nope", {"name": "x"}, {}, 404, "name=nope was not found"),
-    ("DELETE", "/nope", None, {}, 404, "name=nope was not found"),
+    ("PUT", "/nope", {"name": "x"}, {}, 404, "Could not find metadata tag nope"),
+    ("DELETE", "/nope", None, {}, 404, "Could not find metadata tag nope"),
     ("POST", "", {"tags": [{"name": "alpha"}]}, {"X-Openstack-Append": "true"}, 409,
      "name=alpha already exists"),
     ("POST", "", {"tags": [{"name": "golf"}, {"name": "golf"}]}, {}, 409,
@@ -779,7 +783,7 @@ def test_resource_type_associations(client: Client) -> None:
           "Failed to find resource type OS::Glance::Image to delete")
     error(client.delete(f"{base}/No::Such", headers=ADMIN), 404,
           "Failed to find resource type No::Such to delete")
-    error(client.get(f"{NS}/No::Such/resource_types", headers=ADMIN), 404, "was not found")
+    error(client.get(f"{NS}/No::Such/resource_types", headers=ADMIN), 404, "Namespace No::Such not found")
 
 
 @pytest.mark.parametrize("body,code,text", [

@@ -166,7 +166,7 @@ async def test_renames(store: SQLMetadataStore) -> None:
     kept = await store.definition("A", Kind.OBJECT, "o3", allow)
     assert kept.created_at == NOW and kept.updated_at == later  # made when it was made
     assert kept.body == {"description": "x"}
-    with pytest.raises(NotFound, match="name=o1 was not found"):
+    with pytest.raises(NotFound, match="Could not find metadata object o1"):
         await store.definition("A", Kind.OBJECT, "o1", allow)
 
 

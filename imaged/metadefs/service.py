@@ -11,17 +11,19 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import NoReturn, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import policy
 from ..clock import default_clock, utc
 from ..context import RequestContext
 from ..coroutines import deferred
-from ..errors import Forbidden, NotFound
+from ..errors import Forbidden, NamespaceNotFound, NotFound
 from ..interfaces import IMetadefService, IMetadefStore
 from .model import (
     Association,
@@ -41,6 +43,7 @@ from .model import (
 )
 
 Guard = Callable[[Namespace], None]
+T = TypeVar("T")
 
 #: Glance's rule names for each kind's writes (the words of its 403s).
 _ADD = {Kind.OBJECT: "add_metadef_object", Kind.PROPERTY: "add_metadef_property",
@@ -60,6 +63,21 @@ def _refuse_protected(what: Callable[[Namespace], str]) -> Guard:
                             "deleted.")
 
     return check
+
+
+def _glance_words(done: Deferred[T], kind: Kind | None = None) -> Deferred[T]:
+    """Glance's wording of a missing namespace outside showing it and its objects: "Namespace
+    X not found" (clients print the message)."""
+    if kind is Kind.OBJECT:
+        return done
+
+    def reword(failure: Failure) -> NoReturn:
+        failure.trap(NamespaceNotFound)
+        missing = failure.value
+        assert isinstance(missing, NamespaceNotFound)
+        raise NotFound(f"Namespace {missing.namespace} not found")
+
+    return done.addErrback(reword)
 
 
 def _both(*guards: Guard) -> Guard:
@@ -175,16 +193,16 @@ class MetadefService:
                 updated_at=now,
             )
 
-        return self.store.update_namespace(
+        return _glance_words(self.store.update_namespace(
             name, self._writer(context, "modify_metadef_namespace"), change
-        )
+        ))
 
     def delete_namespace(self, context: RequestContext, name: str) -> Deferred[None]:
         guard = _both(
             self._writer(context, "delete_metadef_namespace"),
             _refuse_protected(lambda ns: f"namespace {ns.namespace}"),
         )
-        return self.store.delete_namespace(name, guard)
+        return _glance_words(self.store.delete_namespace(name, guard))
 
     def clear_namespace(self, context: RequestContext, name: str, kind: Kind) -> Deferred[None]:
         """Glance checks the namespace's own delete rule (and ``delete_metadef_tags`` for
@@ -194,29 +212,48 @@ class MetadefService:
             *(self._writer(context, rule) for rule in rules),
             _refuse_protected(lambda ns: f"namespace {ns.namespace}"),
         )
-        return self.store.remove_definitions(name, kind, guard)
+        return _glance_words(self.store.remove_definitions(name, kind, guard))
 
     # -- objects, properties, tags --------------------------------------------------------
 
     def list_definitions(
         self, context: RequestContext, namespace: str, kind: Kind, query: TagQuery | None = None
     ) -> Deferred[builtins.list[Definition]]:
-        return self.store.definitions(namespace, kind, policy.namespace_reader(context), query)
+        return _glance_words(
+            self.store.definitions(namespace, kind, policy.namespace_reader(context), query), kind
+        )
 
-    @deferred
-    async def get_definition(
+    def get_definition(
         self,
         context: RequestContext,
         namespace: str,
         kind: Kind,
         name: str,
         resource_type: str | None = None,
+    ) -> Deferred[Definition]:
+        found = Deferred.fromCoroutine(
+            self._get_definition(context, namespace, kind, name, resource_type)
+        )
+        return _glance_words(found, kind)
+
+    async def _get_definition(
+        self,
+        context: RequestContext,
+        namespace: str,
+        kind: Kind,
+        name: str,
+        resource_type: str | None,
     ) -> Definition:
         reader = policy.namespace_reader(context)
         if resource_type and kind is Kind.PROPERTY:
             # A property asked for by the name it has on a resource type (``hw_`` + name).
             associations = await self.store.associations(namespace, reader)
             found = next((a for a in associations if a.name == resource_type), None)
+            if found is None and resource_type not in {
+                t.name for t in await self.store.resource_types()
+            }:
+                raise NotFound(f"The metadata definition resource-type with "
+                               f"name={resource_type}, was not found.")
             if found is None:
                 raise NotFound(
                     "The metadata definition resource-type association of "
@@ -238,7 +275,7 @@ class MetadefService:
         added = self.store.add_definitions(
             namespace, [self._definition(spec, utc(self.clock))], guard
         )
-        return added.addCallback(lambda made: made[0])
+        return _glance_words(added, spec.kind).addCallback(lambda made: made[0])
 
     def add_tags(
         self, context: RequestContext, namespace: str, names: Sequence[str], append: bool
@@ -248,7 +285,9 @@ class MetadefService:
         guard = self._writer(context, "add_metadef_tags")
         # An empty list replaces nothing (Glance leaves the tags as they are).
         replace = None if append or not tags else Kind.TAG
-        return self.store.add_definitions(namespace, tags, guard, replace_kind=replace)
+        return _glance_words(
+            self.store.add_definitions(namespace, tags, guard, replace_kind=replace)
+        )
 
     def update_definition(
         self, context: RequestContext, namespace: str, name: str, spec: DefinitionSpec
@@ -258,18 +297,18 @@ class MetadefService:
         def change(old: Definition) -> Definition:
             return attrs.evolve(old, name=spec.name, body=dict(spec.body), updated_at=now)
 
-        return self.store.replace_definition(
+        return _glance_words(self.store.replace_definition(
             namespace, spec.kind, name, self._writer(context, _MODIFY[spec.kind]), change
-        )
+        ), spec.kind)
 
     def delete_definition(
         self, context: RequestContext, namespace: str, kind: Kind, name: str
     ) -> Deferred[None]:
         # Glance's order: policy, then the definition (404), then the namespace's protection.
-        return self.store.remove_definitions(
+        return _glance_words(self.store.remove_definitions(
             namespace, kind, self._writer(context, _REMOVE[kind]), name,
             protect=_refuse_protected(lambda _: f"{kind.singular} {name}"),
-        )
+        ), kind)
 
     # -- resource types ---------------------------------------------------------------------
 
@@ -280,25 +319,25 @@ class MetadefService:
     def list_associations(
         self, context: RequestContext, namespace: str
     ) -> Deferred[builtins.list[Association]]:
-        return self.store.associations(namespace, policy.namespace_reader(context))
+        return _glance_words(self.store.associations(namespace, policy.namespace_reader(context)))
 
     def associate(
         self, context: RequestContext, namespace: str, spec: AssociationSpec
     ) -> Deferred[Association]:
         guard = self._writer(context, "add_metadef_resource_type_association")
-        return self.store.associate(
+        return _glance_words(self.store.associate(
             namespace, self._association(spec, utc(self.clock)), guard,
             create_types=policy.may_create_resource_types(context),
-        )
+        ))
 
     def dissociate(
         self, context: RequestContext, namespace: str, resource_type: str
     ) -> Deferred[None]:
-        return self.store.dissociate(
+        return _glance_words(self.store.dissociate(
             namespace, resource_type,
             self._writer(context, "remove_metadef_resource_type_association"),
             protect=_refuse_protected(lambda _: f"resource-type-association {resource_type}"),
-        )
+        ))
 
     # -- values -----------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred
 
-from ..errors import Duplicate, Forbidden, NotFound
+from ..errors import Duplicate, Forbidden, NamespaceNotFound, NotFound
 from ..metadefs.model import (
     Association,
     CatalogScope,
@@ -68,12 +68,9 @@ _assoc = metadef_associations
 #: Glance's words for a definition that is not there, that exists already, and a rename onto
 #: another's name (``glance.common.exception``, ``glance.db.sqlalchemy.metadef_api``).
 _MISSING = {
-    Kind.OBJECT: "The metadata definition object with name={name} was not found in "
-    "namespace={namespace}.",
-    Kind.PROPERTY: "The metadata definition property with name={name} was not found in "
-    "namespace={namespace}.",
-    Kind.TAG: "The metadata definition tag with name={name} was not found in "
-    "namespace={namespace}.",
+    Kind.OBJECT: "Could not find metadata object {name}",
+    Kind.PROPERTY: "Could not find property {name}",
+    Kind.TAG: "Could not find metadata tag {name}",
 }
 _TAKEN = {
     Kind.OBJECT: "A metadata definition object with name={name} already exists in "
@@ -111,7 +108,7 @@ _TAG_SORTABLE: dict[str, ColumnElement[Any]] = {
 
 
 def namespace_missing(name: str) -> NotFound:
-    return NotFound(f"Metadata definition namespace={name} was not found.")
+    return NamespaceNotFound(name)
 
 
 def _when(value: datetime | str) -> datetime:
