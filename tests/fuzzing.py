@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 import gc
 import json
 import re
@@ -25,11 +26,15 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from imaged.api import APIConfig, Limits, routes
+from imaged.metadefs.model import NAMESPACE_SORT_KEYS, TAG_SORT_KEYS
+from imaged.metadefs.service import MetadefService
 from imaged.store import tables
 from imaged.store.sql import SQLMetadataStore
 from imaged.stores import NamedStore, Stores
 from imaged.testing import LOCAL_PEER, MemoryBlobStore, memory_image_service
 from imaged.web.app import ImagesAPI
+from imaged.web.errors import error_format
+from imaged.web.metadefs import ROUTES as METADEF_ROUTES
 from imaged.web.site import make_site
 
 from .conftest import ADMIN, PROJECT_A, PROJECT_B
@@ -371,15 +376,23 @@ LIMITS = Limits(
 #: The tables holding images (the state a request may change); ``imaged_nodes`` and the like
 #: are the processes' own bookkeeping.
 IMAGE_TABLES = ("images", "image_tags", "image_properties", "image_members")
+#: The tables of the metadata definitions catalog (``/v2/metadefs``).
+METADEF_TABLES = ("metadef_namespaces", "metadef_definitions", "metadef_resource_types",
+                  "metadef_associations")
+#: Every table whose rows a request may change: what ``State`` holds.
+STATE_TABLES = IMAGE_TABLES + METADEF_TABLES
 
 
-#: How many leading columns identify a row of each image table.
-_KEY_COLUMNS = {"images": 1, "image_tags": 2, "image_properties": 2, "image_members": 2}
+#: How many leading columns identify a row of each table of the state.
+_KEY_COLUMNS = {"images": 1, "image_tags": 2, "image_properties": 2, "image_members": 2,
+                "metadef_namespaces": 1, "metadef_definitions": 1, "metadef_resource_types": 1,
+                "metadef_associations": 2}
 
 
 @attrs.frozen
 class State:
-    """Everything a request could change: every row of the image tables, every blob."""
+    """Everything a request could change: every row of the image and catalog tables, every
+    blob."""
 
     columns: tuple[tuple[str, ...], ...]
     tables: tuple[tuple[tuple[Any, ...], ...], ...]
@@ -392,7 +405,7 @@ class State:
         """
         found: list[tuple[str, str]] = []
         for table, columns, before_rows, after_rows in zip(
-            IMAGE_TABLES, self.columns, self.tables, after.tables, strict=True
+            STATE_TABLES, self.columns, self.tables, after.tables, strict=True
         ):
             width = _KEY_COLUMNS[table]
             before = {row[:width]: row for row in before_rows}
@@ -418,14 +431,16 @@ class State:
 def read_state(engine: Engine, blobs: MemoryBlobStore) -> State:
     """
     The whole state, one ``SELECT *`` per table (every column, whatever the schema grows):
-    the fuzzer's database holds a few dozen images, so this is cheaper than being clever.
+    the fuzzer's database holds a few dozen images and namespaces, so this is cheaper than
+    being clever.
     """
     columns, rows = [], []
     with engine.connect() as connection:
-        for name in IMAGE_TABLES:
+        for name in STATE_TABLES:
             result = connection.exec_driver_sql(f"SELECT * FROM {name}")
             columns.append(tuple(result.keys()))
-            rows.append(tuple(sorted((tuple(row) for row in result), key=repr)))
+            width = _KEY_COLUMNS[name]  # a primary key: one order, whatever the database's
+            rows.append(tuple(sorted((tuple(row) for row in result), key=lambda r: r[:width])))
     return State(tuple(columns), tuple(rows), tuple(sorted(blobs.blobs.items())))
 
 
@@ -478,10 +493,11 @@ def multi(blobs: MemoryBlobStore) -> Stores:
 
 class World:
     """
-    One imaged as the daemon serves it (the real ``Site``, streaming uploads and all) over
-    ``store`` and blobs in memory, driven with raw bytes over one in-memory connection per
-    request, as a client on loopback would.  Everything runs inline: a complete request is
-    answered before ``send`` returns, or never.
+    One imaged as the daemon serves it (the real ``Site``, streaming uploads and all, and the
+    metadata definitions catalog on the same database) over ``store`` and blobs in memory,
+    driven with raw bytes over one in-memory connection per request, as a client on loopback
+    would.  Everything runs inline: a complete request is answered before ``send`` returns, or
+    never.
     """
 
     def __init__(self, store: SQLMetadataStore, clock: Clock,
@@ -493,7 +509,8 @@ class World:
             limits=LIMITS, metadata=store, blobs=multi(self.blobs) if multi_store else self.blobs,
             clock=clock,
         )
-        api = routes(APIConfig(image_service=self.service, limits=LIMITS))
+        self.metadefs = MetadefService(store, clock=clock)
+        api = routes(APIConfig(image_service=self.service, limits=LIMITS, metadefs=self.metadefs))
         self.site = make_site(api.resource(), body_router=api.bodies)
         # Connection timeouts go to the test's clock, which nobody advances.
         self.site.reactor = clock
@@ -536,15 +553,23 @@ class World:
         return read_state(self.engine, self.blobs)
 
     def remember(self, request: Request, response: Response) -> None:
-        """Note the image a successful create made, for later ``@@newN@@``."""
-        if response.code != 201 or request.method != b"POST":
+        """Note the image a successful create made, for later ``@@newN@@`` (not a namespace:
+        the catalog's names are the grammar's own, ``FRESH_NAMESPACES``)."""
+        if response.code != 201 or request.method != b"POST" or is_metadef(request):
             return
         location = response.header(b"location") or b""
         self.created.append(location.rsplit(b"/", 1)[-1].decode())
 
 
+def is_metadef(request: Request) -> bool:
+    """Whether ``request`` is for the metadata definitions catalog (its routes or schemas)."""
+    return b"/metadefs" in request.target.partition(b"?")[0]
+
+
 # -- the images every run starts with ----------------------------------------------------------
 
+#: Where the catalog's namespaces are (``imaged/web/metadefs.py``).
+METADEF_NAMESPACES = "/v2/metadefs/namespaces"
 #: A member of project-c, in keystonemiddleware's older header names.
 PROJECT_C = {"X-Tenant-Id": "project-c", "X-User": "carol", "X-Role": "member"}
 
@@ -558,6 +583,15 @@ SEED_IDS = {
     )
 }
 SEED_DATA = b"seed" * 1024  # 4 KiB of raw image
+
+#: The seed's namespaces of the metadata definitions catalog: a public protected one with
+#: everything in it (two resource types with prefixes), and a private one project-a owns.
+SEED_NAMESPACES = {"public": "Seed::Public", "private": "Seed::Private"}
+#: The seed's objects, properties, tags and resource types (in either namespace).
+SEED_OBJECTS = ("Engine", "Wheel", "Box", "Crate")
+SEED_PROPERTIES = ("speed", "mode", "flags", "color", "size")
+SEED_TAGS = ("alpha", "zeta", "mid", "red", "blue", "green")
+SEED_RESOURCE_TYPES = ("OS::Glance::Image", "OS::Nova::Flavor", "OS::Cinder::Volume")
 
 
 def _json_request(method: str, path: str, identity: Mapping[str, str], document: Any,
@@ -623,7 +657,57 @@ def seed_requests() -> list[Request]:
             "id": ids["formatless"], "name": "formatless"}),
         _json_request("POST", "/v2/images", {}, {"id": ids["ownerless"], "name": "ownerless"}),
     ]
-    return requests
+    return requests + metadef_seed_requests()
+
+
+def metadef_seed_requests() -> list[Request]:
+    """
+    The catalog each run starts from (an administrator's writes: Glance's default policy):
+    ``Seed::Public``, public and protected, made whole in one create; ``Seed::Private``, owned
+    by project-a, filled through each sub-collection's create.
+    """
+    public, private = SEED_NAMESPACES["public"], SEED_NAMESPACES["private"]
+    base = f"{METADEF_NAMESPACES}/{private}"
+    return [
+        _json_request("POST", METADEF_NAMESPACES, ADMIN, {
+            "namespace": public, "display_name": "Public", "description": "Everything",
+            "visibility": "public", "protected": True,
+            "resource_type_associations": [
+                {"name": "OS::Glance::Image", "prefix": "hw_", "properties_target": "image"},
+                {"name": "OS::Nova::Flavor", "prefix": "hw:"},
+            ],
+            "properties": {
+                "speed": {"title": "Speed", "type": "integer", "minimum": 1, "maximum": 10,
+                          "default": 5},
+                "mode": {"title": "Mode", "type": "string", "enum": ["fast", "slow"],
+                         "default": "fast", "readonly": False},
+                "flags": {"title": "Flags", "type": "array", "uniqueItems": True,
+                          "items": {"type": "string", "enum": ["a", "b"]}},
+            },
+            "objects": [
+                {"name": "Engine", "description": "An engine", "required": ["cylinders"],
+                 "properties": {"cylinders": {"title": "Cylinders", "type": "integer"}}},
+                {"name": "Wheel", "properties": {}},
+            ],
+            "tags": [{"name": "alpha"}, {"name": "zeta"}, {"name": "mid"}],
+        }),
+        _json_request("POST", METADEF_NAMESPACES, ADMIN, {
+            "namespace": private, "visibility": "private", "owner": "project-a",
+            "properties": {"color": {"title": "Color", "type": "string", "maxLength": 20}},
+            "objects": [{"name": "Box", "properties": {
+                "depth": {"title": "Depth", "type": "number", "minimum": 0}}}],
+        }),
+        _json_request("POST", f"{base}/properties", ADMIN, {
+            "name": "size", "title": "Size", "type": "integer", "minimum": 0}),
+        _json_request("POST", f"{base}/objects", ADMIN, {
+            "name": "Crate", "required": ["size"], "properties": {
+                "size": {"title": "Size", "type": "integer"}}}),
+        _json_request("POST", f"{base}/tags", ADMIN, {"tags": [{"name": "red"},
+                                                                {"name": "blue"}]}),
+        _plain_request("POST", f"{base}/tags/green", ADMIN),
+        _json_request("POST", f"{base}/resource_types", ADMIN, {
+            "name": "OS::Cinder::Volume", "prefix": "vol_"}),
+    ]
 
 
 def seed(world: World) -> None:
@@ -700,11 +784,11 @@ def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[
     One of the strategies, each as often as its weight says (relative to the others).
     (``st.one_of`` cannot weigh: it draws its branches evenly and drops repeated ones.)
     """
-    table = [strategy for weight, strategy in choices for _ in range(weight)]
+    table = st.sampled_from([strategy for weight, strategy in choices for _ in range(weight)])
 
     @st.composite
     def pick(draw: st.DrawFn) -> Any:
-        return draw(draw(st.sampled_from(table)))
+        return draw(draw(table))
 
     return pick()
 
@@ -1082,8 +1166,13 @@ CONTENT_RANGES = (b"bytes 0-1/2", b"bytes */*", b"garbage", b"bytes 999999999999
 HEADER_TEXT = (b"", b"project-a", b"a" * 300, b"\xc3\xa9t\xc3\xa9", b"\xff", b"\x00",
                b"a\x00b", b"a,b", b" admin ", b"ADMIN", b"admin,admin", b"reader", b",,")
 
+
+def _identity(identity: Mapping[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((k.encode(), v.encode()) for k, v in identity.items())
+
+
 IDENTITY_HEADERS: tuple[tuple[tuple[bytes, bytes], ...], ...] = tuple(
-    tuple((k.encode(), v.encode()) for k, v in identity.items())
+    _identity(identity)
     for identity in (
         {}, PROJECT_A, PROJECT_A, PROJECT_B, PROJECT_C, ADMIN,
         {"X-Project-Id": "project-a", "X-Roles": "reader"},
@@ -1347,18 +1436,451 @@ def assemble(shape: Shape, mutation: Mutation, identity: tuple[tuple[bytes, byte
     )
 
 
-#: Requests from the grammar: any route, mostly well-formed, with one thing odd in some.
-requests: st.SearchStrategy[Request] = st.tuples(
+# The metadata definitions catalog (imaged/web/metadefs.py): every route of its ROUTES table,
+# each with the methods it does not take, names the seed has and names no URL or column can
+# hold, bodies valid, nearly valid (one member wrong) and junk.
+
+#: Namespaces the grammar creates (and then finds, renames, fills and deletes).
+FRESH_NAMESPACES = ("Fuzz::A", "Fuzz::B", "Fuzz::C")
+NAMESPACE_NAMES = (*SEED_NAMESPACES.values(), *FRESH_NAMESPACES, "No::Such")
+OBJECT_NAMES = (*SEED_OBJECTS, "Fresh")
+#: Properties by their own names, and by the names they have on a resource type (prefixed).
+PROPERTY_NAMES = (*SEED_PROPERTIES, "fresh")
+PREFIXED_PROPERTY_NAMES = ("hw_speed", "hw:mode", "vol_size", "hw_", "speed")
+TAG_NAMES = (*SEED_TAGS, "fresh", "ALPHA")
+RESOURCE_TYPES = (*SEED_RESOURCE_TYPES, "OS::Fuzz::Fresh")
+SCHEMA_NAMES = ("namespace", "namespaces", "object", "objects", "property", "properties", "tag",
+                "tags", "resource_type", "resource_types", "resource_type_association", "bogus",
+                "")
+
+#: Names no column (80 characters) or URL can hold, and names that are nearly others.
+ODD_NAMES = (
+    "N" * 80, "N" * 81, "é" * 80, "é" * 81, "\U0001f600" * 80, "\U0001f600" * 81, "a/b", "/",
+    "a%2Fb", "%2F", "\x00", "a\x00b", "\ud800", "x\ud83dy", "", " ", "Seed::Public ",
+    "seed::public", "SEED::PUBLIC", ".", "..", "?", "#", "a?b&c=d", "%", "%zz", "\u2028", "~",
+)
+#: Path segments sent as they are: encoded slashes, NUL, surrogates, over-long.
+ODD_NAME_SEGMENTS = (
+    b"a%2Fb", b"%2F", b"%2f", b"%00", b"a%00", b"%ED%A0%80", b"%ff", b"N" * 81, b"%C3%A9" * 81,
+    b"", b".", b"..", b"Seed::Public%00", b"Seed%3A%3APublic", b"Seed%3a%3aPrivate",
+    b"Seed::Public%2Fobjects", b"Seed::Private;x", b"%20Seed::Public",
+)
+
+
+def _colons(name: str) -> bytes:
+    """``name`` in a path as clients send the catalog's names: ``OS::Glance::Image``."""
+    return quote(name, safe=":").encode("ascii")
+
+
+def name_segments(pool: Sequence[str]) -> st.SearchStrategy[Segment]:
+    """A path segment naming something: mostly one of ``pool``, else an odd name."""
+    return weighted(
+        (8, st.sampled_from(pool).map(_colons)),
+        (1, st.sampled_from(pool)),  # every ':' percent-encoded
+        (2, st.sampled_from(ODD_NAMES)),
+        (1, st.sampled_from(ODD_NAME_SEGMENTS)),
+        (1, junk_segments),
+    )
+
+
+def body_names(pool: Sequence[str]) -> st.SearchStrategy[Any]:
+    """A name in a body: mostly one of ``pool``, else an odd name or text."""
+    return weighted((12, st.sampled_from(pool)), (2, st.sampled_from(ODD_NAMES)),
+                    (1, nasty_text))
+
+
+#: Mostly the seed's namespaces (``Seed::Private`` is not protected: its content goes).
+namespace_segments = weighted(
+    (3, name_segments(tuple(SEED_NAMESPACES.values()))),
+    (1, name_segments(NAMESPACE_NAMES)),
+)
+metadef_segments = {
+    "objects": name_segments(OBJECT_NAMES),
+    "properties": weighted((3, name_segments(PROPERTY_NAMES)),
+                           (1, st.sampled_from(PREFIXED_PROPERTY_NAMES).map(_colons))),
+    "tags": name_segments(TAG_NAMES),
+    "resource_types": name_segments(RESOURCE_TYPES),
+    "metadefs": weighted((4, st.sampled_from(SCHEMA_NAMES)), (1, junk_segments)),
+}
+
+PROPERTY_TYPES = ("string", "integer", "number", "boolean", "array", "object", None)
+
+
+def _mostly(usual: Sequence[Any], edges: Sequence[Any]) -> st.SearchStrategy[Any]:
+    """One of ``usual`` six times in seven, else one of ``edges``."""
+    return weighted((6, st.sampled_from(usual)), (1, st.sampled_from(edges)))
+
+
+#: Numbers for the bounds and counts of a property: ordinary, else past some column, parser
+#: or sanity (Glance's schema has no upper bounds).
+_BOUNDS = _mostly((0, 1, -1, 1.5, 10), (-0.0, 2**31, 2**63, -(2**63) - 1, 2**64, 10**400, 1e308))
+_COUNTS = _mostly((0, 1, 5), (2**31, 2**63, 2**64, 10**400))
+property_types = _one_of_weighted(st.sampled_from(PROPERTY_TYPES),
+                                  st.sampled_from(["STRING", "", "bogus", "null"]))
+PROPERTY_MEMBERS: dict[str, st.SearchStrategy[Any]] = {
+    "description": _mostly(("How fast", ""), ("d" * 501, "\u2028")),
+    "default": _mostly(("fast", 5, True, ""), (False, 1.5, None, [], {}, 2**64, 10**400, ["a"],
+                                               {"a": 1})),
+    "enum": weighted((6, st.lists(st.sampled_from(["fast", "slow"]), max_size=3, unique=True)),
+                     (1, st.lists(st.sampled_from(["fast", 1, None, True, 1.5, [], {}, "fast"]),
+                                  max_size=3))),
+    "minimum": _BOUNDS,
+    "maximum": _BOUNDS,
+    "minLength": _COUNTS,
+    "maxLength": _COUNTS,
+    "minItems": _COUNTS,
+    "maxItems": _COUNTS,
+    "pattern": _mostly(("^[a-z]+$", ""), ("(", "[", "a{99999999999}", "\\")),
+    "readonly": st.booleans(),
+    "uniqueItems": st.booleans(),
+    "additionalItems": st.booleans(),
+    "operators": st.lists(st.sampled_from(["<or>", "<in>", "<all-in>", ""]), max_size=2),
+    "items": st.fixed_dictionaries({}, optional={
+        "type": property_types,
+        "enum": st.lists(st.sampled_from(["a", "b", 1, None]), max_size=3)}),
+    "required": st.lists(st.sampled_from(PROPERTY_NAMES), min_size=1, max_size=2, unique=True),
+}
+
+
+# Strategies made once: hypothesis works out a label for each strategy it meets, which costs
+# more than the draw for strategies made afresh in every draw.
+_titles = _mostly(("Speed", "T"), ("", "t" * 300))
+_property_names = body_names(PROPERTY_NAMES)
+_property_members = st.lists(st.sampled_from(sorted(PROPERTY_MEMBERS)), max_size=4, unique=True)
+
+
+@st.composite
+def property_documents(draw: st.DrawFn, named: bool) -> dict[str, Any]:
+    """A property definition with a few of its optional members; ``named`` as its own
+    document, else as a value of a ``properties`` map (whose keys name them)."""
+    document: dict[str, Any] = {"title": draw(_titles), "type": draw(property_types)}
+    if named:
+        document["name"] = draw(_property_names)
+    for key in draw(_property_members):
+        document[key] = draw(PROPERTY_MEMBERS[key])
+    return document
+
+
+property_maps = st.dictionaries(_property_names, property_documents(named=False),
+                                max_size=2)
+object_documents = st.fixed_dictionaries({"name": body_names(OBJECT_NAMES)}, optional={
+    "description": st.sampled_from(["An object", "", "d" * 1000]),
+    "required": st.lists(st.sampled_from(PROPERTY_NAMES), max_size=2, unique=True),
+    "properties": property_maps,
+})
+tag_documents = st.fixed_dictionaries({"name": body_names(TAG_NAMES)})
+tag_list_documents = st.fixed_dictionaries({}, optional={
+    "tags": st.lists(tag_documents, max_size=4)})
+association_documents = st.fixed_dictionaries({"name": body_names(RESOURCE_TYPES)}, optional={
+    "prefix": st.sampled_from(["hw_", "hw:", "", "p" * 80, "p" * 81, "a/b", "é" * 81]),
+    "properties_target": st.sampled_from(["image", "", "t" * 80, "t" * 81]),
+})
+#: A new namespace's name: one the grammar then addresses, one it never does (a create of
+#: everything that works), a taken one, an odd one.
+new_namespace_names = weighted(
+    (3, st.uuids().map(lambda u: f"Fuzz::{u.hex[:12]}")),
+    (4, st.sampled_from(FRESH_NAMESPACES)),
+    (2, st.sampled_from(NAMESPACE_NAMES)),
+    (2, st.sampled_from(ODD_NAMES)),
+    (1, nasty_text),
+)
+namespace_documents = st.fixed_dictionaries(
+    {"namespace": new_namespace_names},
+    optional={
+        "display_name": _one_of_weighted(st.sampled_from(["Fuzz", "", "d" * 80, "é" * 80]),
+                                         st.sampled_from(["d" * 81, "é" * 81])),
+        "description": _one_of_weighted(st.sampled_from(["Fuzzed", "", "d" * 500]),
+                                        st.just("d" * 501)),
+        "visibility": _one_of_weighted(st.sampled_from(["public", "private"]),
+                                       st.sampled_from(["shared", "community", "", None])),
+        "protected": _one_of_weighted(st.booleans(), st.sampled_from(["true", 1, None])),
+        "owner": _one_of_weighted(st.sampled_from(["project-a", "project-b", "admin-project",
+                                                   "", "o" * 255]),
+                                  st.sampled_from(["o" * 256, "é" * 256])),
+        "resource_type_associations": st.lists(association_documents, max_size=3),
+        "properties": property_maps,
+        "objects": st.lists(object_documents, max_size=2),
+        "tags": st.lists(tag_documents, max_size=4),
+    },
+)
+
+#: What one member of a document becomes in a nearly valid one: another JSON type (lists for
+#: objects, objects for strings), numbers past every column and parser, names too long.
+CONFUSIONS: tuple[Any, ...] = (
+    [], [1], ["a", "a"], [None], [[]], [{}], {}, {"a": 1}, {"name": {}}, {"type": "string"},
+    {"title": "T", "type": "string"}, "", "x", "N" * 81, None, True, False, 0, -1, 1.5, -0.0,
+    2**63, 2**64, -(2**63) - 1, 10**400, 1e308, float("inf"), float("-inf"), float("nan"),
+)
+confusions = weighted((4, st.sampled_from(CONFUSIONS)), (1, json_scalars), (1, json_values))
+
+
+#: What a key becomes in a nearly valid document.
+_odd_keys = st.sampled_from(("Name", "NAME", "name ", "", "N" * 81, "é", "\x00", "\ud800",
+                             "self", "id"))
+_hows = st.sampled_from(["confuse", "confuse", "confuse", "drop", "rename"])
+
+
+@st.composite
+def nearly(draw: st.DrawFn, documents: st.SearchStrategy[Any]) -> Any:
+    """
+    A document of ``documents`` with one thing wrong anywhere in it: a member or element of
+    another type (``confusions``), a member missing, or a key renamed to an odd name.
+    """
+    document = copy.deepcopy(draw(documents))
+    places: list[tuple[Any, Any]] = []
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        items = (value.items() if isinstance(value, dict) else enumerate(value)
+                 if isinstance(value, list) else ())
+        for key, item in items:
+            places.append((value, key))
+            pending.append(item)
+    if not places:
+        return draw(confusions)
+    container, key = places[draw(st.integers(0, len(places) - 1))]
+    how = draw(_hows)
+    if how == "drop" or (how == "rename" and isinstance(container, dict)):
+        value = container.pop(key)
+        if how == "rename":
+            container[draw(_odd_keys)] = value
+    else:
+        container[key] = draw(confusions)
+    return document
+
+
+def metadef_bodies(documents: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
+    """A route's documents: valid, nearly valid, any JSON, or a body that is not JSON."""
+    return json_bodies(weighted((5, documents), (4, nearly(documents)), (1, json_values)))
+
+
+def _many_tags(count: int, clash: bool) -> dict[str, Any]:
+    """A bulk tag create of ``count`` tags; if ``clash``, the first again at the end."""
+    tags = [{"name": f"t{i}"} for i in range(count)]
+    return {"tags": tags + tags[:1] if clash else tags}
+
+
+def _big_namespace(name: str, count: int, clash: bool) -> dict[str, Any]:
+    """
+    A namespace with ``count`` properties and tags and a tenth as many objects, near the
+    body limit: all of it is inserted, and all of it must go again if ``clash`` (its last
+    tag is its first again: a 409 once everything else is in).
+    """
+    return {
+        "namespace": name,
+        "resource_type_associations": [{"name": f"OS::Fuzz::T{i}"} for i in range(count // 100)],
+        "properties": {f"p{i}": {"title": "P", "type": "string"} for i in range(count)},
+        "objects": [{"name": f"o{i}", "required": ["p"], "properties": {
+            "p": {"title": "P", "type": "integer"}}} for i in range(count // 10)],
+        **_many_tags(count, clash),
+    }
+
+
+#: Documents of hundreds or thousands of definitions, built from small draws.
+big_tag_lists = st.builds(_many_tags, st.sampled_from([100, 1000, 4000]), st.booleans())
+big_namespaces = st.builds(
+    _big_namespace, st.sampled_from((*FRESH_NAMESPACES, SEED_NAMESPACES["public"])),
+    st.sampled_from([100, 500]), st.booleans())
+
+
+def _big(documents: st.SearchStrategy[Any], big: st.SearchStrategy[Any]
+         ) -> st.SearchStrategy[bytes]:
+    """``metadef_bodies(documents)``, and one time in ten a big document."""
+    return weighted((9, metadef_bodies(documents)),
+                    (1, big.map(lambda document: json.dumps(document).encode())))
+
+
+#: Where a body is not expected: mostly none.
+no_body = weighted((8, st.just(b"")), (1, st.sampled_from([b"{}", b"x", b'{"name": "t"}'])))
+
+METADEF_HUGE_INTS = ("99999999999999999999", "-1", "0", "1", "1.5", "1e3", "", " 5", "١٢",
+                     "0x10", "9223372036854775808")
+namespace_query_pairs = weighted(
+    (2, st.tuples(st.just("limit"), st.sampled_from(["1", "2", "1000", *METADEF_HUGE_INTS]))),
+    (2, st.tuples(st.just("marker"), namespace_segments)),
+    (2, st.tuples(st.just("sort_key"), st.sampled_from(
+        [*NAMESPACE_SORT_KEYS, "bogus", "", "name", "id", "created_at,namespace"]))),
+    (2, st.tuples(st.just("sort_dir"), st.sampled_from(["asc", "desc", "up", "", "ASC"]))),
+    (2, st.tuples(st.just("visibility"), st.one_of(
+        st.sampled_from(["public", "private", "shared", "all", "", "PUBLIC"]), segment_text))),
+    (2, st.tuples(st.just("resource_types"), st.one_of(st.sampled_from(
+        ["OS::Glance::Image", "OS::Glance::Image,OS::Nova::Flavor", ",", " , ", "No::Such",
+         "OS::Cinder::Volume,", ""]), segment_text))),
+    (1, st.tuples(st.just("resource_type"), st.sampled_from(RESOURCE_TYPES))),
+    (1, st.tuples(junk_segments, st.one_of(segment_text, junk_segments))),
+)
+tag_query_pairs = weighted(
+    (2, st.tuples(st.just("limit"), st.sampled_from(["1", "2", *METADEF_HUGE_INTS]))),
+    (2, st.tuples(st.just("marker"), metadef_segments["tags"])),
+    (2, st.tuples(st.just("sort_key"), st.sampled_from([*TAG_SORT_KEYS, "bogus", "", "id"]))),
+    (2, st.tuples(st.just("sort_dir"), st.sampled_from(["asc", "desc", "up", ""]))),
+    (1, st.tuples(junk_segments, st.one_of(segment_text, junk_segments))),
+)
+resource_type_query_pairs = weighted(
+    (4, st.tuples(st.just("resource_type"), st.one_of(
+        st.sampled_from(RESOURCE_TYPES).map(_colons), st.sampled_from(["", "No::Such"]),
+        segment_text))),
+    (1, st.tuples(junk_segments, st.one_of(segment_text, junk_segments))),
+)
+
+
+def metadef_queries(pairs: st.SearchStrategy[tuple[Segment, Segment]]
+                    ) -> st.SearchStrategy[bytes]:
+    """Query strings of ``pairs`` (a key may repeat), none, or odd ones."""
+    return weighted(
+        (2, st.just(b"")),
+        (5, st.lists(pairs, min_size=1, max_size=4).map(encode_query)),
+        (1, st.sampled_from([b"&", b"=", b"limit", b"limit=1&limit=2", b"marker=&limit=",
+                             b"sort_key=name&sort_key=bogus", b"%ff=%ff", b"a=%",
+                             b"resource_types=OS::Glance::Image&resource_types=",
+                             b"visibility=public&visibility=", b"limit=%00", b"marker=%ff",
+                             b"marker=%ED%A0%80", b"a" * 20000])),
+    )
+
+
+#: ``X-Openstack-Append`` (a bulk tag create appends rather than replaces): Glance's true
+#: values, false ones, and odd ones.
+APPEND_VALUES = (b"true", b"True", b"TRUE", b"1", b"yes", b"on", b"t", b"y", b"false", b"0",
+                 b"", b" true ", b"\xff", b"tru\te", b"true, true", b"a" * 300)
+append_headers = st.lists(st.tuples(st.sampled_from([b"X-Openstack-Append",
+                                                     b"x-openstack-append"]),
+                                    st.sampled_from(APPEND_VALUES)), max_size=2)
+_metadef_json_headers = _json_content([b"application/json", b"text/plain", PATCH_V21])
+_tags_headers = st.tuples(_metadef_json_headers, append_headers).map(
+    lambda parts: (*parts[0], *parts[1]))
+
+
+@attrs.frozen
+class RouteGrammar:
+    """How often a route of the catalog is drawn, and its query, headers and body."""
+
+    weight: int
+    query: st.SearchStrategy[bytes] = st.just(b"")
+    headers: st.SearchStrategy[Any] = st.just(())
+    body: st.SearchStrategy[bytes] = no_body
+
+
+_NS = METADEF_NAMESPACES + "/<namespace>"
+
+
+def _writes(documents: st.SearchStrategy[Any], weight: int) -> RouteGrammar:
+    return RouteGrammar(weight, headers=_metadef_json_headers, body=metadef_bodies(documents))
+
+
+#: Each route of ``imaged.web.metadefs.ROUTES`` by (method, rule): its weight and parts.  A
+#: route missing here is drawn with weight 1 and no parts, and ``tests/test_fuzz.py`` fails.
+METADEF_GRAMMAR: dict[tuple[str, str], RouteGrammar] = {
+    ("GET", "/v2/schemas/metadefs/<name>"): RouteGrammar(1),
+    ("GET", "/v2/metadefs/resource_types"): RouteGrammar(1),
+    ("GET", METADEF_NAMESPACES): RouteGrammar(4, query=metadef_queries(namespace_query_pairs)),
+    ("POST", METADEF_NAMESPACES): RouteGrammar(5, headers=_metadef_json_headers,
+                                               body=_big(namespace_documents, big_namespaces)),
+    ("GET", _NS): RouteGrammar(2, query=metadef_queries(resource_type_query_pairs)),
+    ("PUT", _NS): _writes(namespace_documents, 3),
+    ("DELETE", _NS): RouteGrammar(1),
+    ("GET", _NS + "/objects"): RouteGrammar(1),
+    ("POST", _NS + "/objects"): _writes(object_documents, 3),
+    ("DELETE", _NS + "/objects"): RouteGrammar(1),
+    ("GET", _NS + "/objects/<name>"): RouteGrammar(1),
+    ("PUT", _NS + "/objects/<name>"): _writes(object_documents, 2),
+    ("DELETE", _NS + "/objects/<name>"): RouteGrammar(1),
+    ("GET", _NS + "/properties"): RouteGrammar(1),
+    ("POST", _NS + "/properties"): _writes(property_documents(named=True), 3),
+    ("DELETE", _NS + "/properties"): RouteGrammar(1),
+    ("GET", _NS + "/properties/<name>"): RouteGrammar(
+        1, query=metadef_queries(resource_type_query_pairs)),
+    ("PUT", _NS + "/properties/<name>"): _writes(property_documents(named=True), 2),
+    ("DELETE", _NS + "/properties/<name>"): RouteGrammar(1),
+    ("GET", _NS + "/tags"): RouteGrammar(2, query=metadef_queries(tag_query_pairs)),
+    ("POST", _NS + "/tags"): RouteGrammar(3, headers=_tags_headers,
+                                          body=_big(tag_list_documents, big_tag_lists)),
+    ("DELETE", _NS + "/tags"): RouteGrammar(1),
+    ("GET", _NS + "/tags/<name>"): RouteGrammar(1),
+    ("POST", _NS + "/tags/<name>"): RouteGrammar(2),
+    ("PUT", _NS + "/tags/<name>"): _writes(tag_documents, 2),
+    ("DELETE", _NS + "/tags/<name>"): RouteGrammar(1),
+    ("GET", _NS + "/resource_types"): RouteGrammar(1),
+    ("POST", _NS + "/resource_types"): _writes(association_documents, 2),
+    ("DELETE", _NS + "/resource_types/<resource_type>"): RouteGrammar(1),
+}
+
+
+def rule_segments(rule: str) -> tuple[Any, ...]:
+    """The path of a Klein rule under ``/v2``, each ``<variable>`` a strategy of what names
+    it (by the collection before it)."""
+    parts = rule.split("/")[2:]
+    return tuple(
+        (namespace_segments if part == "<namespace>" else metadef_segments[parts[i - 1]])
+        if part.startswith("<") else part
+        for i, part in enumerate(parts)
+    )
+
+
+def _route_shape(method: str, rule: str, grammar: RouteGrammar) -> st.SearchStrategy[Shape]:
+    return _shape(method, *rule_segments(rule), query=grammar.query, headers=grammar.headers,
+                  body=grammar.body)
+
+
+_ALLOWED: dict[str, set[str]] = collections.defaultdict(set)
+for _rule, _method, _ in METADEF_ROUTES:
+    _ALLOWED[_rule].add(_method)
+_ANY_BODY = weighted((2, st.just(b"")), (1, metadef_bodies(namespace_documents)),
+                     (1, metadef_bodies(object_documents)))
+
+#: Every route of the catalog, each rule with the methods it does not take (405s), and paths
+#: under ``/v2/metadefs`` that no route has.
+metadef_shapes: st.SearchStrategy[Shape] = weighted(
+    # Heaviest first: hypothesis draws the first of a table more often than its weight says.
+    *sorted(((grammar.weight, _route_shape(method, rule, grammar))
+             for rule, method, _ in METADEF_ROUTES
+             for grammar in [METADEF_GRAMMAR.get((method, rule), RouteGrammar(1))]),
+            key=lambda pair: -pair[0]),
+    (4, st.one_of(*[
+        _shape(method, *rule_segments(rule), body=_ANY_BODY, headers=_metadef_json_headers)
+        for rule in sorted(_ALLOWED)
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+        if method not in _ALLOWED[rule]])),
+    (1, _shape("GET", "metadefs", st.one_of(st.sampled_from(
+        ["", "namespaces", "resource_types", "objects", "bogus"]), junk_segments),
+        st.one_of(st.sampled_from(["", "x", "OS::Glance::Image"]), junk_segments))),
+    (1, _shape("GET", "metadefs", "namespaces", namespace_segments,
+               st.sampled_from(["objects", "properties", "tags", "resource_types", "bogus", ""]),
+               st.one_of(st.sampled_from(["", "x", "alpha"]), junk_segments),
+               st.sampled_from(["", "x", "alpha"]))),
+)
+
+#: Who asks the catalog: mostly an administrator (Glance's default policy lets only them
+#: write it) and project-a (a reader and member, the owner of ``Seed::Private``).
+metadef_identities = weighted(
+    (5, st.just(_identity(ADMIN))),
+    (3, st.just(_identity(PROJECT_A))),
+    (4, identities),
+)
+metadef_extra_headers = weighted(
+    (4, extra_headers),
+    (1, st.tuples(extra_headers, append_headers).map(lambda parts: [*parts[0], *parts[1]])),
+)
+
+
+#: Requests from the grammar: any route, mostly well-formed, with one thing odd in some; one
+#: in four for the catalog (hypothesis favours the first of a table: a little less, seen).
+image_requests: st.SearchStrategy[Request] = st.tuples(
     shapes, mutations, identities, extra_headers).map(lambda parts: assemble(*parts))
+metadef_requests: st.SearchStrategy[Request] = st.tuples(
+    metadef_shapes, mutations, metadef_identities, metadef_extra_headers).map(
+    lambda parts: assemble(*parts))
+requests: st.SearchStrategy[Request] = weighted((3, image_requests), (1, metadef_requests))
 
 
 # -- the property -------------------------------------------------------------------------------
 
 READ_ONLY_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 
-_ADMIN_HEADERS = tuple((k.encode(), v.encode()) for k, v in ADMIN.items())
-#: What shows the service still alive: the versions document and a list.
-LIVENESS = (Request(b"GET", b"/versions"), Request(b"GET", b"/v2/images", _ADMIN_HEADERS))
+_ADMIN_HEADERS = _identity(ADMIN)
+#: What shows the service still alive: the versions document, a list of images and one of
+#: namespaces.
+LIVENESS = (Request(b"GET", b"/versions"), Request(b"GET", b"/v2/images", _ADMIN_HEADERS),
+            Request(b"GET", METADEF_NAMESPACES.encode(), _ADMIN_HEADERS))
 
 
 def handler_name(request: Request) -> str:
@@ -1417,11 +1939,49 @@ class Problem:
         return "\n".join(lines)
 
 
+_ERROR_TYPES = {"json": b"application/json", "plain": b"text/plain; charset=UTF-8",
+                "html": b"text/html; charset=UTF-8"}
+
+
+def error_format_problems(request: Request, response: Response) -> list[str]:
+    """
+    What is wrong with an error response's format: Glance's (WebOb's) page of ``code title``
+    and the message, as HTML, flat JSON or plain text as the last ``Accept`` asks
+    (``imaged.web.errors.error_format``; tests/test_api_versions_errors.py pins it down).
+    Twisted's refusals of requests it cannot parse (a bare status line, the connection
+    closed: ``twisted.web.http``'s ``_respondToBadRequestAndDisconnect``) are not imaged's.
+    """
+    if response.code < 400 or request.method == b"HEAD" or (not response.headers
+                                                             and not response.body):
+        return []
+    accepts = [v for k, v in request.headers if k.lower() == b"accept"]
+    fmt = error_format(accepts[-1].decode("latin-1") if accepts else None)
+    content_type = response.header(b"content-type")
+    if content_type != _ERROR_TYPES[fmt]:
+        return [f"an error answered as {content_type!r}, not Glance's {fmt} "
+                f"({_ERROR_TYPES[fmt]!r})"]
+    status = b"%d " % response.code
+    if fmt == "json":
+        try:
+            document = json.loads(response.body)
+        except ValueError:
+            return ["an error's JSON body is not JSON"]
+        if not (isinstance(document, dict) and set(document) == {"message", "code", "title"}
+                and str(document["code"]).startswith(status.decode())):
+            return [f"an error's JSON body is not Glance's: {_cut(response.body)}"]
+    elif fmt == "plain" and not response.body.startswith(status):
+        return [f"an error's plain body is not Glance's: {_cut(response.body)}"]
+    elif fmt == "html" and not (response.body.startswith(b"<html>")
+                                and b"<title>" + status in response.body):
+        return [f"an error's HTML body is not Glance's: {_cut(response.body)}"]
+    return []
+
+
 class Checker:
     """
     Sends requests in a ``World`` and checks each against the property: an answer below 500
-    to every request, nothing logged at error level or with a traceback, and nothing changed
-    by a refused (4xx) request.
+    to every request, errors in Glance's format, nothing logged at error level or with a
+    traceback, and nothing changed by a refused (4xx) request.
     """
 
     def __init__(self, world: World, watch: LogWatch) -> None:
@@ -1459,6 +2019,9 @@ class Checker:
             details += [event.text for event in logged]
         if response is not None and response.code >= 500:
             broken.append("5xx")
+        if response is not None and (wrong := error_format_problems(request, response)):
+            broken.append("error format")
+            details += wrong
         self.last_response = response
         if response is not None:
             world.remember(request, response)
@@ -1585,6 +2148,13 @@ def simpler(request: Request) -> list[Request]:
     return candidates
 
 
+def names_seed(data: bytes) -> bool:
+    """Whether ``data`` (a target or body) names one of the seed's images or namespaces."""
+    return any(i.encode() in data for i in SEED_IDS.values()) or any(
+        name.encode() in data or quote(name, safe="").encode() in data.replace(b"%3a", b"%3A")
+        for name in SEED_NAMESPACES.values())
+
+
 class Findings:
     """
     The problems of a fuzzing run, by kind (``Problem.kind``): how often each was seen and
@@ -1651,8 +2221,8 @@ class Findings:
     def curl_lines(self, problem: Problem) -> list[str]:
         """
         Shell lines replaying ``problem`` on a fresh ``./dev run``: the seed's requests when
-        the replay names a seed image, the earlier requests (an image they create is kept in
-        ``$NEWn``), then the failing one.
+        the replay names a seed image or namespace, the earlier requests (an image they create
+        is kept in ``$NEWn``), then the failing one.
         """
         world = self.worlds()
         checker = Checker(world, self.watch)
@@ -1662,7 +2232,7 @@ class Findings:
             checker.run(planned)
             sent.append((request, checker.last_response))
         names = {created: f"NEW{n}" for n, created in enumerate(world.created)}
-        seeded = any(i.encode() in r.target + r.body for r, _ in sent for i in SEED_IDS.values())
+        seeded = any(names_seed(r.target + r.body) for r, _ in sent)
         lines = ["# after the seed's requests (above)"] if seeded else []
         for request, response in sent:
             line = request.curl(names)
@@ -1681,7 +2251,8 @@ class Findings:
                     f"{sum(self.counts.values())} request(s):",
                     *(f"  {count:5d} x {kind}" for kind, count in self.counts.most_common()),
                     "", "Reproductions run against a fresh `./dev run`; those naming the seed's"
-                    " images (5eed0000-...) need the seed's requests first:",
+                    " images (5eed0000-...) or namespaces (Seed::...) need the seed's requests"
+                    " first:",
                     *("  " + r.curl() for r in seed_requests())]
         for kind, count in self.counts.most_common():
             problem = self.minimize(self.first[kind])
@@ -1695,7 +2266,10 @@ class Findings:
 __all__ = [
     "CLOSED",
     "LIMITS",
+    "METADEF_GRAMMAR",
+    "METADEF_ROUTES",
     "SEED_IDS",
+    "SEED_NAMESPACES",
     "Checker",
     "Findings",
     "LogWatch",
@@ -1705,7 +2279,12 @@ __all__ = [
     "Response",
     "World",
     "Worlds",
+    "error_format_problems",
     "event_kind",
+    "image_requests",
+    "is_metadef",
+    "metadef_requests",
+    "metadef_seed_requests",
     "requests",
     "seed_requests",
 ]

@@ -315,7 +315,8 @@ def test_delete_removes_the_content(client: Client) -> None:
     client.post(NS, json=body, headers=ADMIN)
     assert client.delete(f"{NS}/Test::Nested", headers=ADMIN).code == 204
     error(client.get(f"{NS}/Test::Nested", headers=ADMIN), 404, "was not found")
-    error(client.delete(f"{NS}/Test::Nested", headers=ADMIN), 404, "Namespace Test::Nested not found")
+    error(client.delete(f"{NS}/Test::Nested", headers=ADMIN), 404,
+          "Namespace Test::Nested not found")
     # The same name may be made again, empty: nothing of the old content is left behind.
     made = make(client, namespace="Test::Nested")
     assert "objects" not in client.get(f"{NS}/Test::Nested", headers=ADMIN).json()
@@ -334,7 +335,8 @@ def test_sub_collection_deletes(client: Client, part: str) -> None:
     assert part not in shown
     kept = {"objects", "properties", "tags"} - {part}
     assert kept <= set(shown)
-    error(client.delete(f"{NS}/No::Such/{part}", headers=ADMIN), 404, "Namespace No::Such not found")
+    error(client.delete(f"{NS}/No::Such/{part}", headers=ADMIN), 404,
+          "Namespace No::Such not found")
 
 
 # -- lists -------------------------------------------------------------------------------------
@@ -466,7 +468,8 @@ def test_visibility_and_policy(client: Client) -> None:
           404, "Namespace Test::AdminPrivate not found")
     error(client.delete(f"{NS}/Test::OwnedByB", headers=MEMBER_B), 403,
           "delete_metadef_namespace")
-    error(client.delete(f"{NS}/Test::AdminPrivate", headers=MEMBER_B), 404, "Namespace Test::AdminPrivate not found")
+    error(client.delete(f"{NS}/Test::AdminPrivate", headers=MEMBER_B), 404,
+          "Namespace Test::AdminPrivate not found")
     error(client.post(f"{NS}/Test::Public/objects", json={"name": "o"}, headers=MEMBER_B), 403,
           "add_metadef_object")
     error(client.post(f"{NS}/Test::Public/properties",
@@ -555,7 +558,8 @@ def test_objects(client: Client) -> None:
     error(client.get(f"{base}/Engine", headers=ADMIN), 404,
           "Could not find metadata object Engine")
     assert client.delete(f"{base}/Motor", headers=ADMIN).code == 204
-    error(client.delete(f"{base}/Motor", headers=ADMIN), 404, "Could not find metadata object Motor")
+    error(client.delete(f"{base}/Motor", headers=ADMIN), 404,
+          "Could not find metadata object Motor")
     error(client.get(f"{NS}/No::Such/objects", headers=ADMIN), 404, "was not found")
 
 
@@ -783,7 +787,8 @@ def test_resource_type_associations(client: Client) -> None:
           "Failed to find resource type OS::Glance::Image to delete")
     error(client.delete(f"{base}/No::Such", headers=ADMIN), 404,
           "Failed to find resource type No::Such to delete")
-    error(client.get(f"{NS}/No::Such/resource_types", headers=ADMIN), 404, "Namespace No::Such not found")
+    error(client.get(f"{NS}/No::Such/resource_types", headers=ADMIN), 404,
+          "Namespace No::Such not found")
 
 
 @pytest.mark.parametrize("body,code,text", [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +18,17 @@ from twisted.internet.task import Clock
 
 from imaged.store.sql import SQLMetadataStore
 
-from .fuzzing import Checker, Findings, LogWatch, Request, Worlds, requests
+from .fuzzing import (
+    METADEF_GRAMMAR,
+    METADEF_ROUTES,
+    Checker,
+    Findings,
+    LogWatch,
+    Request,
+    Worlds,
+    is_metadef,
+    requests,
+)
 
 #: Requests per database on every test run; ``--fuzz-count N`` or ``IMAGED_FUZZ_COUNT=N``
 #: for long runs.
@@ -57,9 +68,11 @@ def fuzz_settings(count: int, derandomize: bool) -> settings:
     purpose: the data-size health checks do not apply.
     """
     return settings(
-        # Runs end early when hypothesis' buffer fills up (big bodies): a quarter more runs
-        # than ``count`` needs, the requests past ``count`` not sent.
-        max_examples=max(1, -(-count * 5 // (STEPS * 4))),
+        # Runs end early when hypothesis' buffer fills up (big bodies), or when it makes a run
+        # from parts of others and the end of one lands mid-run (the catalog's requests vary
+        # most in size: a run in ten ends early, some after a few steps): half as many runs
+        # again as ``count`` needs, those past ``count`` sending nothing (``fuzz_machine``).
+        max_examples=max(1, -(-count * 3 // (STEPS * 2))),
         stateful_step_count=STEPS,
         derandomize=derandomize,
         database=None,
@@ -71,28 +84,51 @@ def fuzz_settings(count: int, derandomize: bool) -> settings:
 
 
 def fuzz_machine(checkers: Callable[[], Checker], findings: Findings, count: int,
-                 sent: list[int]) -> type[RuleBasedStateMachine]:
+                 sent: list[int], seen: Counter[str] | None = None
+                 ) -> type[RuleBasedStateMachine]:
     """
     The state machine: each run starts a seeded service; its one rule sends a request from
-    the grammar (until ``count`` are sent) and notes what it broke; teardown checks the
-    service is still alive.
+    the grammar (until ``count`` are sent) and notes what it broke, and in ``seen`` which
+    API and status it was (``images 200``, ``metadefs 404``); teardown checks the service is
+    still alive.  The service is made at the first request sent: runs past ``count`` make
+    none (they cannot stop drawing: a rule that depends on the count is a flaky strategy).
     """
 
     class FuzzAPI(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self.checker = checkers()
+            self.checker: Checker | None = None
 
         @rule(request=requests)
         def send(self, request: Request) -> None:
             if sent[0] < count:
                 sent[0] += 1
+                if self.checker is None:
+                    self.checker = checkers()
                 findings.add(self.checker.run(request))
+                if seen is not None:
+                    response = self.checker.last_response
+                    api = "metadefs" if is_metadef(request) else "images"
+                    seen[f"{api} {response.code if response is not None else '-'}"] += 1
 
         def teardown(self) -> None:
-            findings.add(self.checker.alive())
+            if self.checker is not None:
+                findings.add(self.checker.alive())
 
     return FuzzAPI
+
+
+def summary(seen: Counter[str]) -> str:
+    """How many requests each API had, and its statuses (``0``: the connection closed)."""
+    lines = []
+    for api in ("images", "metadefs"):
+        codes = {key.split()[1]: n for key, n in seen.items() if key.startswith(api + " ")}
+        total = sum(codes.values())
+        share = total * 100 // max(1, sum(seen.values()))
+        statuses = ", ".join(f"{code}: {codes[code]}"
+                             for code in sorted(codes, key=lambda c: (len(c), c)))
+        lines.append(f"  {api}: {total} requests ({share}%): {statuses}")
+    return "\n".join(lines)
 
 
 def test_fuzz(
@@ -103,12 +139,15 @@ def test_fuzz(
     hypothesis_home: Path,
 ) -> None:
     """
-    ``fuzz_count`` requests from the grammar of tests/fuzzing.py, over every route and many
-    paths that are none, against the daemon's own Site on this database.  For each: an
-    answer below 500, nothing logged as an error or with a traceback, and, if it was refused
-    (4xx), every image row, tag, property, member and blob as before; after each run of
-    ``STEPS`` requests the service still answers.  CI runs are derandomized (the same
+    ``fuzz_count`` requests from the grammar of tests/fuzzing.py, over every route (the
+    images' and, for nearly a quarter of the requests, the metadata definitions catalog's)
+    and many paths that are none, against the daemon's own Site on this database.  For each:
+    an answer below 500, an error in Glance's format, nothing logged as an error or with a
+    traceback, and, if it was refused (4xx), every image row, tag, property, member and blob,
+    and every namespace, definition, resource type and association, as before; after each
+    run of ``STEPS`` requests the service still answers.  CI runs are derandomized (the same
     requests every time); long runs pick a seed and print it, ``IMAGED_FUZZ_SEED`` replays.
+    It prints how many requests each API had, by status.
     """
     count = fuzz_count(request.config)
     chosen = os.environ.get("IMAGED_FUZZ_SEED")
@@ -120,16 +159,27 @@ def test_fuzz(
     store = metadata_stores()
     print(f"fuzzing {count} requests on {store.dialect}; re-run: {rerun}")
     sent = [0]
+    seen: Counter[str] = Counter()
     with LogWatch() as watch:
         # PostgreSQL's world has two named stores (the multi-store API, X-Image-Meta-Store,
         # import stores, per-store delete, ?prefer); SQLite's one store, as a default site.
         worlds = Worlds(store, clock, multi_store=database == "postgresql")
         findings = Findings(worlds, watch)
-        machine = fuzz_machine(lambda: Checker(worlds(), watch), findings, count, sent)
+        machine = fuzz_machine(lambda: Checker(worlds(), watch), findings, count, sent, seen)
         if seed is not None:
             machine = hypothesis_seed(seed)(machine)
         run_state_machine_as_test(machine, settings=fuzz_settings(count, seed is None))
         gc.collect()  # every run's Deferreds: one failing unhandled would be logged now
         findings.add(Checker(worlds(), watch).alive())
+        print(summary(seen))
         assert sent[0] == count, f"only {sent[0]} of {count} requests were sent"
         assert not findings, f"{findings.report()}\n\non {store.dialect}; re-run: {rerun}"
+
+
+def test_grammar_has_every_catalog_route() -> None:
+    """
+    The grammar draws every route of the metadata definitions catalog with its own query,
+    headers and bodies (``METADEF_GRAMMAR``): a route added to ``imaged.web.metadefs.ROUTES``
+    is drawn anyway, bare, and this fails until it has its grammar.
+    """
+    assert set(METADEF_GRAMMAR) == {(method, rule) for rule, method, _ in METADEF_ROUTES}
